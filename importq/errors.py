@@ -1,0 +1,104 @@
+"""Every failure importq raises, and whether waiting can fix it.
+
+    ImportqError
+    ├── InputError            bad input refused before anything is enqueued (file:line: field: why)
+    ├── ConfigError           a missing or invalid setting; fix the environment and run again
+    ├── LeaseLost             this worker no longer owns the unit; it must stop without committing
+    └── TargetError           the vendor answered badly (keeps target, status, vendor message)
+        ├── RetryableError    may succeed later: timeouts, connection errors, 429, 502/503/504
+        │   └── RateLimited   429; carries the vendor's Retry-After
+        └── FinalError        will fail again until someone fixes something
+            ├── AuthError     401/403: credentials or permissions
+            ├── NotFoundError 404: unknown agent, queue item, datasource...
+            └── RejectedError 400 or a failed unit: the vendor refused the data itself
+
+`FinalError.record_level` says the refusal may be caused by one record in the
+unit, so the core bisects the unit to isolate it instead of failing it whole.
+"""
+
+from __future__ import annotations
+
+
+class ImportqError(Exception):
+    """Root of every importq error."""
+
+    retryable = False
+
+
+class InputError(ImportqError):
+    """Producer input refused before anything was enqueued."""
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigError(ImportqError):
+    """A setting is missing or invalid."""
+
+
+class LeaseLost(ImportqError):
+    """The unit's lease expired or was taken over; the holder must not commit."""
+
+
+class TargetError(ImportqError):
+    """The target API failed; the message is the vendor's own, plus what to do."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str,
+        status: int | None = None,
+        vendor_code: str | None = None,
+    ) -> None:
+        self.target = target
+        self.status = status
+        self.vendor_code = vendor_code
+        self.message = message
+        prefix = f"{target}: HTTP {status}: " if status else f"{target}: "
+        super().__init__(prefix + message)
+
+
+class RetryableError(TargetError):
+    """The same request may succeed later."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        resendable: bool = False,
+        **kw: object,
+    ) -> None:
+        # resendable: the vendor certainly did not apply the request (429, 502, 503, refused
+        # connection), so the same request may be sent again in place.
+        self.retry_after = retry_after
+        self.resendable = resendable
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class RateLimited(RetryableError):
+    """429: wait at least Retry-After seconds."""
+
+
+class FinalError(TargetError):
+    """Retrying will not help until the data or the configuration changes."""
+
+    record_level = False
+
+
+class AuthError(FinalError):
+    """401/403: the credentials are missing, wrong, or lack a permission."""
+
+
+class NotFoundError(FinalError):
+    """404: an id in the configuration or in the request does not exist."""
+
+
+class RejectedError(FinalError):
+    """The vendor refused the data; one record may be the cause."""
+
+    record_level = True

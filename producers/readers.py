@@ -1,0 +1,372 @@
+"""Streaming readers that turn JSON Lines, JSON array and CSV input into (record, where) pairs."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import ijson
+
+from importq.errors import InputError
+
+__all__ = [
+    "CSV_COLUMNS",
+    "FORMATS",
+    "CsvColumns",
+    "Located",
+    "Record",
+    "csv_columns_for",
+    "detect_format",
+    "json_type",
+    "read_records",
+]
+
+Record = dict[str, Any]
+# A record and where it came from: "file:line", or "file:item n" for JSON arrays.
+Located = tuple[Record, str]
+
+FORMATS = ("jsonl", "json", "csv")
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
+_ALIASES = {"ndjson": "jsonl"}
+_STDIN = "-"
+_BOM = b"\xef\xbb\xbf"
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+@dataclass(frozen=True)
+class CsvColumns:
+    """How the columns of a CSV file map onto one target's record."""
+
+    fields: tuple[str, ...]
+    """Columns copied as strings."""
+    booleans: tuple[str, ...] = ()
+    """Columns parsed from true/false/1/0/yes/no."""
+    prefixes: tuple[str, ...] = ()
+    """Object fields: column "data.Name" becomes record["data"]["Name"]."""
+    required: tuple[str, ...] = ()
+    """Columns the header must have."""
+
+    def allowed(self) -> list[str]:
+        """Every accepted column name, prefixed ones shown as "prefix.<Name>"."""
+        return [*self.fields, *self.booleans, *(f"{p}.<Name>" for p in self.prefixes)]
+
+
+# Per-target CSV mappings; a target without an entry accepts JSON input only.
+CSV_COLUMNS: dict[str, CsvColumns] = {
+    "sourcing_data": CsvColumns(
+        fields=("entityId", "recordId", "entityMappingId", "referenceId", "mandantCode"),
+        booleans=("isDeleted",),
+        prefixes=("data", "customData"),
+        required=("entityId", "recordId"),
+    ),
+}
+
+
+def csv_columns_for(target: str) -> CsvColumns:
+    """The CSV column mapping of `target`; InputError if the target takes no CSV."""
+    try:
+        return CSV_COLUMNS[target]
+    except KeyError:
+        supported = ", ".join(sorted(CSV_COLUMNS))
+        raise InputError(
+            f"CSV input is not supported for target {target!r} (supported: {supported})"
+        ) from None
+
+
+def detect_format(path: str | Path, fmt: str | None = None) -> str:
+    """The input format: `fmt` if given, else from the file extension; InputError if unknown."""
+    if fmt is not None:
+        kind = _ALIASES.get(fmt.lower(), fmt.lower())
+        if kind not in FORMATS:
+            raise InputError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+        return kind
+    if str(path) == _STDIN:
+        raise InputError(f"reading from stdin needs a format ({', '.join(FORMATS)})")
+    suffix = Path(path).suffix.lower()
+    try:
+        return _EXTENSIONS[suffix]
+    except KeyError:
+        known = ", ".join(_EXTENSIONS)
+        raise InputError(
+            f"cannot tell the format from the extension {suffix or '(none)'!r}"
+            f" (known: {known}); give the format explicitly",
+            where=str(path),
+        ) from None
+
+
+def read_records(
+    path: str | Path, fmt: str | None = None, *, target: str | None = None
+) -> Iterator[Located]:
+    """Stream the records of `path` ("-" for stdin) as (record, where) pairs.
+
+    Format, file and CSV-mapping problems raise here, before iteration starts;
+    problems inside the data raise while iterating, at the record concerned.
+    """
+    kind = detect_format(path, fmt)
+    name = "<stdin>" if str(path) == _STDIN else str(path)
+    if str(path) != _STDIN:
+        _check_file(Path(path))
+    if kind == "jsonl":
+        return _read_jsonl(path, name)
+    if kind == "json":
+        return _read_json_array(path, name)
+    if target is None:
+        raise InputError("CSV input needs a target (it decides how columns map to fields)")
+    return _read_csv(path, name, csv_columns_for(target))
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError("no such file", where=str(path))
+    if path.is_dir():
+        raise InputError("is a directory, not a file", where=str(path))
+
+
+def _os_reason(error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory, not a file"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    return error.strerror or str(error)
+
+
+@contextmanager
+def _open_binary(path: str | Path, name: str) -> Iterator[BinaryIO]:
+    if str(path) == _STDIN:
+        yield sys.stdin.buffer  # not ours to close
+        return
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the open error is translated
+    except OSError as e:
+        raise InputError(_os_reason(e), where=name) from None
+    with f:
+        yield f
+
+
+@contextmanager
+def _open_csv_text(path: str | Path, name: str) -> Iterator[IO[str]]:
+    with _open_binary(path, name) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        try:
+            yield text
+        finally:
+            # Detach so the wrapper never closes stdin; files close with _open_binary.
+            text.detach()
+
+
+def json_type(value: object) -> str:
+    """The JSON type name of `value` ("object", "string"...), else its Python type name."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    names = {str: "string", dict: "object", list: "array", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# -- JSON Lines -------------------------------------------------------------------------------
+
+
+def _reject_constant(token: str) -> Any:
+    # json.loads accepts NaN and Infinity, which no target's JSON parser would.
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def _parse_line(line: bytes, where: str) -> Record:
+    try:
+        value = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as e:
+        raise InputError(f"not valid UTF-8: {e.reason} at byte {e.start + 1}", where) from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON: {e.msg} at column {e.colno}", where) from None
+    except ValueError as e:
+        raise InputError(f"not valid JSON: {e}", where) from None
+    if not isinstance(value, dict):
+        raise InputError(f"expected a JSON object, got {json_type(value)}", where)
+    return value
+
+
+def _read_jsonl(path: str | Path, name: str) -> Iterator[Located]:
+    with _open_binary(path, name) as f:
+        for lineno, line in enumerate(f, 1):
+            if lineno == 1 and line.startswith(_BOM):
+                line = line[len(_BOM) :]
+            if not line or line.isspace():
+                continue
+            where = f"{name}:{lineno}"
+            yield _parse_line(line, where), where
+
+
+# -- JSON array -------------------------------------------------------------------------------
+
+
+class _Prefixed:
+    """A binary reader that returns `head` before the rest of `f` (stdin cannot seek back)."""
+
+    def __init__(self, head: bytes, f: BinaryIO) -> None:
+        self._head = head
+        self._f = f
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
+        if not self._head:
+            return self._f.read(size)
+        head, self._head = self._head, b""
+        return head
+
+
+def _skip_leading_space(f: BinaryIO) -> tuple[bytes, int]:
+    """Read past a BOM and whitespace: the bytes from the first other one on, and its line."""
+    line = 1
+    chunk = f.read(len(_BOM))
+    if chunk == _BOM:
+        chunk = b""
+    while True:
+        for i, byte in enumerate(chunk):
+            if byte == 0x0A:
+                line += 1
+            elif byte not in b" \t\r":
+                return chunk[i:], line
+        chunk = f.read(4096)
+        if not chunk:
+            return b"", line
+
+
+_FIRST_BYTE_TYPES = {ord("{"): "an object", ord('"'): "a string", ord("t"): "a boolean"}
+_FIRST_BYTE_TYPES |= {ord("f"): "a boolean", ord("n"): "null"}
+_FIRST_BYTE_TYPES |= {ord(c): "a number" for c in "-0123456789"}
+
+
+def _ijson_reason(error: Exception) -> str:
+    # yajl says "what\n  <excerpt>\n  (right here) ---^": keep what and the excerpt.
+    lines = [line.strip() for line in str(error).splitlines()]
+    what = lines[0] if lines else type(error).__name__
+    excerpt = lines[1] if len(lines) > 1 else ""
+    return f"{what} near {excerpt!r}" if excerpt else what
+
+
+def _read_json_array(path: str | Path, name: str) -> Iterator[Located]:
+    with _open_binary(path, name) as f:
+        head, line = _skip_leading_space(f)
+        if not head:
+            raise InputError("not valid JSON: the file is empty (expected an array)", f"{name}:1")
+        if head[0] != ord("["):
+            got = _FIRST_BYTE_TYPES.get(head[0], "something that is not JSON")
+            raise InputError(f"expected a JSON array of objects, got {got}", f"{name}:{line}")
+        n = 0
+        try:
+            # use_float: numbers as float, not Decimal, so records stay plain JSON values.
+            for item in ijson.items(_Prefixed(head, f), "item", use_float=True):
+                n += 1
+                where = f"{name}:item {n}"
+                if not isinstance(item, dict):
+                    raise InputError(f"expected a JSON object, got {json_type(item)}", where)
+                yield item, where
+        except ijson.JSONError as e:
+            raise InputError(
+                f"not valid JSON: {_ijson_reason(e)}", f"{name}:item {n + 1}"
+            ) from None
+
+
+# -- CSV --------------------------------------------------------------------------------------
+
+# A plan step: (column as in the header, where the value goes, field name).
+_FIELD = "field"
+_BOOL = "bool"
+_Step = tuple[str, str, str]
+
+
+def _unknown_column(column: str, columns: CsvColumns) -> str:
+    allowed = columns.allowed()
+    close = difflib.get_close_matches(column, allowed, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown column {column!r} ({hint}allowed: {', '.join(allowed)})"
+
+
+def _step_for(column: str, columns: CsvColumns) -> _Step | None:
+    if column in columns.fields:
+        return (column, _FIELD, column)
+    if column in columns.booleans:
+        return (column, _BOOL, column)
+    prefix, dot, field = column.partition(".")
+    if dot and field and prefix in columns.prefixes:
+        return (column, prefix, field)
+    return None
+
+
+def _csv_plan(header: Sequence[str] | None, columns: CsvColumns, name: str) -> list[_Step]:
+    where = f"{name}:1"
+    if not header or not any(h.strip() for h in header):
+        raise InputError(f"no header row (expected columns: {', '.join(columns.allowed())})", where)
+    seen: set[str] = set()
+    plan: list[_Step] = []
+    for column in header:
+        if column in seen:
+            raise InputError(f"duplicate column {column!r}", where)
+        seen.add(column)
+        step = _step_for(column, columns)
+        if step is None:
+            raise InputError(_unknown_column(column, columns), where)
+        plan.append(step)
+    missing = [c for c in columns.required if c not in seen]
+    if missing:
+        raise InputError(f"missing required column(s): {', '.join(missing)}", where)
+    return plan
+
+
+def _parse_bool(value: str, column: str, where: str) -> bool:
+    try:
+        return _BOOLEANS[value.strip().lower()]
+    except KeyError:
+        raise InputError(
+            f"column {column}: expected true/false/1/0/yes/no, got {value!r}", where
+        ) from None
+
+
+def _csv_record(row: dict[str | Any, Any], plan: list[_Step], where: str) -> Record:
+    record: Record = {}
+    for column, kind, field in plan:
+        value = row[column]
+        if not value:  # empty cell, or missing at the end of a short row
+            continue
+        if kind == _FIELD:
+            record[field] = value
+        elif kind == _BOOL:
+            record[field] = _parse_bool(value, column, where)
+        else:
+            record.setdefault(kind, {})[field] = value
+    return record
+
+
+def _read_csv(path: str | Path, name: str, columns: CsvColumns) -> Iterator[Located]:
+    with _open_csv_text(path, name) as f:
+        reader = csv.DictReader(f)
+        try:
+            plan = _csv_plan(reader.fieldnames, columns, name)
+            width = len(plan)
+            for row in reader:
+                where = f"{name}:{reader.line_num}"
+                if None in row:  # DictReader files surplus cells under the key None
+                    extra = len(row[None])
+                    raise InputError(f"{width + extra} cells but the header has {width}", where)
+                yield _csv_record(row, plan, where), where
+        except csv.Error as e:
+            raise InputError(f"not valid CSV: {e}", f"{name}:{reader.line_num}") from None
+        except UnicodeDecodeError as e:
+            # Decoding runs ahead of the csv module, so the line is approximate.
+            where = f"{name}:{reader.line_num + 1}"
+            raise InputError(f"not valid UTF-8: {e.reason}", where) from None

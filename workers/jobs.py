@@ -1,0 +1,228 @@
+"""Jobs and their units in Redis: create, stage, read back, and the derived job state.
+
+A job's state is worked out from its counters (units done, records delivered
+and dead), never stored twice; only the unit transitions in leases.py write them.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from workers import keys
+
+
+class JobState(enum.StrEnum):
+    STAGING = "staging"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PARTIAL = "partial"
+    CANCELLED = "cancelled"
+
+
+class UnitState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SPLIT = "split"
+    CANCELLED = "cancelled"
+
+
+def encode_records(records: list[dict[str, Any]]) -> bytes:
+    """The claim-check payload: compact JSON, zlib-compressed (records repeat field names)."""
+    return zlib.compress(json.dumps(records, separators=(",", ":")).encode(), 1)
+
+
+def decode_records(payload: bytes) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = json.loads(zlib.decompress(payload))
+    return records
+
+
+def new_job_id() -> str:
+    # Time-ordered prefix so ids sort by creation in listings; random tail for uniqueness.
+    return f"{int(time.time()):x}{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    target: str
+    params: dict[str, Any]
+    created_at: float
+    units_total: int
+    units_done: int
+    records_total: int
+    records_delivered: int
+    records_dead: int
+    retries: int
+    crashes: int
+    staging: bool
+    cancelled: bool
+    cancel_reason: str
+
+    @property
+    def state(self) -> JobState:
+        if self.staging:
+            return JobState.STAGING
+        if self.cancelled:
+            return JobState.CANCELLED
+        if self.units_done < self.units_total:
+            started = self.units_done > 0 or self.records_delivered > 0
+            return JobState.RUNNING if started else JobState.QUEUED
+        if self.records_dead == 0:
+            return JobState.SUCCEEDED
+        return JobState.FAILED if self.records_delivered == 0 else JobState.PARTIAL
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.PARTIAL,
+            JobState.CANCELLED,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("staging", "cancelled")}
+        data["state"] = self.state.value
+        return data
+
+
+def as_text(value: Any) -> str:
+    """A Redis reply as str (the clients are binary: payloads are zlib bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class JobStore:
+    """Read and write jobs; unit transitions under a lease live in leases.Leases."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def create(self, target: str, params: dict[str, Any]) -> str:
+        job_id = new_job_id()
+        self.redis.hset(
+            keys.job(job_id),
+            mapping={
+                "id": job_id,
+                "target": target,
+                "params": json.dumps(params),
+                "created_at": time.time(),
+                "staging": 1,
+                "units_total": 0,
+                "units_done": 0,
+                "records_total": 0,
+                "records_delivered": 0,
+                "records_dead": 0,
+            },
+        )
+        return job_id
+
+    def stage_unit(
+        self, job_id: str, target: str, number: int, records: list[dict[str, Any]], rescue_ms: int
+    ) -> str:
+        """Store one unit's records under the job; nothing is published yet.
+
+        The unit is watched from now on: if its message is lost (a publish that failed
+        halfway, a worker killed between BRPOP and kombu's bookkeeping), the reaper
+        publishes it again once `rescue_ms` (the broker's visibility timeout) passed.
+        """
+        unit_id = f"{job_id}:{number}"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(keys.WATCH, {unit_id: int(time.time() * 1000) + rescue_ms})
+        pipe.hset(keys.unit(unit_id), mapping=unit_fields(job_id, target, len(records)))  # type: ignore[arg-type]
+        pipe.set(keys.payload(unit_id), encode_records(records))
+        pipe.rpush(keys.job_units(job_id), unit_id)
+        pipe.hincrby(keys.job(job_id), "units_total", 1)
+        pipe.hincrby(keys.job(job_id), "records_total", len(records))
+        pipe.execute()
+        return unit_id
+
+    def open(self, job_id: str) -> None:
+        """The job is fully staged: list it; its units may now be published."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(keys.job(job_id), "staging")
+        pipe.zadd(keys.JOBS, {job_id: time.time()})
+        pipe.execute()
+
+    def discard(self, job_id: str) -> None:
+        """Remove a job that was refused while staging."""
+        unit_ids = self.unit_ids(job_id)
+        doomed = [keys.job(job_id), keys.job_units(job_id)]
+        for unit_id in unit_ids:
+            doomed += [keys.unit(unit_id), keys.payload(unit_id)]
+        for start in range(0, len(doomed), 500):
+            self.redis.delete(*doomed[start : start + 500])
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        self.redis.hset(keys.job(job_id), mapping={"cancelled": 1, "cancel_reason": reason})
+
+    def get(self, job_id: str) -> JobView | None:
+        raw = _decode(self.redis.hgetall(keys.job(job_id)))  # type: ignore[arg-type]
+        if not raw:
+            return None
+        return JobView(
+            id=job_id,
+            target=raw["target"],
+            params=json.loads(raw.get("params", "{}")),
+            created_at=float(raw.get("created_at", 0)),
+            units_total=int(raw.get("units_total", 0)),
+            units_done=int(raw.get("units_done", 0)),
+            records_total=int(raw.get("records_total", 0)),
+            records_delivered=int(raw.get("records_delivered", 0)),
+            records_dead=int(raw.get("records_dead", 0)),
+            retries=int(raw.get("retries", 0)),
+            crashes=int(raw.get("crashes", 0)),
+            staging="staging" in raw,
+            cancelled="cancelled" in raw,
+            cancel_reason=raw.get("cancel_reason", ""),
+        )
+
+    def unit_ids(self, job_id: str) -> list[str]:
+        return [as_text(u) for u in self.redis.lrange(keys.job_units(job_id), 0, -1)]
+
+    def unit(self, unit_id: str) -> dict[str, str]:
+        return _decode(self.redis.hgetall(keys.unit(unit_id)))  # type: ignore[arg-type]
+
+    def units(self, job_id: str) -> Iterator[tuple[str, dict[str, str]]]:
+        for unit_id in self.unit_ids(job_id):
+            yield unit_id, self.unit(unit_id)
+
+    def payload(self, unit_id: str) -> list[dict[str, Any]] | None:
+        raw = self.redis.get(keys.payload(unit_id))
+        return decode_records(raw) if isinstance(raw, bytes) else None
+
+    def recent(self, limit: int = 20) -> list[JobView]:
+        ids = self.redis.zrevrange(keys.JOBS, 0, limit - 1)
+        views = (self.get(as_text(i)) for i in ids)
+        return [v for v in views if v is not None]
+
+
+def unit_fields(job_id: str, target: str, record_count: int, parent: str = "") -> dict[str, str]:
+    """The hash of a freshly created unit."""
+    return {
+        "job": job_id,
+        "target": target,
+        "state": UnitState.QUEUED.value,
+        "records": str(record_count),
+        "attempts": "0",
+        "crashes": "0",
+        "epoch": "0",
+        "parent": parent,
+    }

@@ -1,0 +1,60 @@
+"""Every Redis key importq writes, in one place.
+
+    importq:jobs                  zset   job id -> created (ms); the `importq jobs` listing
+    importq:job:{job}             hash   target, params, counters (units, records, retries...)
+    importq:job:{job}:units       list   unit ids of the job, in creation order
+    importq:unit:{unit}           hash   state, epoch, owner, attempts, crashes, remote.* ids...
+    importq:payload:{unit}        string the unit's records (zlib JSON): the claim check
+    importq:lease:{unit}          string the owner's token, with a TTL: the unit's lease
+    importq:watch                 zset   unit id -> deadline (ms) the reaper checks
+    importq:slots:{target}:{key}  zset   unit id -> expiry (ms): units in flight per key
+    importq:dlq                   zset   job id -> last dead letter (ms)
+    importq:dlq:{job}             list   dead letters of a job (JSON: record, reason, unit)
+    importq:reaper                string lock so one reaper sweeps per interval
+
+A unit id is "{job}:{n}", and a bisected unit's halves are "{unit}.0" and "{unit}.1".
+The Lua scripts in jobs.py build unit-related keys from PREFIX themselves, which
+is fine on one Redis (importq does not support Redis Cluster).
+"""
+
+from __future__ import annotations
+
+PREFIX = "importq:"
+
+JOBS = PREFIX + "jobs"
+WATCH = PREFIX + "watch"
+DLQ_INDEX = PREFIX + "dlq"
+REAPER_LOCK = PREFIX + "reaper"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def job_units(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:units"
+
+
+def unit(unit_id: str) -> str:
+    return f"{PREFIX}unit:{unit_id}"
+
+
+def payload(unit_id: str) -> str:
+    return f"{PREFIX}payload:{unit_id}"
+
+
+def lease(unit_id: str) -> str:
+    return f"{PREFIX}lease:{unit_id}"
+
+
+def slots(target: str, key: str) -> str:
+    return f"{PREFIX}slots:{target}:{key}"
+
+
+def dead_letters(job_id: str) -> str:
+    return f"{PREFIX}dlq:{job_id}"
+
+
+def job_of(unit_id: str) -> str:
+    """The job id a unit id belongs to."""
+    return unit_id.split(":", 1)[0]

@@ -1,0 +1,249 @@
+"""Claim, renew and finish a unit under a lease; find units whose lease expired.
+
+Redis job state is the truth, the Celery message only wakes a worker (see
+shared/notes on Celery-over-Redis). A worker claims a unit by writing a lease
+key with a TTL; it renews the lease from a heartbeat thread while it works,
+and every write it makes afterwards is fenced on still holding that lease, so
+a worker that was presumed dead cannot commit over its successor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from workers import keys
+
+TERMINAL = ("succeeded", "failed", "split", "cancelled")
+
+# KEYS: unit hash, lease, watch zset, job hash.  ARGV: token, lease ms, now ms, unit id, max crashes
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'missing'} end
+if state == 'succeeded' or state == 'failed' or state == 'split' or state == 'cancelled' then
+  return {'done', state}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'held'} end
+if state == 'running' then
+  -- the previous holder's lease expired without a finish: it died
+  redis.call('HINCRBY', KEYS[1], 'crashes', 1)
+  redis.call('HINCRBY', KEYS[4], 'crashes', 1)
+end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
+redis.call('HSETNX', KEYS[4], 'started_at', ARGV[3])
+local crashes = tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')
+if crashes >= tonumber(ARGV[5]) then return {'poisoned', epoch, attempts, crashes} end
+return {'claimed', epoch, attempts, crashes}
+"""
+
+# KEYS: lease, watch.  ARGV: token, lease ms, now ms, unit id
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
+return 1
+"""
+
+# KEYS: unit hash, lease.  ARGV: token, field, value, field, value...
+_REMEMBER = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# KEYS: unit hash, lease, watch, job hash, payload, job units list, dlq list, dlq index.
+# ARGV: token, now ms, unit id, finish JSON, child payloads...
+# The finish JSON: state, fields{}, delivered, dead, attempts_delta, deadline (ms or null),
+# dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[5..]).
+_FINISH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local f = cjson.decode(ARGV[4])
+local now = tonumber(ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'state', f.state, 'owner', '')
+for k, v in pairs(f.fields) do redis.call('HSET', KEYS[1], k, v) end
+if f.attempts_delta ~= 0 then redis.call('HINCRBY', KEYS[1], 'attempts', f.attempts_delta) end
+for i, entry in ipairs(f.dead_letters) do redis.call('RPUSH', KEYS[7], entry) end
+if #f.dead_letters > 0 then redis.call('ZADD', KEYS[8], now, redis.call('HGET', KEYS[1], 'job')) end
+local job = redis.call('HGET', KEYS[1], 'job')
+for i, child in ipairs(f.children) do
+  local ck = 'importq:unit:' .. child.id
+  for k, v in pairs(child.fields) do redis.call('HSET', ck, k, v) end
+  redis.call('SET', 'importq:payload:' .. child.id, ARGV[4 + i])
+  redis.call('RPUSH', KEYS[6], child.id)
+  redis.call('ZADD', KEYS[3], now + f.grace_ms, child.id)
+end
+redis.call('HINCRBY', KEYS[4], 'units_total', #f.children)
+if f.terminal then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  redis.call('DEL', KEYS[5])
+  redis.call('HINCRBY', KEYS[4], 'records_delivered', f.delivered)
+  redis.call('HINCRBY', KEYS[4], 'records_dead', f.dead)
+  local done = redis.call('HINCRBY', KEYS[4], 'units_done', 1)
+  if done >= tonumber(redis.call('HGET', KEYS[4], 'units_total')) then
+    redis.call('HSET', KEYS[4], 'finished_at', now)
+  end
+else
+  redis.call('ZADD', KEYS[3], f.deadline, ARGV[3])
+  if f.retry then redis.call('HINCRBY', KEYS[4], 'retries', 1) end
+end
+return 1
+"""
+
+# KEYS: watch.  ARGV: now ms, limit, grace ms.  Returns unit ids to publish again.
+# A unit is due when its lease expired (worker died), its retry time passed plus
+# grace (the retry message was lost), or it was never claimed within grace.
+_REAP = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local now = tonumber(ARGV[1])
+local out = {}
+for i, id in ipairs(due) do
+  local state = redis.call('HGET', 'importq:unit:' .. id, 'state')
+  if redis.call('EXISTS', 'importq:lease:' .. id) == 1 then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+  elseif state == 'running' or state == 'waiting' or state == 'queued' then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+    table.insert(out, id)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+# KEYS: slots zset.  ARGV: member, cap, now ms, expiry ms
+_ACQUIRE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) - tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Claim:
+    """What a claim attempt found: `claimed`, `poisoned`, `held`, `done` or `missing`."""
+
+    status: str
+    token: str = ""
+    epoch: int = 0
+    attempts: int = 0
+    crashes: int = 0
+
+
+@dataclass
+class Finish:
+    """The fenced end of one run of a unit."""
+
+    state: str
+    terminal: bool
+    fields: dict[str, str] = field(default_factory=dict)
+    delivered: int = 0
+    dead: int = 0
+    attempts_delta: int = 0
+    retry: bool = False
+    deadline_ms: int = 0
+    dead_letters: list[str] = field(default_factory=list)
+    children: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+
+
+class Leases:
+    """The lease scripts, bound to one Redis connection."""
+
+    def __init__(self, client: redis.Redis, lease_seconds: float, grace_seconds: float) -> None:
+        self.redis = client
+        self.lease_ms = int(lease_seconds * 1000)
+        self.grace_ms = int(grace_seconds * 1000)
+        self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
+        self._remember = client.register_script(_REMEMBER)
+        self._finish = client.register_script(_FINISH)
+        self._reap = client.register_script(_REAP)
+        self._acquire_slot = client.register_script(_ACQUIRE_SLOT)
+
+    def claim(self, unit_id: str, max_crashes: int) -> Claim:
+        token = uuid.uuid4().hex
+        unit_keys = [
+            keys.unit(unit_id),
+            keys.lease(unit_id),
+            keys.WATCH,
+            keys.job(keys.job_of(unit_id)),
+        ]
+        args: list[Any] = [token, self.lease_ms, now_ms(), unit_id, max_crashes]
+        result = [_text(x) for x in self._claim(keys=unit_keys, args=args)]
+        if result[0] not in ("claimed", "poisoned"):
+            return Claim(result[0])
+        return Claim(result[0], token, int(result[1]), int(result[2]), int(result[3]))
+
+    def renew(self, unit_id: str, token: str) -> bool:
+        args: list[Any] = [token, self.lease_ms, now_ms(), unit_id]
+        return bool(self._renew(keys=[keys.lease(unit_id), keys.WATCH], args=args))
+
+    def remember(self, unit_id: str, token: str, values: dict[str, str]) -> bool:
+        flat: list[str] = [token]
+        for name, value in values.items():
+            flat += [name, value]
+        return bool(self._remember(keys=[keys.unit(unit_id), keys.lease(unit_id)], args=flat))
+
+    def finish(self, unit_id: str, token: str, result: Finish) -> bool:
+        job_id = keys.job_of(unit_id)
+        spec: dict[str, Any] = {
+            "state": result.state,
+            "terminal": result.terminal,
+            "fields": result.fields,
+            "delivered": result.delivered,
+            "dead": result.dead,
+            "attempts_delta": result.attempts_delta,
+            "retry": result.retry,
+            "deadline": result.deadline_ms,
+            "grace_ms": self.grace_ms,
+            "dead_letters": result.dead_letters,
+            "children": [{"id": cid, "fields": f} for cid, f, _ in result.children],
+        }
+        finish_keys = [
+            keys.unit(unit_id),
+            keys.lease(unit_id),
+            keys.WATCH,
+            keys.job(job_id),
+            keys.payload(unit_id),
+            keys.job_units(job_id),
+            keys.dead_letters(job_id),
+            keys.DLQ_INDEX,
+        ]
+        args: list[Any] = [token, now_ms(), unit_id, json.dumps(spec)]
+        args += [payload for _, _, payload in result.children]
+        return bool(self._finish(keys=finish_keys, args=args))
+
+    def reap(self, limit: int = 500) -> list[str]:
+        """Unit ids whose lease expired or whose retry message is overdue."""
+        found = self._reap(keys=[keys.WATCH], args=[now_ms(), limit, self.grace_ms])
+        return [_text(x) for x in found]
+
+    def acquire_slot(self, slot_key: str, unit_id: str, cap: int) -> bool:
+        now = now_ms()
+        return bool(
+            self._acquire_slot(keys=[slot_key], args=[unit_id, cap, now, now + self.lease_ms])
+        )
+
+    def release_slot(self, slot_key: str, unit_id: str) -> None:
+        self.redis.zrem(slot_key, unit_id)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)  # binary client

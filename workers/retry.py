@@ -1,0 +1,62 @@
+"""The backoff policy: exponential with full jitter, bounded, honouring Retry-After.
+
+Two levels use it. Inside a unit, a request the vendor refused *before
+processing it* (429, 502, 503, connection refused) is sent again in place with
+tenacity. A unit whose outcome is unknown (timeout, 504 mid-item) is handed
+back to the core, which cancels what it left open and reschedules the whole
+unit through job state after `unit_delay`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TypeVar
+
+import tenacity
+from celery.utils.time import get_exponential_backoff_interval
+
+from importq.errors import RetryableError
+
+T = TypeVar("T")
+
+
+def unit_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Seconds before attempt `attempt + 1` of a unit: full jitter, at least Retry-After."""
+    jittered = get_exponential_backoff_interval(
+        factor=base, retries=attempt, maximum=cap, full_jitter=True
+    )
+    return max(float(jittered), retry_after or 0.0)
+
+
+def safe_to_resend(error: BaseException) -> bool:
+    """True when the failed request certainly had no effect at the vendor."""
+    return isinstance(error, RetryableError) and error.resendable
+
+
+def _wait(base: float, cap: float) -> Callable[[tenacity.RetryCallState], float]:
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        jitter = random.uniform(0, min(cap, base * 2 ** (state.attempt_number - 1)))
+        return max(jitter, min(retry_after or 0.0, cap))
+
+    return wait
+
+
+def resend(
+    call: Callable[[], T],
+    *,
+    attempts: int,
+    base: float = 0.2,
+    cap: float = 30.0,
+    when: Callable[[BaseException], bool] = safe_to_resend,
+) -> T:
+    """Run `call`, sending it again while `when(error)` says that is safe."""
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=_wait(base, cap),
+        retry=tenacity.retry_if_exception(when),
+        reraise=True,
+    )
+    return retrying(call)

@@ -1,0 +1,275 @@
+"""The loop around one unit: claim -> slot -> heartbeat -> sink.run -> route the outcome.
+
+Outcomes are routed the same way for every target: delivered records are
+counted, a retryable failure is rescheduled with backoff (or fails for good
+once attempts run out), a record-level refusal is bisected until the bad
+record stands alone in the dead-letter store, and any other final error sends
+the unit's records there with the vendor's reason. Every write is fenced on
+the lease, so a worker presumed dead cannot commit over its successor.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from importq.errors import FinalError, LeaseLost, RetryableError, TargetError
+from importq.settings import Settings
+from workers import keys, targets
+from workers.jobs import JobStore, UnitState, encode_records, unit_fields
+from workers.leases import Claim, Finish, Leases, now_ms
+from workers.retry import unit_delay
+from workers.targets.base import Delivered, Record, RunContext, Sink
+
+Publish = Callable[[str, str, float | None], None]  # unit id, target, countdown
+log = structlog.get_logger("importq.runner")
+
+DEFER_SECONDS = 1.0  # how long a unit waits when its in-flight slot is taken
+
+
+class Heartbeat:
+    """Renews the lease (and the in-flight slot) until stopped; notes when it is lost."""
+
+    def __init__(self, leases: Leases, unit_id: str, token: str, slot: tuple[str, int] | None):
+        self.leases, self.unit_id, self.token, self.slot = leases, unit_id, token, slot
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease:{unit_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        interval = self.leases.lease_ms / 3000
+        while not self._stop.wait(interval):
+            try:
+                alive = self.leases.renew(self.unit_id, self.token)
+                if alive and self.slot:
+                    self.leases.acquire_slot(self.slot[0], self.unit_id, self.slot[1])
+            except Exception as error:  # a blip must not kill the beat; the TTL decides
+                log.warning("lease renewal failed", error=str(error))
+                continue
+            if not alive:
+                self.lost.set()
+                return
+
+    def checkpoint(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(f"unit {self.unit_id}: lease lost; another worker may hold it")
+
+
+@dataclass
+class UnitRun:
+    """One claimed unit and what it needs while it runs."""
+
+    unit_id: str
+    target: str
+    sink: Sink
+    claim: Claim
+    params: dict[str, Any]
+    records: list[Record]
+    unit: dict[str, str]
+
+
+class Runner:
+    def __init__(self, settings: Settings, store: JobStore, publish: Publish) -> None:
+        self.settings = settings
+        self.store = store
+        self.leases = Leases(store.redis, settings.lease_seconds, settings.retry_grace)
+        self.publish = publish
+        self._clients: dict[str, Any] = {}
+
+    def client(self, sink: Sink) -> Any:
+        # One client per target per process: connection pools are reused across units.
+        if sink.name not in self._clients:
+            self._clients[sink.name] = sink.make_client(self.settings)
+        return self._clients[sink.name]
+
+    def run(self, target: str, unit_id: str) -> str:
+        claim = self.leases.claim(unit_id, self.settings.max_crashes)
+        if claim.status not in ("claimed", "poisoned"):
+            # A duplicate or redelivered message: the unit is done or a live worker has it.
+            log.info("message acknowledged without running", unit=unit_id, found=claim.status)
+            return claim.status
+        job = self.store.get(keys.job_of(unit_id))
+        records = self.store.payload(unit_id) or []
+        run = UnitRun(
+            unit_id,
+            target,
+            targets.get(target),
+            claim,
+            job.params if job else {},
+            records,
+            self.store.unit(unit_id),
+        )
+        context = {"job": keys.job_of(unit_id), "unit": unit_id, "target": target}
+        with structlog.contextvars.bound_contextvars(**context, attempt=claim.attempts):
+            if claim.status == "poisoned":
+                reason = f"the worker died {claim.crashes} times while running this unit"
+                return self._fail(run, reason)
+            if job is None or job.cancelled:
+                return self._finish(run, Finish(UnitState.CANCELLED, terminal=True))
+            return self._run_claimed(run)
+
+    def _run_claimed(self, run: UnitRun) -> str:
+        limits = run.sink.load_limits(self.settings)
+        slot = run.sink.slot(run.params, limits)
+        slot_key = keys.slots(run.target, slot[0]) if slot else ""
+        if slot and not self.leases.acquire_slot(slot_key, run.unit_id, slot[1]):
+            return self._reschedule(run, DEFER_SECONDS, retry=False, attempts_delta=-1)
+        try:
+            with Heartbeat(
+                self.leases, run.unit_id, run.claim.token, (slot_key, slot[1]) if slot else None
+            ) as beat:
+                delivered = run.sink.run(self._context(run, limits, beat))
+                beat.checkpoint()
+        except LeaseLost as error:
+            log.warning("stopped without committing", reason=str(error))
+            return "lease lost"
+        except RetryableError as error:
+            return self._retry(run, error)
+        except FinalError as error:
+            return self._refused(run, error)
+        finally:
+            if slot:
+                self.leases.release_slot(slot_key, run.unit_id)
+        return self._delivered(run, delivered)
+
+    def _context(self, run: UnitRun, limits: Any, beat: Heartbeat) -> RunContext:
+        def remember(values: dict[str, str]) -> None:
+            fields = {f"remote.{k}": v for k, v in values.items()}
+            if not self.leases.remember(run.unit_id, run.claim.token, fields):
+                raise LeaseLost(f"unit {run.unit_id}: lease lost while recording {sorted(values)}")
+            run.unit.update(fields)
+
+        remote = {k[7:]: v for k, v in run.unit.items() if k.startswith("remote.") and v}
+        return RunContext(
+            unit_id=run.unit_id,
+            attempt=run.claim.attempts,
+            records=run.records,
+            params=run.params,
+            remote=remote,
+            client=self.client(run.sink),
+            limits=limits,
+            settings=self.settings,
+            log=log,
+            remember=remember,
+            checkpoint=beat.checkpoint,
+        )
+
+    def _delivered(self, run: UnitRun, delivered: Delivered) -> str:
+        dead = [self._dead_letter(run, record, reason) for record, reason in delivered.rejected]
+        state = UnitState.SUCCEEDED
+        fields = {"delivered": str(delivered.count), "finished_at": str(time.time())}
+        if delivered.warnings:
+            fields["warnings"] = json.dumps(delivered.warnings[:100])
+        outcome = Finish(
+            state,
+            terminal=True,
+            fields=fields,
+            delivered=delivered.count,
+            dead=len(dead),
+            dead_letters=dead,
+        )
+        log.info("unit delivered", records=delivered.count, dead_letters=len(dead))
+        return self._finish(run, outcome)
+
+    def _retry(self, run: UnitRun, error: RetryableError) -> str:
+        if run.claim.attempts >= self.settings.max_attempts:
+            return self._fail(run, f"gave up after {run.claim.attempts} attempts: {error}")
+        delay = unit_delay(
+            run.claim.attempts,
+            self.settings.backoff_base,
+            self.settings.backoff_max,
+            error.retry_after,
+        )
+        log.warning("unit will be retried", error=str(error), delay=round(delay, 2))
+        return self._reschedule(run, delay, retry=True, error=str(error))
+
+    def _refused(self, run: UnitRun, error: FinalError) -> str:
+        if error.record_level and len(run.records) > 1:
+            return self._split(run, error)
+        return self._fail(run, str(error))
+
+    def _split(self, run: UnitRun, error: TargetError) -> str:
+        half = len(run.records) // 2
+        children = []
+        for index, part in enumerate((run.records[:half], run.records[half:])):
+            child_id = f"{run.unit_id}.{index}"
+            fields = unit_fields(keys.job_of(run.unit_id), run.target, len(part), run.unit_id)
+            children.append((child_id, fields, encode_records(part)))
+        log.info(
+            "unit refused as a whole; splitting it to find the bad record",
+            error=str(error),
+            records=len(run.records),
+        )
+        outcome = Finish(
+            UnitState.SPLIT, terminal=True, fields={"last_error": str(error)}, children=children
+        )
+        status = self._finish(run, outcome)
+        if status == UnitState.SPLIT:
+            for child_id, _, _ in children:
+                self.publish(child_id, run.target, None)
+        return status
+
+    def _fail(self, run: UnitRun, reason: str) -> str:
+        dead = [self._dead_letter(run, record, reason) for record in run.records]
+        log.error(
+            "unit failed; records sent to the dead-letter store", reason=reason, records=len(dead)
+        )
+        outcome = Finish(
+            UnitState.FAILED,
+            terminal=True,
+            fields={"last_error": reason},
+            dead=len(dead),
+            dead_letters=dead,
+        )
+        return self._finish(run, outcome)
+
+    def _reschedule(
+        self, run: UnitRun, delay: float, *, retry: bool, attempts_delta: int = 0, error: str = ""
+    ) -> str:
+        due = now_ms() + int(delay * 1000)
+        fields = {"next_attempt_at": str(due / 1000)}
+        if error:
+            fields["last_error"] = error
+        outcome = Finish(
+            UnitState.WAITING,
+            terminal=False,
+            fields=fields,
+            retry=retry,
+            attempts_delta=attempts_delta,
+            deadline_ms=due + self.leases.grace_ms,
+        )
+        status = self._finish(run, outcome)
+        if status == UnitState.WAITING:
+            self.publish(run.unit_id, run.target, delay)
+        return status
+
+    def _finish(self, run: UnitRun, outcome: Finish) -> str:
+        if not self.leases.finish(run.unit_id, run.claim.token, outcome):
+            log.warning("lease lost before the outcome was recorded; another worker owns the unit")
+            return "lease lost"
+        return str(outcome.state)
+
+    def _dead_letter(self, run: UnitRun, record: Record, reason: str) -> str:
+        entry = {
+            "record": record,
+            "reason": reason,
+            "unit": run.unit_id,
+            "target": run.target,
+            "attempts": run.claim.attempts,
+            "at": time.time(),
+        }
+        return json.dumps(entry, separators=(",", ":"))

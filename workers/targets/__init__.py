@@ -1,0 +1,16 @@
+"""The registry of targets: one line per target package."""
+
+from __future__ import annotations
+
+from importq.errors import InputError
+from workers.targets import sourcing_data
+from workers.targets.base import Sink
+
+SINKS: dict[str, Sink] = {sink.name: sink for sink in (sourcing_data.SINK,)}
+
+
+def get(name: str) -> Sink:
+    try:
+        return SINKS[name]
+    except KeyError:
+        raise InputError(f"unknown target '{name}' (known: {', '.join(sorted(SINKS))})") from None

@@ -1,0 +1,106 @@
+"""The seam every target plugs into: a Sink that plans units and runs one.
+
+A target package describes its vendor and nothing else. The core (runner.py)
+owns queues, leases, retries, bisection, in-flight slots and dead letters; the
+sink owns batching within the vendor's limits and the calls of one unit.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from importq.errors import InputError
+from importq.settings import Settings
+
+Record = dict[str, Any]
+Located = tuple[Record, str]  # a record and where it came from ("file:line")
+
+
+@dataclass
+class Delivered:
+    """What one run of a unit achieved: records accepted, and those the vendor skipped."""
+
+    count: int
+    rejected: list[tuple[Record, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunContext:
+    """Everything a sink sees while it runs one unit."""
+
+    unit_id: str
+    attempt: int
+    records: list[Record]
+    params: dict[str, Any]
+    remote: dict[str, str]
+    client: Any
+    limits: Any
+    settings: Settings
+    log: structlog.typing.FilteringBoundLogger
+    remember: Callable[[dict[str, str]], None]
+    checkpoint: Callable[[], None]
+
+
+class Sink(ABC):
+    """One vendor's unit of work. Subclasses set `name` and implement plan and run."""
+
+    name: str
+
+    @abstractmethod
+    def load_limits(self, settings: Settings) -> Any:
+        """The vendor's limits, tightened by settings."""
+
+    @abstractmethod
+    def make_client(self, settings: Settings) -> Any:
+        """A client for the vendor, configured from settings (raises ConfigError)."""
+
+    def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+        """Normalise job parameters before anything is staged (raise InputError)."""
+        return params
+
+    @abstractmethod
+    def plan(self, records: Iterable[Located], limits: Any) -> Iterator[list[Record]]:
+        """Cut validated records into units that never exceed the limits."""
+
+    def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
+        """A key and a cap on units in flight for that key, or None for no cap."""
+        return None
+
+    @abstractmethod
+    def run(self, ctx: RunContext) -> Delivered:
+        """Deliver one unit; raise RetryableError or FinalError from importq.errors."""
+
+
+def record_size(record: Record) -> int:
+    """Bytes of a record as compact JSON: what byte budgets count."""
+    return len(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def batched(
+    records: Iterable[Located], max_records: int, max_bytes: int, what: str = "unit"
+) -> Iterator[list[Record]]:
+    """Cut a stream into lists of at most max_records records and max_bytes bytes."""
+    batch: list[Record] = []
+    size = 0
+    for record, where in records:
+        record_bytes = record_size(record) + 1  # the comma between items
+        if record_bytes > max_bytes:
+            raise InputError(
+                f"record is {record_bytes} bytes, over the {max_bytes}-byte {what} budget; "
+                "shorten it or raise the budget setting",
+                where,
+            )
+        if batch and (len(batch) >= max_records or size + record_bytes > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(record)
+        size += record_bytes
+    if batch:
+        yield batch

@@ -1,0 +1,137 @@
+"""One SourcingData queue item per unit: start with the first chunk, append the rest.
+
+Every chunk but the last carries incompleteData: true, so the vendor commits
+nothing until the last chunk lands; an item left open by a dead attempt is
+cancelled before the unit runs again (or, if it was already complete, polled
+to its end instead of being sent twice).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from importq.errors import ConfigError, FinalError, InputError, RejectedError, RetryableError
+from importq.settings import Settings
+from workers.retry import resend
+from workers.targets.base import Delivered, Located, Record, RunContext, Sink, batched
+from workers.targets.sourcing_data.client import (
+    TARGET,
+    QueueItem,
+    SourcingDataClient,
+    still_processing,
+)
+from workers.targets.sourcing_data.limits import SourcingDataLimits
+
+
+class SourcingDataSink(Sink):
+    name = TARGET
+
+    def load_limits(self, settings: Settings) -> SourcingDataLimits:
+        return SourcingDataLimits.from_settings(settings)
+
+    def make_client(self, settings: Settings) -> SourcingDataClient:
+        limits = self.load_limits(settings)
+        return SourcingDataClient.from_settings(settings, limits.request_timeout_seconds)
+
+    def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+        unknown = set(params) - {"operation_id"}
+        if unknown:
+            raise InputError(f"unknown sourcing_data option(s): {', '.join(sorted(unknown))}")
+        if not settings.get("SOURCING_DATA_AGENT_ID"):
+            raise ConfigError("sourcing_data needs SOURCING_DATA_AGENT_ID in the environment")
+        return params
+
+    def plan(self, records: Iterable[Located], limits: Any) -> Iterator[list[Record]]:
+        return batched(records, limits.records_per_item, limits.bytes_per_item, "queue item")
+
+    def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
+        operation = params.get("operation_id") or "-"
+        return f"operation:{operation}", limits.items_in_flight_per_operation
+
+    def run(self, ctx: RunContext) -> Delivered:
+        client: SourcingDataClient = ctx.client
+        open_item = ctx.remote.get("queue_item_id")
+        if open_item:
+            finished = self._resume(ctx, client, open_item)
+            if finished is not None:
+                return finished
+        return self._send_item(ctx, client)
+
+    def _resume(
+        self, ctx: RunContext, client: SourcingDataClient, item_id: str
+    ) -> Delivered | None:
+        """Settle the item an earlier attempt left behind; None means send afresh."""
+        item = self._call(ctx, lambda: client.status(item_id))
+        ctx.log.info("earlier queue item found", queue_item_id=item_id, status=item.status)
+        if item.finished:
+            return self._settle(ctx, item)
+        if ctx.remote.get("queue_item_complete") == "1":
+            return self._settle(ctx, self._poll(ctx, client, item))
+        client.cancel(item_id)  # incomplete: nothing was committed; drop it and start over
+        ctx.log.info(
+            "cancelled the incomplete queue item of an earlier attempt", queue_item_id=item_id
+        )
+        ctx.remember({"queue_item_id": "", "queue_item_complete": "0"})
+        return None
+
+    def _send_item(self, ctx: RunContext, client: SourcingDataClient) -> Delivered:
+        limits: SourcingDataLimits = ctx.limits
+        size = limits.records_per_request
+        chunks = [ctx.records[i : i + size] for i in range(0, len(ctx.records), size)]
+        operation_id = ctx.params.get("operation_id")
+        item = self._call(
+            ctx,
+            lambda: client.start(chunks[0], operation_id=operation_id, incomplete=len(chunks) > 1),
+        )
+        item_id = item.id
+        ctx.remember({"queue_item_id": item_id, "queue_item_complete": str(int(len(chunks) == 1))})
+        try:
+            for number, chunk in enumerate(chunks[1:], start=2):
+                ctx.checkpoint()
+                last = number == len(chunks)
+                item = self._call(
+                    ctx, lambda c=chunk, done=last: client.append(item_id, c, incomplete=not done)
+                )
+            ctx.remember({"queue_item_complete": "1"})
+        except (FinalError, RetryableError):
+            self._cancel_quietly(ctx, client, item_id)
+            raise
+        return self._settle(ctx, self._poll(ctx, client, item))
+
+    def _poll(self, ctx: RunContext, client: SourcingDataClient, item: QueueItem) -> QueueItem:
+        limits: SourcingDataLimits = ctx.limits
+        started = time.monotonic()
+        interval = limits.poll_interval_seconds
+        item_id = item.id
+        while not item.finished:
+            waited = time.monotonic() - started
+            if waited > limits.poll_budget_seconds:
+                raise still_processing(item, waited)
+            ctx.checkpoint()
+            time.sleep(interval)
+            interval = min(interval * 1.5, 5.0)
+            item = self._call(ctx, lambda: client.status(item_id))
+        return item
+
+    def _settle(self, ctx: RunContext, item: QueueItem) -> Delivered:
+        if item.succeeded:
+            ctx.log.info("queue item committed", queue_item_id=item.id, records=len(ctx.records))
+            return Delivered(len(ctx.records))
+        reason = item.error_message or f"queue item ended '{item.status}'"
+        ctx.remember({"queue_item_id": ""})  # a failed item holds nothing to resume
+        raise RejectedError(f"queue item {item.id} failed: {reason}", target=TARGET)
+
+    def _call(self, ctx: RunContext, request: Any) -> QueueItem:
+        limits: SourcingDataLimits = ctx.limits
+        item: QueueItem = resend(request, attempts=limits.resend_attempts)
+        return item
+
+    def _cancel_quietly(self, ctx: RunContext, client: SourcingDataClient, item_id: str) -> None:
+        try:
+            client.cancel(item_id)
+            ctx.remember({"queue_item_id": "", "queue_item_complete": "0"})
+        except (FinalError, RetryableError) as error:
+            # The next attempt finds the id in job state and cancels it then.
+            ctx.log.warning("could not cancel queue item", queue_item_id=item_id, error=str(error))
