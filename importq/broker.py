@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -27,6 +28,15 @@ LOCAL_URL = "redis://127.0.0.1:6379/0"
 class RedisChoice:
     url: str
     source: str  # "REDIS_URL", "localhost" or "embedded"
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _answers(url: str, timeout: float = 0.3) -> bool:
@@ -127,5 +137,7 @@ def choose(settings: Settings, *, start: bool = True, prefer_embedded: bool = Fa
     if running:
         return RedisChoice(running, "embedded")
     if not start:
-        raise ConfigError("no Redis: set REDIS_URL, start one on localhost:6379, or run importq")
+        raise ConfigError(
+            "no Redis: set REDIS_URL, start one on localhost:6379, or run `importq redis start`"
+        )
     return RedisChoice(start_embedded(settings), "embedded")

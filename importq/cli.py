@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from importq import broker
 from importq.errors import ImportqError
 from workers.jobs import JobState, JobView
 
@@ -42,7 +43,17 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
-@click.group()
+class _Group(click.Group):
+    """Shows importq's own errors as one clear line (exit 1) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImportqError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="importq")
 def main() -> None:
     """Queue records into SaaS import APIs through Redis-backed Celery workers."""
@@ -58,6 +69,7 @@ def main() -> None:
 @click.option("--param", "params", multiple=True, help="A target option as key=value.")
 @click.option("--wait", is_flag=True, help="Wait for the job to finish; exit like `status`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@click.option("--no-check", is_flag=True, help="Skip the call that checks credentials first.")
 def publish(
     target: str,
     file: str,
@@ -66,6 +78,7 @@ def publish(
     params: tuple[str, ...],
     wait: bool,
     as_json: bool,
+    no_check: bool,
 ) -> None:
     """Validate FILE (JSON Lines, JSON array or CSV) and enqueue it for TARGET."""
     from producers.publish import publish as publish_job
@@ -77,7 +90,7 @@ def publish(
     if operation_id:
         options["operation_id"] = operation_id
     store = JobStore(app.redis_client())
-    _say(f"redis: {app.REDIS_URL}")
+    _say(f"redis: {broker.safe_url(app.REDIS_URL)}")
     job_id = publish_job(
         target,
         read_records(file, fmt, target=target),
@@ -86,6 +99,8 @@ def publish(
         store=store,
         publish_unit=app.publish_unit,
         on_unit=_staging_progress(),
+        check_target=not no_check,
+        notify=_say,
     )
     job = store.get(job_id)
     assert job is not None
@@ -99,7 +114,7 @@ def publish(
 def _staging_progress() -> Any:
     def progress(units: int, _: int) -> None:
         if units % 10 == 0:
-            _say(f"\rvalidated and staged {units} units...")
+            _say(f"validated and staged {units} units...")
 
     return progress
 
@@ -217,11 +232,3 @@ from importq.cli_ops import demo, dlq, redis_group, simulate, worker  # noqa: E4
 
 for _command in (dlq, redis_group, simulate, worker, demo):
     main.add_command(_command)
-
-
-def run() -> None:
-    try:
-        main(standalone_mode=True)
-    except ImportqError as error:
-        _say(f"error: {error}")
-        sys.exit(1)

@@ -99,7 +99,7 @@ def redis_status() -> None:
     settings = importq_settings.load()
     try:
         choice = broker.choose(settings, start=False)
-        click.echo(f"{choice.url} ({choice.source})")
+        click.echo(f"{broker.safe_url(choice.url)} ({choice.source})")
     except Exception as error:
         click.echo(str(error))
         sys.exit(1)

@@ -96,7 +96,7 @@ def run_demo(count: int) -> int:
             cleanup.callback(broker.stop_embedded, settings)
             print(f"started the embedded Redis at {choice.url} (AOF on, data in {settings.home})")
         else:
-            print(f"using Redis at {choice.url} ({choice.source})")
+            print(f"using Redis at {broker.safe_url(choice.url)} ({choice.source})")
         return _run(count, choice.url, settings.home, cleanup)
 
 

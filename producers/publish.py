@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from importq.errors import InputError
+from importq.errors import ConfigError, InputError, RetryableError
 from importq.settings import Settings
 from producers.validate import validate
 from workers import targets
 from workers.jobs import JobStore
-from workers.targets.base import Located, Record
+from workers.targets.base import Located, Record, Sink
 
 Publish = Callable[[str, str, float | None], None]
 
@@ -36,10 +36,18 @@ def publish(
     store: JobStore,
     publish_unit: Publish,
     on_unit: Callable[[int, int], None] | None = None,
+    check_target: bool = False,
+    notify: Callable[[str], None] = lambda message: None,
 ) -> str:
-    """Create a job from located records; returns the job id once every unit is enqueued."""
+    """Create a job from located records; returns the job id once every unit is enqueued.
+
+    With `check_target`, a harmless call to the target first refuses bad credentials
+    or an unknown id before anything is staged.
+    """
     sink = targets.get(target)
     params = sink.check_params(dict(params), settings)
+    if check_target:
+        preflight(sink, settings, params, notify)
     limits = sink.load_limits(settings)
     job_id = store.create(target, params)
     unit_ids: list[str] = []
@@ -60,6 +68,23 @@ def publish(
     for unit_id in unit_ids:
         publish_unit(unit_id, target, None)
     return job_id
+
+
+def preflight(
+    sink: Sink, settings: Settings, params: dict[str, Any], notify: Callable[[str], None]
+) -> None:
+    """Ask the target whether the credentials and ids work; raise if they do not."""
+    try:
+        client = sink.make_client(settings)
+    except ConfigError as error:  # producers need not hold the workers' credentials
+        notify(f"{sink.name} not checked before publishing: {error}")
+        return
+    try:
+        sink.preflight(client, params)
+    except RetryableError as error:  # a target that is down now is what the queue absorbs
+        notify(f"{sink.name} not reachable now ({error}); the workers will retry")
+    finally:
+        client.close()
 
 
 def publish_records(

@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -83,7 +85,10 @@ def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
 _REDIS_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / f"importq-test-redis-{os.getpid()}"
 _REDIS_DIR.mkdir(parents=True, exist_ok=True)
 _REDIS_PROCESS, REDIS_URL = _start_redis(_REDIS_DIR)
+SIM_PORT = free_port()
+SIM_URL = f"http://127.0.0.1:{SIM_PORT}/api/asol/ds"
 os.environ.update(TEST_ENV)
+os.environ["SOURCING_DATA_URL"] = SIM_URL
 os.environ["REDIS_URL"] = REDIS_URL
 os.environ["IMPORTQ_HOME"] = str(_REDIS_DIR / "home")
 
@@ -109,25 +114,20 @@ def sim_server() -> Iterator[tuple[object, str]]:
     from simulators.sourcing_data import SourcingDataSimulator
 
     sim = SourcingDataSimulator()
-    server = serve(sim)
-    os.environ["SOURCING_DATA_URL"] = f"{server.url}/api/asol/ds"
-    yield sim, f"{server.url}/api/asol/ds"
+    server = serve(sim, port=SIM_PORT)
+    yield sim, SIM_URL
     server.stop()
 
 
 @pytest.fixture
 def sim(sim_server: tuple[object, str], redis_client: redis.Redis) -> object:
     """The SourcingData simulator, reset, with the canary token as its valid token."""
-    simulator = sim_server[0]
-    simulator.reset()  # type: ignore[attr-defined]
-    simulator.configure(
-        token=CANARY_TOKEN,
-        agents={AGENT},
-        processing_seconds=0.01,  # type: ignore[attr-defined]
-        fault_rate=0.0,
-        latency_seconds=0.0,
-        poison_record_ids=set(),
-    )
+    from simulators.sourcing_data import SimConfig
+
+    simulator: Any = sim_server[0]
+    simulator.reset()
+    fresh = SimConfig(token=CANARY_TOKEN, agents={AGENT}, processing_seconds=0.01)
+    simulator.configure(**{f.name: getattr(fresh, f.name) for f in fields(SimConfig)})
     return simulator
 
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
+import redis
+from click.testing import CliRunner
+
+from importq.cli import main
+from tests.conftest import CANARY_TOKEN
 from tests.helpers import publish_sourcing, sample_records, wait_for_job
 
 
@@ -21,3 +28,105 @@ def test_twenty_thousand_records_each_committed_once_within_limits(
     assert ledger["duplicates"] == 0
     assert ledger["max_records_in_request"] <= 500
     assert ledger["max_records_in_item"] <= 4000
+
+
+def test_faults_with_retry_after_deliver_everything_once(sim: Any, start_worker: Any) -> None:
+    sim.configure(fault_rate=0.2, retry_after_seconds=1, seed=7)
+    start_worker(concurrency=4)
+    job = wait_for_job(publish_sourcing(sample_records(10_000)), timeout=240)
+    ledger = sim.ledger()
+    assert ledger["faults"] > 10  # the faults really happened
+    assert job.state == "succeeded", job
+    assert ledger["committed_records"] == 10_000
+    assert ledger["duplicates"] == 0
+
+
+def test_killed_worker_commits_nothing_twice(sim: Any, start_worker: Any) -> None:
+    sim.configure(latency_seconds=0.15)
+    first = start_worker(concurrency=2)
+    job_id = publish_sourcing(sample_records(12_000))
+    deadline = time.monotonic() + 60
+    while sim.ledger()["requests_by_kind"]["append"] < 3:  # mid-item on both processes
+        assert time.monotonic() < deadline, "the worker never got going"
+        time.sleep(0.02)
+    first.kill()
+    assert sim.ledger()["committed_records"] < 12_000  # killed before the job was done
+    start_worker(concurrency=2)
+    job = wait_for_job(job_id, timeout=180)
+    ledger = sim.ledger()
+    assert job.state == "succeeded", job
+    assert job.crashes >= 1  # the second worker took over units whose owner died
+    assert ledger["committed_records"] == 12_000
+    assert ledger["duplicates"] == 0
+    assert ledger["items"]["Canceled"] >= 1  # the dead attempts' open items were cancelled
+
+
+def test_poison_record_is_dead_lettered_and_replayed_after_the_fix(
+    sim: Any, start_worker: Any
+) -> None:
+    sim.configure(poison_record_ids={"r-1234"})
+    start_worker(concurrency=4)
+    job = wait_for_job(publish_sourcing(sample_records(5_000)))
+    assert job.state == "partial"
+    assert (job.records_delivered, job.records_dead) == (4_999, 1)
+    letters = json.loads(_cli("dlq", "show", job.id, "--json").output)
+    assert [entry["record"]["recordId"] for entry in letters] == ["r-1234"]
+    assert "doesn't fit to expected format" in letters[0]["reason"]
+    assert _cli("status", job.id).exit_code == 2
+
+    sim.configure(poison_record_ids=set())
+    replay = _cli("dlq", "replay", job.id)
+    assert replay.exit_code == 0, replay.output
+    replayed = wait_for_job(replay.output.split()[-1])
+    assert replayed.state == "succeeded"
+    ledger = sim.ledger()
+    assert ledger["commits"]["ORG_DEPT/r-1234"] == 1
+    assert ledger["committed_records"] == 5_000 and ledger["duplicates"] == 0
+    assert "no dead letters" in _cli("dlq", "list").output
+
+
+def test_items_in_flight_per_operation_are_capped_across_processes(
+    sim: Any, start_worker: Any
+) -> None:
+    sim.configure(latency_seconds=0.05)
+    start_worker(concurrency=4, SOURCING_DATA_ITEMS_IN_FLIGHT="2")
+    job = wait_for_job(publish_sourcing(sample_records(16_000)))
+    assert job.state == "succeeded"
+    assert sim.ledger()["max_open_items_per_operation"] == 2
+
+
+def test_canary_token_never_leaves_the_process(
+    sim: Any, start_worker: Any, redis_client: redis.Redis
+) -> None:
+    sim.configure(token="the-vendor-now-wants-another-token", fault_rate=0.3, seed=3)
+    worker = start_worker(concurrency=2)
+    job = wait_for_job(publish_sourcing(sample_records(1_200)))
+    assert job.state == "failed"  # 401: every record dead-lettered with the vendor's reason
+    letters = json.loads(_cli("dlq", "show", job.id, "--json", "--limit", "1").output)
+    assert "SOURCING_DATA_TOKEN was refused" in letters[0]["reason"]
+    worker.stop()
+    assert CANARY_TOKEN.encode() not in worker.log_path.read_bytes()
+    assert b"401" in worker.log_path.read_bytes()  # the log did record the failure
+    assert CANARY_TOKEN.encode() not in _dump(redis_client)
+
+
+def _dump(client: redis.Redis) -> bytes:
+    """Every value in Redis: job state, dead letters, Celery messages and kombu's unacked."""
+    out = []
+    for key in client.scan_iter():
+        kind = client.type(key)
+        if kind == b"string":
+            out.append(client.get(key) or b"")
+        elif kind == b"hash":
+            out += [v for pair in client.hgetall(key).items() for v in pair]
+        elif kind == b"list":
+            out += client.lrange(key, 0, -1)
+        elif kind == b"zset":
+            out += client.zrange(key, 0, -1)
+        elif kind == b"set":
+            out += list(client.smembers(key))
+    return b"\n".join(out)
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args))

