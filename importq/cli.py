@@ -232,3 +232,7 @@ from importq.cli_ops import demo, dlq, redis_group, simulate, worker  # noqa: E4
 
 for _command in (dlq, redis_group, simulate, worker, demo):
     main.add_command(_command)
+
+
+if __name__ == "__main__":
+    main()
