@@ -130,3 +130,20 @@ def _dump(client: redis.Redis) -> bytes:
 
 def _cli(*args: str) -> Any:
     return CliRunner().invoke(main, list(args))
+
+
+def test_duplicate_messages_are_acknowledged_without_running(sim: Any, start_worker: Any) -> None:
+    from workers import app
+    from workers.jobs import JobStore
+
+    worker = start_worker(concurrency=4)
+    job_id = publish_sourcing(sample_records(8_000))
+    for unit_id in JobStore(app.redis_client()).unit_ids(job_id):
+        app.publish_unit(unit_id, "sourcing_data")  # a second message for every unit
+    job = wait_for_job(job_id)
+    assert job.state == "succeeded"
+    ledger = sim.ledger()
+    assert ledger["committed_records"] == 8_000 and ledger["duplicates"] == 0
+    assert ledger["requests_by_kind"]["start"] == 2
+    worker.stop()
+    assert worker.log_path.read_text().count("message acknowledged without running") == 2
