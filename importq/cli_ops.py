@@ -151,10 +151,10 @@ def worker(targets: str, concurrency: int | None, name: str | None) -> None:
     os.execv(sys.executable, argv)
 
 
-@click.command()
-@click.argument("args", nargs=-1)
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def simulate(args: tuple[str, ...]) -> None:
-    """Serve the target simulators on 127.0.0.1 for trying things by hand."""
+    """Serve the target simulators on 127.0.0.1 (--port, --latency, --fault-rate, --help)."""
     from simulators.run import main as run_simulators
 
     sys.exit(run_simulators(list(args)))

@@ -9,16 +9,15 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import ijson
 
 from importq.errors import InputError
+from workers.targets.base import CsvColumns
 
 __all__ = [
-    "CSV_COLUMNS",
     "FORMATS",
     "CsvColumns",
     "Located",
@@ -41,44 +40,17 @@ _BOM = b"\xef\xbb\xbf"
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-@dataclass(frozen=True)
-class CsvColumns:
-    """How the columns of a CSV file map onto one target's record."""
-
-    fields: tuple[str, ...]
-    """Columns copied as strings."""
-    booleans: tuple[str, ...] = ()
-    """Columns parsed from true/false/1/0/yes/no."""
-    prefixes: tuple[str, ...] = ()
-    """Object fields: column "data.Name" becomes record["data"]["Name"]."""
-    required: tuple[str, ...] = ()
-    """Columns the header must have."""
-
-    def allowed(self) -> list[str]:
-        """Every accepted column name, prefixed ones shown as "prefix.<Name>"."""
-        return [*self.fields, *self.booleans, *(f"{p}.<Name>" for p in self.prefixes)]
-
-
-# Per-target CSV mappings; a target without an entry accepts JSON input only.
-CSV_COLUMNS: dict[str, CsvColumns] = {
-    "sourcing_data": CsvColumns(
-        fields=("entityId", "recordId", "entityMappingId", "referenceId", "mandantCode"),
-        booleans=("isDeleted",),
-        prefixes=("data", "customData"),
-        required=("entityId", "recordId"),
-    ),
-}
-
-
 def csv_columns_for(target: str) -> CsvColumns:
     """The CSV column mapping of `target`; InputError if the target takes no CSV."""
-    try:
-        return CSV_COLUMNS[target]
-    except KeyError:
-        supported = ", ".join(sorted(CSV_COLUMNS))
+    from workers import targets  # the mapping lives with each target package
+
+    columns = targets.get(target).csv_columns
+    if columns is None:
+        supported = ", ".join(sorted(n for n, s in targets.SINKS.items() if s.csv_columns))
         raise InputError(
             f"CSV input is not supported for target {target!r} (supported: {supported})"
-        ) from None
+        )
+    return columns
 
 
 def detect_format(path: str | Path, fmt: str | None = None) -> str:

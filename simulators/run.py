@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import threading
 from collections.abc import Callable
@@ -12,7 +13,6 @@ from typing import Any, Protocol
 import httpx
 
 from simulators.http import SimServer, serve
-from simulators.sourcing_data import SourcingDataSimulator
 
 
 class Simulator(Protocol):
@@ -29,10 +29,15 @@ class Simulator(Protocol):
     def __call__(self, request: httpx.Request) -> httpx.Response: ...
 
 
-# One line per target: name -> factory. The name prefixes the URL line printed at startup.
-SIMULATORS: dict[str, Callable[[], Simulator]] = {
-    "sourcing_data": SourcingDataSimulator,
-}
+def simulators() -> dict[str, Callable[[], Simulator]]:
+    """Every registered target's simulator: module simulators/<target>.py, class SIMULATOR."""
+    from workers.targets import SINKS
+
+    found = {}
+    for name in SINKS:
+        module = importlib.import_module(f"simulators.{name}")
+        found[name] = module.SIMULATOR
+    return found
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,7 +53,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _start_all(args: argparse.Namespace) -> list[SimServer]:
     servers: list[SimServer] = []
-    for index, (name, factory) in enumerate(SIMULATORS.items()):
+    for index, (name, factory) in enumerate(simulators().items()):
         sim = factory()
         sim.configure(latency_seconds=args.latency, fault_rate=args.fault_rate, seed=args.seed)
         # A fixed --port puts the simulators on consecutive ports; 0 lets each pick a free one.

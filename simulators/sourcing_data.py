@@ -352,3 +352,6 @@ class SourcingDataSimulator:
 
     def _bump_max(self, key: str, value: int) -> None:
         self._stats[key] = max(self._stats[key], value)
+
+
+SIMULATOR = SourcingDataSimulator  # what `importq simulate` serves for this target

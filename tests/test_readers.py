@@ -327,8 +327,8 @@ def test_csv_line_numbers_count_quoted_newlines(tmp_path: Path) -> None:
 
 def test_csv_needs_a_target_with_a_mapping(tmp_path: Path) -> None:
     path = write(tmp_path, "in.csv", "a,b\n")
-    with pytest.raises(InputError, match="CSV input is not supported for target 'blue'"):
-        read_records(path, target="blue")
+    with pytest.raises(InputError, match="unknown target 'salesforce'"):
+        read_records(path, target="salesforce")
     with pytest.raises(InputError, match="CSV input needs a target"):
         read_records(path)
     assert csv_columns_for(TARGET).required == ("entityId", "recordId")

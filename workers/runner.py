@@ -141,6 +141,14 @@ class Runner:
             return self._retry(run, error)
         except FinalError as error:
             return self._refused(run, error)
+        except (
+            Exception
+        ) as error:  # a bug or an unreadable answer: retry, bounded, then dead-letter
+            log.exception("unexpected error while running the unit")
+            unexpected = RetryableError(
+                f"unexpected {type(error).__name__}: {error}", target=run.target
+            )
+            return self._retry(run, unexpected)
         finally:
             if slot:
                 self.leases.release_slot(slot_key, run.unit_id)

@@ -22,6 +22,24 @@ Record = dict[str, Any]
 Located = tuple[Record, str]  # a record and where it came from ("file:line")
 
 
+@dataclass(frozen=True)
+class CsvColumns:
+    """How the columns of a CSV file map onto one target's record."""
+
+    fields: tuple[str, ...]
+    """Columns copied as strings."""
+    booleans: tuple[str, ...] = ()
+    """Columns parsed from true/false/1/0/yes/no."""
+    prefixes: tuple[str, ...] = ()
+    """Object fields: column "data.Name" becomes record["data"]["Name"]."""
+    required: tuple[str, ...] = ()
+    """Columns the header must have."""
+
+    def allowed(self) -> list[str]:
+        """Every accepted column name, prefixed ones shown as "prefix.<Name>"."""
+        return [*self.fields, *self.booleans, *(f"{p}.<Name>" for p in self.prefixes)]
+
+
 @dataclass
 class Delivered:
     """What one run of a unit achieved: records accepted, and those the vendor skipped."""
@@ -52,6 +70,7 @@ class Sink(ABC):
     """One vendor's unit of work. Subclasses set `name` and implement plan and run."""
 
     name: str
+    csv_columns: CsvColumns | None = None  # how CSV input maps onto a record; None: no CSV
 
     @abstractmethod
     def load_limits(self, settings: Settings) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 from importq.errors import FinalError, InputError, RejectedError, RetryableError
 from importq.settings import Settings
 from workers.retry import resend
-from workers.targets.base import Delivered, Located, Record, RunContext, Sink, batched
+from workers.targets.base import CsvColumns, Delivered, Located, Record, RunContext, Sink, batched
 from workers.targets.sourcing_data.client import (
     TARGET,
     QueueItem,
@@ -27,6 +27,12 @@ from workers.targets.sourcing_data.limits import SourcingDataLimits
 
 class SourcingDataSink(Sink):
     name = TARGET
+    csv_columns = CsvColumns(
+        fields=("entityId", "recordId", "entityMappingId", "referenceId", "mandantCode"),
+        booleans=("isDeleted",),
+        prefixes=("data", "customData"),
+        required=("entityId", "recordId"),
+    )
 
     def load_limits(self, settings: Settings) -> SourcingDataLimits:
         return SourcingDataLimits.from_settings(settings)
