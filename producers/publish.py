@@ -14,7 +14,7 @@ from typing import Any
 from importq.errors import ConfigError, InputError, RetryableError
 from importq.settings import Settings
 from producers.validate import validate
-from workers import targets
+from workers import ordering, targets
 from workers.jobs import JobStore
 from workers.targets.base import Located, Record, Sink
 
@@ -65,6 +65,7 @@ def publish(
         store.discard(job_id)
         raise InputError("no records in input: nothing to publish")
     store.open(job_id)
+    ordering.enqueue(store.redis, target, sink.order_key(params), job_id)
     for unit_id in unit_ids:
         publish_unit(unit_id, target, None)
     return job_id

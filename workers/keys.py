@@ -8,6 +8,7 @@
     importq:lease:{unit}          string the owner's token, with a TTL: the unit's lease
     importq:watch                 zset   unit id -> deadline (ms) the reaper checks
     importq:slots:{target}:{key}  zset   unit id -> expiry (ms): units in flight per key
+    importq:order:{target}:{key}  list   job ids in publish order; only the head job runs
     importq:dlq                   zset   job id -> last dead letter (ms)
     importq:dlq:{job}             list   dead letters of a job (JSON: record, reason, unit)
     importq:reaper                string lock so one reaper sweeps per interval
@@ -49,6 +50,10 @@ def lease(unit_id: str) -> str:
 
 def slots(target: str, key: str) -> str:
     return f"{PREFIX}slots:{target}:{key}"
+
+
+def order(target: str, key: str) -> str:
+    return f"{PREFIX}order:{target}:{key}"
 
 
 def dead_letters(job_id: str) -> str:

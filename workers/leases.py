@@ -62,6 +62,7 @@ return 1
 
 # KEYS: unit hash, lease, watch, job hash, payload, job units list, dlq list, dlq index.
 # ARGV: token, now ms, unit id, finish JSON, child payloads...
+# Returns 0 when the lease is not ours, 1 when recorded, 2 when that also finished the job.
 # The finish JSON: state, fields{}, delivered, dead, attempts_delta, deadline (ms or null),
 # dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[5..]).
 _FINISH = """
@@ -91,6 +92,7 @@ if f.terminal then
   local done = redis.call('HINCRBY', KEYS[4], 'units_done', 1)
   if done >= tonumber(redis.call('HGET', KEYS[4], 'units_total')) then
     redis.call('HSET', KEYS[4], 'finished_at', now)
+    return 2
   end
 else
   redis.call('ZADD', KEYS[3], f.deadline, ARGV[3])
@@ -201,7 +203,8 @@ class Leases:
             flat += [name, value]
         return bool(self._remember(keys=[keys.unit(unit_id), keys.lease(unit_id)], args=flat))
 
-    def finish(self, unit_id: str, token: str, result: Finish) -> bool:
+    def finish(self, unit_id: str, token: str, result: Finish) -> int:
+        """0: not our lease, nothing written; 1: recorded; 2: recorded and the job is done."""
         job_id = keys.job_of(unit_id)
         spec: dict[str, Any] = {
             "state": result.state,
@@ -228,7 +231,7 @@ class Leases:
         ]
         args: list[Any] = [token, now_ms(), unit_id, json.dumps(spec)]
         args += [payload for _, _, payload in result.children]
-        return bool(self._finish(keys=finish_keys, args=args))
+        return int(self._finish(keys=finish_keys, args=args))
 
     def reap(self, limit: int = 500) -> list[str]:
         """Unit ids whose lease expired or whose retry message is overdue."""

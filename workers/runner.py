@@ -21,8 +21,8 @@ import structlog
 
 from importq.errors import FinalError, LeaseLost, RetryableError, TargetError
 from importq.settings import Settings
-from workers import keys, targets
-from workers.jobs import JobStore, UnitState, encode_records, unit_fields
+from workers import keys, ordering, targets
+from workers.jobs import JobStore, JobView, UnitState, encode_records, unit_fields
 from workers.leases import Claim, Finish, Leases, now_ms
 from workers.retry import unit_delay
 from workers.targets.base import Delivered, Record, RunContext, Sink
@@ -30,7 +30,8 @@ from workers.targets.base import Delivered, Record, RunContext, Sink
 Publish = Callable[[str, str, float | None], None]  # unit id, target, countdown
 log = structlog.get_logger("importq.runner")
 
-DEFER_SECONDS = 1.0  # how long a unit waits when its in-flight slot is taken
+DEFER_SECONDS = 1.0  # how long a unit waits when its slot or its turn is taken
+JOB_FINISHED = 2
 
 
 class Heartbeat:
@@ -89,6 +90,8 @@ class Runner:
         self.leases = Leases(store.redis, settings.lease_seconds, settings.retry_grace)
         self.publish = publish
         self._clients: dict[str, Any] = {}
+        # Called once with the JobView when a job's last unit finishes (e.g. pipelines).
+        self.job_finished_hooks: list[Callable[[JobView], None]] = []
 
     def client(self, sink: Sink) -> Any:
         # One client per target per process: connection pools are reused across units.
@@ -123,6 +126,11 @@ class Runner:
             return self._run_claimed(run)
 
     def _run_claimed(self, run: UnitRun) -> str:
+        if not ordering.my_turn(
+            self.store, run.target, run.sink.order_key(run.params), run.unit_id
+        ):
+            log.info("an earlier job on the same order key is not finished; waiting")
+            return self._reschedule(run, DEFER_SECONDS, retry=False, attempts_delta=-1)
         limits = run.sink.load_limits(self.settings)
         slot = run.sink.slot(run.params, limits)
         slot_key = keys.slots(run.target, slot[0]) if slot else ""
@@ -266,10 +274,23 @@ class Runner:
         return status
 
     def _finish(self, run: UnitRun, outcome: Finish) -> str:
-        if not self.leases.finish(run.unit_id, run.claim.token, outcome):
+        recorded = self.leases.finish(run.unit_id, run.claim.token, outcome)
+        if not recorded:
             log.warning("lease lost before the outcome was recorded; another worker owns the unit")
             return "lease lost"
+        if recorded == JOB_FINISHED:
+            self._job_finished(keys.job_of(run.unit_id))
         return str(outcome.state)
+
+    def _job_finished(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job is None:
+            return
+        log.info("job finished", job_state=str(job.state), delivered=job.records_delivered,
+                 dead=job.records_dead)  # fmt: skip
+        ordering.release(self.store.redis, job)
+        for hook in self.job_finished_hooks:
+            hook(job)
 
     def _dead_letter(self, run: UnitRun, record: Record, reason: str) -> str:
         entry = {

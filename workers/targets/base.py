@@ -96,6 +96,10 @@ class Sink(ABC):
         """A key and a cap on units in flight for that key, or None for no cap."""
         return None
 
+    def order_key(self, params: dict[str, Any]) -> str | None:
+        """Jobs with the same key run in publish order, one job after the other."""
+        return None
+
     @abstractmethod
     def run(self, ctx: RunContext) -> Delivered:
         """Deliver one unit; raise RetryableError or FinalError from importq.errors."""
