@@ -106,7 +106,7 @@ def publish(
     assert job is not None
     _say(f"\njob {job_id}: {job.records_total} records in {job.units_total} units enqueued")
     if wait:
-        job = _wait(store, job_id, as_json)
+        job = wait_for_job(store, job_id, as_json)
     _show(job, as_json)
     sys.exit(EXIT_CODES.get(job.state, STILL_RUNNING) if wait else 0)
 
@@ -119,7 +119,7 @@ def _staging_progress() -> Any:
     return progress
 
 
-def _wait(store: Any, job_id: str, quiet: bool) -> JobView:
+def wait_for_job(store: Any, job_id: str, quiet: bool) -> JobView:
     job: JobView | None = store.get(job_id)
     if job is None:
         raise ImportqError(f"no job {job_id}")
@@ -188,7 +188,7 @@ def status(job_id: str, wait: bool, with_units: bool, as_json: bool) -> None:
     from workers.jobs import JobStore
 
     store = JobStore(_app().redis_client())
-    job = _wait(store, job_id, as_json) if wait else store.get(job_id)
+    job = wait_for_job(store, job_id, as_json) if wait else store.get(job_id)
     if job is None:
         raise click.ClickException(f"no job {job_id} (see `importq jobs`)")
     _show(job, as_json, list(store.units(job_id)) if with_units else None)

@@ -1,13 +1,13 @@
 """`importq demo`: the whole path on one machine with nothing installed but importq.
 
-Starts the embedded Redis (unless REDIS_URL is set), the SourcingData
-simulator and a worker; publishes a sample file; shows progress; prints a
-summary read from the simulator's ledger and the job; stops what it started.
+Starts the embedded Redis (unless REDIS_URL is set), every target's simulator
+and one worker for all queues; publishes each target's sample job; shows
+progress; prints a summary read from the simulators' ledgers and the jobs;
+stops what it started.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,49 +20,16 @@ from typing import Any
 from importq import broker
 from importq import settings as importq_settings
 
-DEMO_AGENT = "demo-agent"
-DEMO_TOKEN = "demo-fake-token"  # the simulator's own; not a real credential
-
-
-def write_sample(path: Path, count: int) -> Path:
-    """A deterministic sample file of SourcingData records (JSON Lines)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as out:
-        for n in range(count):
-            record = {
-                "entityId": "ORG_DEPT",
-                "recordId": f"dept-{n:06d}",
-                "data": {"Code": f"D{n:06d}", "Name": f"Department {n}", "Type": "Workroom"},
-                "customData": {"CostCentre": f"CC{n % 97:02d}"},
-            }
-            out.write(json.dumps(record) + "\n")
-    return path
+WORKER_CONCURRENCY = 4
 
 
 def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     log = log_path.open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.app",
-            "worker",
-            "-Q",
-            "sourcing_data",
-            "-c",
-            "4",
-            "-n",
-            f"demo-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    command = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-c",
+               str(WORKER_CONCURRENCY), "-n", f"demo-{os.getpid()}@%h", "--without-gossip",
+               "--without-mingle"]  # fmt: skip
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
 
 
 def _wait_ready(worker: subprocess.Popen[bytes], log_path: Path, timeout: float = 60) -> None:
@@ -86,96 +53,82 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 def run_demo(count: int) -> int:
     settings = importq_settings.load()
     with ExitStack() as cleanup:
-        choice = (
-            broker.choose(settings, prefer_embedded=True, start=False)
-            if (settings.redis_url or broker.embedded_url(settings))
-            else None
-        )
-        if choice is None:
+        if settings.redis_url or broker.embedded_url(settings):
+            choice = broker.choose(settings, prefer_embedded=True, start=False)
+            print(f"using Redis at {broker.safe_url(choice.url)} ({choice.source})")
+        else:
             choice = broker.RedisChoice(broker.start_embedded(settings), "embedded")
             cleanup.callback(broker.stop_embedded, settings)
             print(f"started the embedded Redis at {choice.url} (AOF on, data in {settings.home})")
-        else:
-            print(f"using Redis at {broker.safe_url(choice.url)} ({choice.source})")
         return _run(count, choice.url, settings.home, cleanup)
 
 
-def _run(count: int, redis_url: str, home: Path, cleanup: ExitStack) -> int:
+def _serve_simulators(cleanup: ExitStack) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every target's simulator, with mild latency and faults; and the env to reach them."""
+    from simulators import load
     from simulators.http import serve
-    from simulators.sourcing_data import SourcingDataSimulator
+    from workers.targets import SINKS
 
-    sim = SourcingDataSimulator()
-    sim.configure(
-        token=DEMO_TOKEN,
-        agents={DEMO_AGENT},
-        latency_seconds=0.01,
-        processing_seconds=0.2,
-        fault_rate=0.02,
-        retry_after_seconds=1,
-    )
-    server = cleanup.enter_context(serve(sim))
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "SOURCING_DATA_URL": f"{server.url}/api/asol/ds",
-        "SOURCING_DATA_TOKEN": DEMO_TOKEN,
-        "SOURCING_DATA_AGENT_ID": DEMO_AGENT,
-        "IMPORTQ_LOG_FORMAT": "json",
-    }
-    os.environ.update(env)
-    print(f"SourcingData simulator at {server.url}/api/asol/ds")
-    sample = write_sample(home / "demo" / "sourcing_data.jsonl", count)
+    sims: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    for name in SINKS:
+        module = load(name)
+        sim = module.SIMULATOR()
+        sim.configure(latency_seconds=0.01, fault_rate=0.02, retry_after_seconds=1)
+        server = cleanup.enter_context(serve(sim))
+        env.update(module.client_env(server.url))
+        sims[name] = sim
+        print(f"{name} simulator at {server.url}{sim.base_path}")
+    return sims, env
+
+
+def _run(count: int, redis_url: str, home: Path, cleanup: ExitStack) -> int:
+    sims, sim_env = _serve_simulators(cleanup)
+    env = {**os.environ, **sim_env, "REDIS_URL": redis_url, "IMPORTQ_LOG_FORMAT": "json"}
+    os.environ.update(env)  # before workers.app is imported: it reads settings once
     log_path = home / "demo" / "worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     worker = _start_worker(env, log_path)
     cleanup.callback(_stop, worker)
     _wait_ready(worker, log_path)
-    print(f"worker started (4 processes), log in {log_path}")
+    print(f"worker started ({WORKER_CONCURRENCY} processes, all queues), log in {log_path}")
     started = time.monotonic()
-    job = _publish_and_wait(sample)
+    jobs = {name: _publish(name, count) for name in sims}
+    finished = {name: _wait(job_id, name) for name, job_id in jobs.items()}
     elapsed = time.monotonic() - started
-    _summary(job, sim.ledger(), elapsed)
-    return 0 if job.state == "succeeded" else 1
+    _summary(finished, sims, elapsed)
+    return 0 if all(job.state == "succeeded" for job in finished.values()) else 1
 
 
-def _publish_and_wait(sample: Path) -> Any:
-    from importq.cli import _wait
-    from producers.publish import publish
-    from producers.readers import read_records
+def _publish(target: str, count: int) -> str:
+    from producers.publish import locate, publish
+    from simulators import load
     from workers import app
     from workers.jobs import JobStore
 
-    store = JobStore(app.redis_client())
-    job_id = publish(
-        "sourcing_data",
-        read_records(sample, target="sourcing_data"),
-        {"operation_id": "demo-operation"},
-        settings=app.SETTINGS,
-        store=store,
-        publish_unit=app.publish_unit,
-    )
-    print(f"published {sample} as job {job_id}")
-    return _wait(store, job_id, quiet=False)
+    params, records = load(target).demo_job(count)
+    job_id = publish(target, locate(records, f"{target} sample"), params, settings=app.SETTINGS,
+                     store=JobStore(app.redis_client()), publish_unit=app.publish_unit)  # fmt: skip
+    print(f"published the {target} sample as job {job_id}")
+    return job_id
 
 
-def _summary(job: Any, ledger: dict[str, Any], elapsed: float) -> None:
-    rate = job.records_delivered / elapsed if elapsed else 0.0
-    print("\nsummary")
-    print(f"  job            {job.id}: {job.state}")
-    print(
-        f"  records        {job.records_total} published, {job.records_delivered} delivered, "
-        f"{job.records_dead} dead-lettered"
-    )
-    print(
-        f"  at the target  {ledger['committed_records']} committed, "
-        f"{ledger['duplicates']} committed twice"
-    )
-    print(
-        f"  queue items    {ledger['items'].get('Success', 0)} succeeded "
-        f"(largest {ledger['max_records_in_item']} records)"
-    )
-    print(
-        f"  requests       {ledger['requests']} (largest {ledger['max_records_in_request']} "
-        f"records), {ledger['faults']} faults injected"
-    )
-    print(f"  retries        {job.retries} unit retries")
-    print(f"  time           {elapsed:.1f} s ({rate:.0f} records/s)")
+def _wait(job_id: str, target: str) -> Any:
+    from importq.cli import wait_for_job
+    from workers import app
+    from workers.jobs import JobStore
+
+    print(f"{target}:")
+    return wait_for_job(JobStore(app.redis_client()), job_id, quiet=False)
+
+
+def _summary(jobs: dict[str, Any], sims: dict[str, Any], elapsed: float) -> None:
+    from simulators import load
+
+    print(f"\nsummary ({elapsed:.1f} s in all)")
+    for name, job in jobs.items():
+        print(f"  {name}: job {job.id} {job.state}: {job.records_delivered}/{job.records_total} "
+              f"delivered, {job.records_dead} dead-lettered, {job.units_total} units, "
+              f"{job.retries} retries")  # fmt: skip
+        for line in load(name).summarize(sims[name].ledger()):
+            print(f"      at the target: {line}")

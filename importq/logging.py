@@ -17,7 +17,7 @@ import structlog
 from importq.settings import Settings, known_secret_values
 
 REDACTED = "***"
-_SECRET_KEY = re.compile(r"token|secret|password|passwd|api_?key|authorization|credential", re.I)
+_SECRET_KEY = re.compile(r"token|secret|password|passwd|api[_-]?key|authorization|credential", re.I)
 _SECRET_TEXT = re.compile(r"(?i)\b(bearer|basic|apikey)\s+[A-Za-z0-9._~+/=-]{4,}")
 
 
@@ -33,14 +33,14 @@ def scrub(value: Any, depth: int = 0) -> Any:
     """A copy of `value` with secret-looking keys and every known secret value masked."""
     if isinstance(value, str):
         return _scrub_text(value)
-    if depth > 4:
-        return value
+    if depth > 12:  # deeper than any log line needs: keep its text, masked
+        return _scrub_text(repr(value))
     if isinstance(value, dict):
         return {
             k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else scrub(v, depth + 1)
             for k, v in value.items()
         }
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [scrub(v, depth + 1) for v in value]
     if isinstance(value, BaseException):
         return _scrub_text(f"{type(value).__name__}: {value}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import threading
 from collections.abc import Callable
@@ -31,13 +30,10 @@ class Simulator(Protocol):
 
 def simulators() -> dict[str, Callable[[], Simulator]]:
     """Every registered target's simulator: module simulators/<target>.py, class SIMULATOR."""
+    from simulators import load
     from workers.targets import SINKS
 
-    found = {}
-    for name in SINKS:
-        module = importlib.import_module(f"simulators.{name}")
-        found[name] = module.SIMULATOR
-    return found
+    return {name: load(name).SIMULATOR for name in SINKS}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -355,3 +356,36 @@ class SourcingDataSimulator:
 
 
 SIMULATOR = SourcingDataSimulator  # what `importq simulate` serves for this target
+
+
+def client_env(server_url: str) -> dict[str, str]:
+    """What a worker needs to talk to this simulator with its default fake token."""
+    return {
+        "SOURCING_DATA_URL": f"{server_url}{BASE_PATH}",
+        "SOURCING_DATA_TOKEN": FAKE_TOKEN,
+        "SOURCING_DATA_AGENT_ID": "demo-agent",
+    }
+
+
+def demo_job(count: int) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """The demo's job: `count` organisation units in one operation."""
+
+    def records() -> Iterator[dict[str, Any]]:
+        for n in range(count):
+            yield {
+                "entityId": "ORG_DEPT",
+                "recordId": f"dept-{n:06d}",
+                "data": {"Code": f"D{n:06d}", "Name": f"Department {n}", "Type": "Workroom"},
+                "customData": {"CostCentre": f"CC{n % 97:02d}"},
+            }
+
+    return {"operation_id": "demo-operation"}, records()
+
+
+def summarize(ledger: dict[str, Any]) -> list[str]:
+    return [
+        f"{ledger['committed_records']} records committed, {ledger['duplicates']} twice",
+        f"{ledger['items'].get('Success', 0)} queue items "
+        f"(largest {ledger['max_records_in_item']} records), {ledger['requests']} requests "
+        f"(largest {ledger['max_records_in_request']} records), {ledger['faults']} faults injected",
+    ]

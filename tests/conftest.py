@@ -85,10 +85,22 @@ def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
 _REDIS_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / f"importq-test-redis-{os.getpid()}"
 _REDIS_DIR.mkdir(parents=True, exist_ok=True)
 _REDIS_PROCESS, REDIS_URL = _start_redis(_REDIS_DIR)
-SIM_PORT = free_port()
-SIM_URL = f"http://127.0.0.1:{SIM_PORT}/api/asol/ds"
+
+
+def _reserve_simulator_ports() -> dict[str, int]:
+    """A port per registered target; its simulator's client env goes into os.environ now."""
+    from simulators import load
+    from workers.targets import SINKS
+
+    ports = {name: free_port() for name in SINKS}
+    for name, port in ports.items():
+        os.environ.update(load(name).client_env(f"http://127.0.0.1:{port}"))
+    return ports
+
+
+SIM_PORTS = _reserve_simulator_ports()
+SIM_URL = os.environ["SOURCING_DATA_URL"]
 os.environ.update(TEST_ENV)
-os.environ["SOURCING_DATA_URL"] = SIM_URL
 os.environ["REDIS_URL"] = REDIS_URL
 os.environ["IMPORTQ_HOME"] = str(_REDIS_DIR / "home")
 
@@ -109,25 +121,38 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
-def sim_server() -> Iterator[tuple[object, str]]:
+def simulators() -> Iterator[dict[str, Any]]:
+    """Every registered target's simulator, served on its reserved port for the session."""
+    from simulators import load
     from simulators.http import serve
-    from simulators.sourcing_data import SourcingDataSimulator
 
-    sim = SourcingDataSimulator()
-    server = serve(sim, port=SIM_PORT)
-    yield sim, SIM_URL
-    server.stop()
+    sims = {name: load(name).SIMULATOR() for name in SIM_PORTS}
+    servers = [serve(sim, port=SIM_PORTS[name]) for name, sim in sims.items()]
+    yield sims
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture
-def sim(sim_server: tuple[object, str], redis_client: redis.Redis) -> object:
-    """The SourcingData simulator, reset, with the canary token as its valid token."""
-    from simulators.sourcing_data import SimConfig
+def fresh_simulators(simulators: dict[str, Any], redis_client: redis.Redis) -> dict[str, Any]:
+    """The simulators with their default config and an empty ledger."""
+    for simulator in simulators.values():
+        defaults = type(simulator.config)()
+        simulator.configure(**{f.name: getattr(defaults, f.name) for f in fields(defaults)})
+        simulator.reset()
+    return simulators
 
-    simulator: Any = sim_server[0]
-    simulator.reset()
-    fresh = SimConfig(token=CANARY_TOKEN, agents={AGENT}, processing_seconds=0.01)
-    simulator.configure(**{f.name: getattr(fresh, f.name) for f in fields(SimConfig)})
+
+@pytest.fixture(scope="session")
+def sim_server(simulators: dict[str, Any]) -> tuple[object, str]:
+    return simulators["sourcing_data"], SIM_URL
+
+
+@pytest.fixture
+def sim(fresh_simulators: dict[str, Any]) -> object:
+    """The SourcingData simulator, reset, with the canary token as its valid token."""
+    simulator = fresh_simulators["sourcing_data"]
+    simulator.configure(token=CANARY_TOKEN, agents={AGENT}, processing_seconds=0.01)
     return simulator
 
 
@@ -191,7 +216,7 @@ class Worker:
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path, sim_server: tuple[object, str]) -> Iterator[object]:
+def start_worker(tmp_path: Path, simulators: dict[str, Any]) -> Iterator[object]:
     started: list[Worker] = []
 
     def start(queues: str = "sourcing_data", concurrency: int = 4, **env: str) -> Worker:

@@ -62,7 +62,7 @@ def test_demo_runs_on_the_embedded_redis_and_leaves_nothing_behind(tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "embedded Redis" in result.stdout
-    assert "3000 committed, 0 committed twice" in result.stdout
+    assert "3000 records committed, 0 twice" in result.stdout
     embedded = re.search(r"embedded Redis at (redis://\S+)", result.stdout)
     assert embedded is not None
     with pytest.raises(redis.ConnectionError):  # the embedded Redis it started is gone

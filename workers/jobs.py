@@ -69,6 +69,7 @@ class JobView:
     retries: int
     crashes: int
     staging: bool
+    started: bool
     cancelled: bool
     cancel_reason: str
 
@@ -79,8 +80,7 @@ class JobView:
         if self.cancelled:
             return JobState.CANCELLED
         if self.units_done < self.units_total:
-            started = self.units_done > 0 or self.records_delivered > 0
-            return JobState.RUNNING if started else JobState.QUEUED
+            return JobState.RUNNING if self.started else JobState.QUEUED
         if self.records_dead == 0:
             return JobState.SUCCEEDED
         return JobState.FAILED if self.records_delivered == 0 else JobState.PARTIAL
@@ -95,7 +95,8 @@ class JobView:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k not in ("staging", "cancelled")}
+        flags = ("staging", "started", "cancelled")
+        data = {k: v for k, v in self.__dict__.items() if k not in flags}
         data["state"] = self.state.value
         return data
 
@@ -190,6 +191,7 @@ class JobStore:
             retries=int(raw.get("retries", 0)),
             crashes=int(raw.get("crashes", 0)),
             staging="staging" in raw,
+            started="started_at" in raw,
             cancelled="cancelled" in raw,
             cancel_reason=raw.get("cancel_reason", ""),
         )

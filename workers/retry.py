@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import tenacity
-from celery.utils.time import get_exponential_backoff_interval
 
 from importq.errors import RetryableError
 
@@ -23,9 +22,10 @@ T = TypeVar("T")
 
 def unit_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
     """Seconds before attempt `attempt + 1` of a unit: full jitter, at least Retry-After."""
-    jittered = get_exponential_backoff_interval(
-        factor=base, retries=attempt, maximum=cap, full_jitter=True
-    )
+    # tenacity's "full jitter": uniform in [0, min(cap, base * 2**attempt)].
+    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = max(1, attempt)
+    jittered = tenacity.wait_random_exponential(multiplier=base, max=cap)(state)
     return max(float(jittered), retry_after or 0.0)
 
 

@@ -1,9 +1,9 @@
 """One SourcingData queue item per unit: start with the first chunk, append the rest.
 
 Every chunk but the last carries incompleteData: true, so the vendor commits
-nothing until the last chunk lands; an item left open by a dead attempt is
-cancelled before the unit runs again (or, if it was already complete, polled
-to its end instead of being sent twice).
+nothing until the last chunk lands; an item a dead attempt left Pending is
+cancelled before the unit runs again, and one it had completed is polled to
+its end instead of being sent twice.
 """
 
 from __future__ import annotations
@@ -23,6 +23,22 @@ from workers.targets.sourcing_data.client import (
     still_processing,
 )
 from workers.targets.sourcing_data.limits import SourcingDataLimits
+
+PENDING = "Pending"  # the vendor's state of an item still waiting for chunks
+
+
+def request_chunks(records: list[Record], size: int) -> list[list[Record]]:
+    """The requests of one queue item: never over `size` records, and always at least two.
+
+    The start request opens the item with incompleteData: true, so the vendor commits
+    nothing before the item's id is in job state; only the last request completes it.
+    A crash between the two therefore leaves a Pending item, which the next attempt
+    cancels, never a committed one it cannot see.
+    """
+    chunks = [records[i : i + size] for i in range(0, len(records), size)]
+    if len(chunks) == 1:
+        chunks = [records[:-1], records[-1:]] if len(records) > 1 else [records, []]
+    return chunks
 
 
 class SourcingDataSink(Sink):
@@ -72,28 +88,26 @@ class SourcingDataSink(Sink):
         """Settle the item an earlier attempt left behind; None means send afresh."""
         item = self._call(ctx, lambda: client.status(item_id))
         ctx.log.info("earlier queue item found", queue_item_id=item_id, status=item.status)
-        if item.finished:
-            return self._settle(ctx, item)
-        if ctx.remote.get("queue_item_complete") == "1":
+        if item.status != PENDING:  # all chunks arrived: it commits or fails on its own
             return self._settle(ctx, self._poll(ctx, client, item))
-        client.cancel(item_id)  # incomplete: nothing was committed; drop it and start over
-        ctx.log.info(
-            "cancelled the incomplete queue item of an earlier attempt", queue_item_id=item_id
-        )
-        ctx.remember({"queue_item_id": "", "queue_item_complete": "0"})
+        try:  # Pending: its last chunk never arrived, so nothing of it can be committed
+            self._call(ctx, lambda: client.cancel(item_id))
+        except RejectedError:  # it moved on between the two calls: settle it by its state
+            return self._settle(ctx, self._poll(ctx, client, client.status(item_id)))
+        ctx.log.info("cancelled the incomplete queue item of an earlier attempt",
+                     queue_item_id=item_id)  # fmt: skip
+        ctx.remember({"queue_item_id": ""})
         return None
 
     def _send_item(self, ctx: RunContext, client: SourcingDataClient) -> Delivered:
         limits: SourcingDataLimits = ctx.limits
-        size = limits.records_per_request
-        chunks = [ctx.records[i : i + size] for i in range(0, len(ctx.records), size)]
+        chunks = request_chunks(ctx.records, limits.records_per_request)
         operation_id = ctx.params.get("operation_id")
         item = self._call(
-            ctx,
-            lambda: client.start(chunks[0], operation_id=operation_id, incomplete=len(chunks) > 1),
+            ctx, lambda: client.start(chunks[0], operation_id=operation_id, incomplete=True)
         )
         item_id = item.id
-        ctx.remember({"queue_item_id": item_id, "queue_item_complete": str(int(len(chunks) == 1))})
+        ctx.remember({"queue_item_id": item_id})
         try:
             for number, chunk in enumerate(chunks[1:], start=2):
                 ctx.checkpoint()
@@ -101,7 +115,6 @@ class SourcingDataSink(Sink):
                 item = self._call(
                     ctx, lambda c=chunk, done=last: client.append(item_id, c, incomplete=not done)
                 )
-            ctx.remember({"queue_item_complete": "1"})
         except (FinalError, RetryableError):
             self._cancel_quietly(ctx, client, item_id)
             raise
@@ -130,15 +143,14 @@ class SourcingDataSink(Sink):
         ctx.remember({"queue_item_id": ""})  # a failed item holds nothing to resume
         raise RejectedError(f"queue item {item.id} failed: {reason}", target=TARGET)
 
-    def _call(self, ctx: RunContext, request: Any) -> QueueItem:
+    def _call(self, ctx: RunContext, request: Any) -> Any:
         limits: SourcingDataLimits = ctx.limits
-        item: QueueItem = resend(request, attempts=limits.resend_attempts)
-        return item
+        return resend(request, attempts=limits.resend_attempts)
 
     def _cancel_quietly(self, ctx: RunContext, client: SourcingDataClient, item_id: str) -> None:
         try:
             client.cancel(item_id)
-            ctx.remember({"queue_item_id": "", "queue_item_complete": "0"})
+            ctx.remember({"queue_item_id": ""})
         except (FinalError, RetryableError) as error:
             # The next attempt finds the id in job state and cancels it then.
             ctx.log.warning("could not cancel queue item", queue_item_id=item_id, error=str(error))
