@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import redis
@@ -25,6 +26,15 @@ import redis
 AGENT = "bench-agent"
 TOKEN = "bench-fake-token"  # the simulator's own; not a real credential
 OPERATION = "bench-operation"
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks stop what the benchmark started."""
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def free_port() -> int:
@@ -95,7 +105,9 @@ def private_redis() -> Iterator[str]:
                 break
             except redis.ConnectionError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the benchmark Redis did not start on port {port}") from None
+                    raise RuntimeError(
+                        f"the benchmark Redis did not start on port {port}"
+                    ) from None
                 time.sleep(0.02)
         client.close()
         yield url
@@ -144,7 +156,9 @@ class Worker:
                 tail = self.log_path.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the benchmark worker exited:\n{tail}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the benchmark worker did not become ready; see {self.log_path}")
+                raise RuntimeError(
+                    f"the benchmark worker did not become ready; see {self.log_path}"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -61,7 +61,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("target")
-@click.argument("file", type=click.Path(allow_dash=True))
+@click.argument("file", type=click.Path(allow_dash=True), required=False)
 @click.option(
     "--format", "fmt", type=click.Choice(["jsonl", "json", "csv"]), help="Default: by extension."
 )
@@ -80,7 +80,10 @@ def publish(
     as_json: bool,
     no_check: bool,
 ) -> None:
-    """Validate FILE (JSON Lines, JSON array or CSV) and enqueue it for TARGET."""
+    """Validate FILE (JSON Lines, JSON array or CSV) and enqueue it for TARGET.
+
+    FILE may be left out for targets whose jobs need no records (a Blueshift trigger).
+    """
     from producers.publish import publish as publish_job
     from producers.readers import read_records
     from workers.jobs import JobStore
@@ -93,7 +96,7 @@ def publish(
     _say(f"redis: {broker.safe_url(app.REDIS_URL)}")
     job_id = publish_job(
         target,
-        read_records(file, fmt, target=target),
+        read_records(file, fmt, target=target) if file else None,
         options,
         settings=app.SETTINGS,
         store=store,

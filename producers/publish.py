@@ -29,7 +29,7 @@ def locate(records: Iterable[Record], source: str = "record") -> Iterable[Locate
 
 def publish(
     target: str,
-    records: Iterable[Located],
+    records: Iterable[Located] | None,
     params: dict[str, Any],
     *,
     settings: Settings,
@@ -38,37 +38,66 @@ def publish(
     on_unit: Callable[[int, int], None] | None = None,
     check_target: bool = False,
     notify: Callable[[str], None] = lambda message: None,
+    hold: bool = False,
 ) -> str:
     """Create a job from located records; returns the job id once every unit is enqueued.
 
+    `records` may be None for targets whose jobs need none (`Sink.records_optional`).
     With `check_target`, a harmless call to the target first refuses bad credentials
-    or an unknown id before anything is staged.
+    or an unknown id before anything is staged. With `hold`, the job is staged and
+    listed but its units are not sent until `release(job_id)` (pipelines use this).
     """
     sink = targets.get(target)
     params = sink.check_params(dict(params), settings)
     if check_target:
         preflight(sink, settings, params, notify)
-    limits = sink.load_limits(settings)
     job_id = store.create(target, params)
-    unit_ids: list[str] = []
     try:
-        valid = validate(target, records)
-        for number, unit_records in enumerate(sink.plan(valid, limits)):
-            rescue_ms = settings.visibility_timeout * 1000
-            unit_ids.append(store.stage_unit(job_id, target, number, unit_records, rescue_ms))
-            if on_unit:
-                on_unit(len(unit_ids), len(unit_records))
+        _stage(sink, records, params, job_id, settings, store, on_unit)
     except BaseException:
         store.discard(job_id)
         raise
-    if not unit_ids:  # validate() refuses empty input; this guards custom planners
-        store.discard(job_id)
-        raise InputError("no records in input: nothing to publish")
     store.open(job_id)
     ordering.enqueue(store.redis, target, sink.order_key(params), job_id)
-    for unit_id in unit_ids:
-        publish_unit(unit_id, target, None)
+    if not hold:
+        release(store, job_id, publish_unit)
     return job_id
+
+
+def _stage(
+    sink: Sink,
+    records: Iterable[Located] | None,
+    params: dict[str, Any],
+    job_id: str,
+    settings: Settings,
+    store: JobStore,
+    on_unit: Callable[[int, int], None] | None,
+) -> list[str]:
+    """Validate, plan and stage every unit; nothing is sent to a queue here."""
+    if records is None:
+        if not sink.records_optional:
+            raise InputError(f"{sink.name} needs records: give a file or an iterable")
+        units: Iterable[list[Record]] = [[]]
+    else:
+        units = sink.plan(validate(sink.name, records), sink.load_limits(settings), params)
+    unit_ids: list[str] = []
+    rescue_ms = settings.visibility_timeout * 1000
+    for number, unit_records in enumerate(units):
+        unit_ids.append(store.stage_unit(job_id, sink.name, number, unit_records, rescue_ms))
+        if on_unit:
+            on_unit(len(unit_ids), len(unit_records))
+    if not unit_ids:  # validate() refuses empty input; this guards custom planners
+        raise InputError("no records in input: nothing to publish")
+    return unit_ids
+
+
+def release(store: JobStore, job_id: str, publish_unit: Publish) -> None:
+    """Send a staged job's units to its target's queue."""
+    job = store.get(job_id)
+    if job is None:
+        raise InputError(f"no job {job_id}")
+    for unit_id in store.unit_ids(job_id):
+        publish_unit(unit_id, job.target, None)
 
 
 def preflight(

@@ -142,7 +142,7 @@ def test_sink_plans_queue_items_within_the_tightened_limits() -> None:
         ({"entityId": "E", "recordId": str(n)}, f"f:{n}") for n in range(9_001)
     ]
     found = limits(SOURCING_DATA_RECORDS_PER_ITEM="9000")
-    units = list(SourcingDataSink().plan(iter(located), found))
+    units = list(SourcingDataSink().plan(iter(located), found, {}))
     assert [len(u) for u in units] == [4000, 4000, 1001]
 
 
@@ -151,6 +151,6 @@ def test_sink_plans_smaller_queue_items_for_wide_records() -> None:
     located: list[Located] = [(dict(wide, recordId=f"w-{n:02}"), f"f:{n}") for n in range(40)]
     per_item = 100_000 // (record_size(wide) + 1)  # 11 records of ~9 kB
     found = limits(SOURCING_DATA_BYTES_PER_ITEM="100000")
-    units = list(SourcingDataSink().plan(iter(located), found))
+    units = list(SourcingDataSink().plan(iter(located), found, {}))
     assert [len(u) for u in units] == [per_item, per_item, per_item, 40 - 3 * per_item]
     assert all(cost(u) <= 100_000 for u in units)

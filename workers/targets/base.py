@@ -71,6 +71,7 @@ class Sink(ABC):
 
     name: str
     csv_columns: CsvColumns | None = None  # how CSV input maps onto a record; None: no CSV
+    records_optional = False  # True: a job may carry no records (e.g. a bare trigger)
 
     @abstractmethod
     def load_limits(self, settings: Settings) -> Any:
@@ -89,8 +90,10 @@ class Sink(ABC):
         return None  # targets without a cheap read-only call skip the check
 
     @abstractmethod
-    def plan(self, records: Iterable[Located], limits: Any) -> Iterator[list[Record]]:
-        """Cut validated records into units that never exceed the limits."""
+    def plan(
+        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+    ) -> Iterator[list[Record]]:
+        """Cut validated records into units that never exceed the limits (raise InputError)."""
 
     def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
         """A key and a cap on units in flight for that key, or None for no cap."""
@@ -105,9 +108,12 @@ class Sink(ABC):
         """Deliver one unit; raise RetryableError or FinalError from importq.errors."""
 
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def record_size(record: Record) -> int:
     """Bytes of a record as compact JSON: what byte budgets count."""
-    return len(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(_COMPACT_JSON(record).encode())
 
 
 def batched(

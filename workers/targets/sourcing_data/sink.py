@@ -25,6 +25,7 @@ from workers.targets.sourcing_data.client import (
 from workers.targets.sourcing_data.limits import SourcingDataLimits
 
 PENDING = "Pending"  # the vendor's state of an item still waiting for chunks
+CANCELLED = frozenset({"Canceled", "Cancelled"})
 
 
 def request_chunks(records: list[Record], size: int) -> list[list[Record]]:
@@ -66,7 +67,9 @@ class SourcingDataSink(Sink):
     def preflight(self, client: SourcingDataClient, params: dict[str, Any]) -> None:
         client.list_items(limit=1)  # 401/403 bad token, 404 unknown agent
 
-    def plan(self, records: Iterable[Located], limits: Any) -> Iterator[list[Record]]:
+    def plan(
+        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+    ) -> Iterator[list[Record]]:
         return batched(records, limits.records_per_item, limits.bytes_per_item, "queue item")
 
     def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
@@ -88,6 +91,9 @@ class SourcingDataSink(Sink):
         """Settle the item an earlier attempt left behind; None means send afresh."""
         item = self._call(ctx, lambda: client.status(item_id))
         ctx.log.info("earlier queue item found", queue_item_id=item_id, status=item.status)
+        if item.status in CANCELLED:  # an earlier attempt cancelled it: it holds nothing
+            ctx.remember({"queue_item_id": ""})
+            return None
         if item.status != PENDING:  # all chunks arrived: it commits or fails on its own
             return self._settle(ctx, self._poll(ctx, client, item))
         try:  # Pending: its last chunk never arrived, so nothing of it can be committed

@@ -1,0 +1,82 @@
+"""`make bench`: SourcingData throughput, then producer memory; a report and one JSON line.
+
+    python -m bench [--records N] [--concurrency C] [--repeat R] [--sizes 100000,1000000]
+
+The last line of the output is JSON with every figure. The exit status is 1 if a
+run did not commit every record exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from bench import env, producer_memory, sourcing_throughput
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="importq benchmarks")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=sourcing_throughput.DEFAULT_RECORDS,
+        help="records of the throughput runs",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=sourcing_throughput.DEFAULT_CONCURRENCY,
+        help="worker processes and baseline threads",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=sourcing_throughput.DEFAULT_REPEAT,
+        help="throughput runs of each kind; the best counts",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=producer_memory.parse_sizes,
+        default=producer_memory.DEFAULT_SIZES,
+        help="producer memory sizes, e.g. 100000,1000000",
+    )
+    args = parser.parse_args(argv)
+    env.stop_on_sigterm()
+
+    started = time.monotonic()
+    throughput = sourcing_throughput.measure(args.records, args.concurrency, args.repeat)
+    print("\n".join(sourcing_throughput.report(throughput)), flush=True)
+    print()
+    memory = producer_memory.measure(args.sizes)
+    print("\n".join(producer_memory.report(memory)))
+
+    small, large = memory["runs"][0], memory["runs"][-1]
+    print("\nratios")
+    print(f"  importq / httpx baseline     {throughput['importq_vs_baseline']:.2f}")
+    print(f"  importq / latency limit      {throughput['importq_vs_limit']:.2f}")
+    print(
+        f"  producer peak RSS {large['records']:,} / {small['records']:,}   "
+        f"{memory['peak_ratio']:.2f}"
+    )
+    print(f"  exactly once (every run)     {'yes' if throughput['exactly_once'] else 'NO'}")
+    elapsed = time.monotonic() - started
+    print(f"  (benchmarks took {elapsed:.0f} s)")
+    summary = {
+        "sourcing_throughput": throughput,
+        "producer_memory": memory,
+        "ratios": {
+            "importq_vs_baseline": throughput["importq_vs_baseline"],
+            "importq_vs_limit": throughput["importq_vs_limit"],
+            "producer_peak_rss_large_vs_small": memory["peak_ratio"],
+        },
+        "ok": bool(throughput["exactly_once"]),
+        "seconds": round(elapsed, 1),
+    }
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
