@@ -419,6 +419,26 @@ def test_slot_of_a_holder_that_stopped_renewing_expires(
     time.sleep(EXPIRED)
     assert short.acquire_slot(slot, "next", cap=1)
     assert redis_client.zrange(slot, 0, -1) == [b"next"]
+    assert not short.renew_slot(slot, "dead")  # the expired holder learns it lost its place
+    assert short.renew_slot(slot, "next")
+
+
+def test_slot_gap_keeps_the_key_closed_after_release(short: Leases) -> None:
+    slot = keys.slots(TARGET, "instance:blue")
+    assert short.acquire_slot(slot, "first", cap=1)
+    short.release_slot(slot, "first", gap_seconds=EXPIRED)
+    assert not short.acquire_slot(slot, "second", cap=1)  # closed for the gap
+    time.sleep(EXPIRED + 0.05)
+    assert short.acquire_slot(slot, "second", cap=1)
+
+
+def test_only_the_holder_releases_a_slot(short: Leases) -> None:
+    slot = keys.slots(TARGET, "instance:blue")
+    assert short.acquire_slot(slot, "holder", cap=1)
+    short.release_slot(slot, "someone-else", gap_seconds=60)
+    assert not short.acquire_slot(slot, "third", cap=1)
+    short.release_slot(slot, "holder")
+    assert short.acquire_slot(slot, "third", cap=1)
 
 
 # --- job state ---------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
     importq:payload:{unit}        string the unit's records (zlib JSON): the claim check
     importq:lease:{unit}          string the owner's token, with a TTL: the unit's lease
     importq:watch                 zset   unit id -> deadline (ms) the reaper checks
-    importq:slots:{target}:{key}  zset   unit id -> expiry (ms): units in flight per key
+    importq:slots:{target}:{key}  zset   claim token -> expiry (ms): units in flight per key
+    importq:slots:{target}:{key}:cooldown  string, TTL = the sink's gap between units on a key
     importq:order:{target}:{key}  list   job ids in publish order; only the head job runs
     importq:dlq                   zset   job id -> last dead letter (ms)
     importq:dlq:{job}             list   dead letters of a job (JSON: record, reason, unit)

@@ -122,10 +122,18 @@ end
 return out
 """
 
-# KEYS: slots zset.  ARGV: member, cap, now ms, expiry ms
+# A slot caps the units in flight per key (Blue: one import per instance). Members are
+# claim tokens, so a presumed-dead attempt and its successor never share an entry, and
+# only the holder can release or renew its own.
+# KEYS: slots zset, cooldown key.  ARGV: member, cap, now ms, expiry ms
 _ACQUIRE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+  return 1
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) - tonumber(ARGV[3]))
   return 1
@@ -238,14 +246,22 @@ class Leases:
         found = self._reap(keys=[keys.WATCH], args=[now_ms(), limit, self.grace_ms])
         return [_text(x) for x in found]
 
-    def acquire_slot(self, slot_key: str, unit_id: str, cap: int) -> bool:
+    def acquire_slot(self, slot_key: str, member: str, cap: int) -> bool:
+        """Take (or keep) a place among at most `cap` holders of `slot_key`."""
         now = now_ms()
+        slot_keys = [slot_key, slot_key + ":cooldown"]
         return bool(
-            self._acquire_slot(keys=[slot_key], args=[unit_id, cap, now, now + self.lease_ms])
+            self._acquire_slot(keys=slot_keys, args=[member, cap, now, now + self.lease_ms])
         )
 
-    def release_slot(self, slot_key: str, unit_id: str) -> None:
-        self.redis.zrem(slot_key, unit_id)
+    def renew_slot(self, slot_key: str, member: str) -> bool:
+        """Extend the holder's place; False if it expired (it may be someone else's now)."""
+        return bool(self.redis.zadd(slot_key, {member: now_ms() + self.lease_ms}, xx=True, ch=True))
+
+    def release_slot(self, slot_key: str, member: str, gap_seconds: float = 0.0) -> None:
+        """Give the place back; with a gap, nobody takes the key for that long."""
+        if self.redis.zrem(slot_key, member) and gap_seconds > 0:
+            self.redis.set(slot_key + ":cooldown", member, px=int(gap_seconds * 1000))
 
 
 def _text(value: Any) -> str:

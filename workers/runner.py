@@ -34,10 +34,19 @@ DEFER_SECONDS = 1.0  # how long a unit waits when its slot or its turn is taken
 JOB_FINISHED = 2
 
 
-class Heartbeat:
-    """Renews the lease (and the in-flight slot) until stopped; notes when it is lost."""
+@dataclass(frozen=True)
+class Slot:
+    """The in-flight place a unit holds while it runs (see Sink.slot)."""
 
-    def __init__(self, leases: Leases, unit_id: str, token: str, slot: tuple[str, int] | None):
+    key: str
+    cap: int
+    gap: float
+
+
+class Heartbeat:
+    """Renews the lease (and the in-flight slot) until stopped; notes when either is lost."""
+
+    def __init__(self, leases: Leases, unit_id: str, token: str, slot: Slot | None):
         self.leases, self.unit_id, self.token, self.slot = leases, unit_id, token, slot
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -57,7 +66,7 @@ class Heartbeat:
             try:
                 alive = self.leases.renew(self.unit_id, self.token)
                 if alive and self.slot:
-                    self.leases.acquire_slot(self.slot[0], self.unit_id, self.slot[1])
+                    alive = self.leases.renew_slot(self.slot.key, self.token)
             except Exception as error:  # a blip must not kill the beat; the TTL decides
                 log.warning("lease renewal failed", error=str(error))
                 continue
@@ -132,14 +141,12 @@ class Runner:
             log.info("an earlier job on the same order key is not finished; waiting")
             return self._reschedule(run, DEFER_SECONDS, retry=False, attempts_delta=-1)
         limits = run.sink.load_limits(self.settings)
-        slot = run.sink.slot(run.params, limits)
-        slot_key = keys.slots(run.target, slot[0]) if slot else ""
-        if slot and not self.leases.acquire_slot(slot_key, run.unit_id, slot[1]):
+        slot = self._slot(run, limits)
+        token = run.claim.token
+        if slot and not self.leases.acquire_slot(slot.key, token, slot.cap):
             return self._reschedule(run, DEFER_SECONDS, retry=False, attempts_delta=-1)
         try:
-            with Heartbeat(
-                self.leases, run.unit_id, run.claim.token, (slot_key, slot[1]) if slot else None
-            ) as beat:
+            with Heartbeat(self.leases, run.unit_id, token, slot) as beat:
                 delivered = run.sink.run(self._context(run, limits, beat))
                 beat.checkpoint()
         except LeaseLost as error:
@@ -159,8 +166,15 @@ class Runner:
             return self._retry(run, unexpected)
         finally:
             if slot:
-                self.leases.release_slot(slot_key, run.unit_id)
+                self.leases.release_slot(slot.key, token, slot.gap)
         return self._delivered(run, delivered)
+
+    def _slot(self, run: UnitRun, limits: Any) -> Slot | None:
+        found = run.sink.slot(run.params, limits)
+        if found is None:
+            return None
+        gap = run.sink.slot_gap(run.params, limits)
+        return Slot(keys.slots(run.target, found[0]), found[1], gap)
 
     def _context(self, run: UnitRun, limits: Any, beat: Heartbeat) -> RunContext:
         def remember(values: dict[str, str]) -> None:

@@ -99,6 +99,10 @@ class Sink(ABC):
         """A key and a cap on units in flight for that key, or None for no cap."""
         return None
 
+    def slot_gap(self, params: dict[str, Any], limits: Any) -> float:
+        """Seconds the slot's key stays closed after a unit on it ends (Blue's spacing)."""
+        return 0.0
+
     def order_key(self, params: dict[str, Any]) -> str | None:
         """Jobs with the same key run in publish order, one job after the other."""
         return None
