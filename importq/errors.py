@@ -4,6 +4,7 @@
     ├── InputError            bad input refused before anything is enqueued (file:line: field: why)
     ├── ConfigError           a missing or invalid setting; fix the environment and run again
     ├── LeaseLost             this worker no longer owns the unit; it must stop without committing
+    ├── HandBack              the worker is shutting down: the unit goes back to the queue
     └── TargetError           the vendor answered badly (keeps target, status, vendor message)
         ├── RetryableError    may succeed later: timeouts, connection errors, 429, 502/503/504
         │   └── RateLimited   429; carries the vendor's Retry-After
@@ -39,6 +40,10 @@ class ConfigError(ImportqError):
 
 class LeaseLost(ImportqError):
     """The unit's lease expired or was taken over; the holder must not commit."""
+
+
+class HandBack(ImportqError):
+    """The worker is shutting down: stop at this checkpoint and return the unit to the queue."""
 
 
 class TargetError(ImportqError):

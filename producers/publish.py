@@ -8,6 +8,7 @@ staged job and raises InputError naming where it was.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -51,6 +52,7 @@ def publish(
     params = sink.check_params(dict(params), settings)
     if check_target:
         preflight(sink, settings, params, notify)
+    wait_for_room(store, target, max_queued_units(settings, target), notify)
     job_id = store.create(target, params)
     try:
         _stage(sink, records, params, job_id, settings, store, on_unit)
@@ -98,6 +100,27 @@ def release(store: JobStore, job_id: str, publish_unit: Publish) -> None:
         raise InputError(f"no job {job_id}")
     for unit_id in store.unit_ids(job_id):
         publish_unit(unit_id, job.target, None)
+
+
+def max_queued_units(settings: Settings, target: str) -> int:
+    """Backpressure: a new job waits while its queue holds this many units (0: never)."""
+    overall = settings.integer("IMPORTQ_MAX_QUEUED_UNITS", 0)
+    return settings.integer(f"IMPORTQ_MAX_QUEUED_UNITS_{target.upper()}", overall)
+
+
+def wait_for_room(
+    store: JobStore, target: str, limit: int, notify: Callable[[str], None], poll: float = 0.5
+) -> None:
+    """Hold the producer while the target's queue is full, so a flood cannot fill Redis."""
+    if limit <= 0:
+        return
+    next_notice = 0.0
+    while (queued := int(store.redis.llen(target))) >= limit:
+        if time.monotonic() >= next_notice:
+            notify(f"waiting: the {target} queue holds {queued} units (limit {limit}); "
+                   "the job is published when workers have made room")  # fmt: skip
+            next_notice = time.monotonic() + 10
+        time.sleep(poll)
 
 
 def preflight(

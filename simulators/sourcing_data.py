@@ -8,7 +8,7 @@ import re
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -141,12 +141,14 @@ class SourcingDataSimulator:
         self._commits: Counter[str] = Counter()
         self._kinds: Counter[str] = Counter()
         self._stats: Counter[str] = Counter()
+        self._recent: deque[float] = deque()  # request times within the last second
 
     def reset(self) -> None:
         with self._lock:
             for state in (self._items, self._open, self._commits, self._kinds, self._stats):
                 state.clear()
             self._waiting.clear()
+            self._recent.clear()
             self._rng = random.Random(self.config.seed)
 
     def configure(self, **updates: Any) -> None:
@@ -164,6 +166,7 @@ class SourcingDataSimulator:
                 "committed_records": sum(self._commits.values()),
                 "duplicates": sum(1 for count in self._commits.values() if count > 1),
                 "requests": self._stats["requests"],
+                "max_requests_per_second": self._stats["max_requests_per_second"],
                 "max_records_in_request": self._stats["max_records_in_request"],
                 "max_records_in_item": self._stats["max_records_in_item"],
                 "max_item_bytes": self._stats["max_item_bytes"],
@@ -192,10 +195,18 @@ class SourcingDataSimulator:
             except Reject as reject:
                 return reject.response()
 
+    def _count_rate(self, now: float) -> None:
+        """The most requests seen in any one-second window (checks shared rate limits)."""
+        self._recent.append(now)
+        while now - self._recent[0] >= 1.0:
+            self._recent.popleft()
+        self._bump_max("max_requests_per_second", len(self._recent))
+
     def _vendor(self, kind: str, item_id: str | None, request: httpx.Request) -> httpx.Response:
         self._advance()
         self._stats["requests"] += 1
         self._kinds[kind] += 1
+        self._count_rate(time.monotonic())
         cfg = self.config
         fault = injected_fault(
             self._rng, cfg.fault_rate, cfg.fault_statuses, cfg.retry_after_seconds

@@ -95,7 +95,7 @@ def publish_unit(unit_id: str, target: str, countdown: float | None = None) -> N
 
 def runner() -> Runner:
     if "runner" not in _state:
-        _state["runner"] = Runner(SETTINGS, JobStore(redis_client()), publish_unit)
+        _state["runner"] = Runner(SETTINGS, JobStore(redis_client()), publish_unit, REDIS_URL)
     result: Runner = _state["runner"]
     return result
 
@@ -110,7 +110,7 @@ def _register(target: str) -> None:
         ignore_result=True,
     )
     def run_unit(self: Task, envelope: dict[str, Any]) -> str:
-        return runner().run(target, envelope["unit_id"])
+        return runner().run(target, envelope["unit_id"], self.request.hostname or "")
 
 
 for _name in targets.SINKS:
@@ -151,15 +151,21 @@ def _reaper_loop(stop: threading.Event) -> None:
 
 
 @signals.worker_ready.connect
-def _start_reaper(**_: Any) -> None:
+def _start_reaper(sender: Any = None, **_: Any) -> None:
     log.info("worker ready", redis=broker.safe_url(REDIS_URL), redis_source=REDIS.source)
+    if sender is not None:  # a restarted worker with the same name is not shutting down
+        redis_client().delete(keys.shutdown(sender.hostname))
     stop = threading.Event()
     _state["reaper_stop"] = stop
     threading.Thread(target=_reaper_loop, args=(stop,), name="importq-reaper", daemon=True).start()
 
 
 @signals.worker_shutting_down.connect
-def _stop_reaper(**_: Any) -> None:
+def _shutting_down(sender: Any = None, **_: Any) -> None:
+    """Ask this worker's running units to stop at their next checkpoint and hand back."""
+    if sender:
+        redis_client().set(keys.shutdown(str(sender)), "1", ex=3600)
+        log.info("shutting down: running units will be handed back at their next checkpoint")
     stop = _state.get("reaper_stop")
     if isinstance(stop, threading.Event):
         stop.set()

@@ -13,6 +13,9 @@
     importq:dlq                   zset   job id -> last dead letter (ms)
     importq:dlq:{job}             list   dead letters of a job (JSON: record, reason, unit)
     importq:reaper                string lock so one reaper sweeps per interval
+    importq:shutdown:{hostname}   string set while that worker shuts down: hand units back
+    importq:ratelimit/...         the shared request windows of the `limits` library
+    importq:stats:{target}        hash   running totals for the Prometheus metrics
 
 A unit id is "{job}:{n}", and a bisected unit's halves are "{unit}.0" and "{unit}.1".
 The Lua scripts in jobs.py build unit-related keys from PREFIX themselves, which
@@ -59,6 +62,14 @@ def order(target: str, key: str) -> str:
 
 def dead_letters(job_id: str) -> str:
     return f"{PREFIX}dlq:{job_id}"
+
+
+def shutdown(hostname: str) -> str:
+    return f"{PREFIX}shutdown:{hostname}"
+
+
+def stats(target: str) -> str:
+    return f"{PREFIX}stats:{target}"
 
 
 def job_of(unit_id: str) -> str:

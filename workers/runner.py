@@ -11,7 +11,6 @@ the lease, so a worker presumed dead cannot commit over its successor.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ from typing import Any
 
 import structlog
 
-from importq.errors import FinalError, LeaseLost, RetryableError, TargetError
+from importq.errors import FinalError, HandBack, LeaseLost, RetryableError, TargetError
 from importq.settings import Settings
-from workers import keys, ordering, targets
+from workers import keys, ordering, ratelimit, targets
+from workers.heartbeat import Heartbeat, Slot
 from workers.jobs import JobStore, JobView, UnitState, encode_records, unit_fields
 from workers.leases import Claim, Finish, Leases, now_ms
 from workers.retry import unit_delay
@@ -32,51 +32,6 @@ log = structlog.get_logger("importq.runner")
 
 DEFER_SECONDS = 1.0  # how long a unit waits when its slot or its turn is taken
 JOB_FINISHED = 2
-
-
-@dataclass(frozen=True)
-class Slot:
-    """The in-flight place a unit holds while it runs (see Sink.slot)."""
-
-    key: str
-    cap: int
-    gap: float
-
-
-class Heartbeat:
-    """Renews the lease (and the in-flight slot) until stopped; notes when either is lost."""
-
-    def __init__(self, leases: Leases, unit_id: str, token: str, slot: Slot | None):
-        self.leases, self.unit_id, self.token, self.slot = leases, unit_id, token, slot
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease:{unit_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        interval = self.leases.lease_ms / 3000
-        while not self._stop.wait(interval):
-            try:
-                alive = self.leases.renew(self.unit_id, self.token)
-                if alive and self.slot:
-                    alive = self.leases.renew_slot(self.slot.key, self.token)
-            except Exception as error:  # a blip must not kill the beat; the TTL decides
-                log.warning("lease renewal failed", error=str(error))
-                continue
-            if not alive:
-                self.lost.set()
-                return
-
-    def checkpoint(self) -> None:
-        if self.lost.is_set():
-            raise LeaseLost(f"unit {self.unit_id}: lease lost; another worker may hold it")
 
 
 @dataclass
@@ -90,15 +45,20 @@ class UnitRun:
     params: dict[str, Any]
     records: list[Record]
     unit: dict[str, str]
+    hostname: str = ""
 
 
 class Runner:
-    def __init__(self, settings: Settings, store: JobStore, publish: Publish) -> None:
+    def __init__(
+        self, settings: Settings, store: JobStore, publish: Publish, redis_url: str = ""
+    ) -> None:
         self.settings = settings
+        self.redis_url = redis_url
         self.store = store
         self.leases = Leases(store.redis, settings.lease_seconds, settings.retry_grace)
         self.publish = publish
         self._clients: dict[str, Any] = {}
+        self._throttles: dict[str, ratelimit.Throttle | None] = {}
         # Called once with the JobView when a job's last unit finishes (e.g. pipelines).
         self.job_finished_hooks: list[Callable[[JobView], None]] = []
 
@@ -108,7 +68,12 @@ class Runner:
             self._clients[sink.name] = sink.make_client(self.settings)
         return self._clients[sink.name]
 
-    def run(self, target: str, unit_id: str) -> str:
+    def throttle(self, target: str) -> ratelimit.Throttle | None:
+        if target not in self._throttles and self.redis_url:
+            self._throttles[target] = ratelimit.throttle_for(target, self.settings, self.redis_url)
+        return self._throttles.get(target)
+
+    def run(self, target: str, unit_id: str, hostname: str = "") -> str:
         claim = self.leases.claim(unit_id, self.settings.max_crashes)
         if claim.status not in ("claimed", "poisoned"):
             # A duplicate or redelivered message: the unit is done or a live worker has it.
@@ -124,6 +89,7 @@ class Runner:
             job.params if job else {},
             records,
             self.store.unit(unit_id),
+            hostname,
         )
         context = {"job": keys.job_of(unit_id), "unit": unit_id, "target": target}
         with structlog.contextvars.bound_contextvars(**context, attempt=claim.attempts):
@@ -146,9 +112,15 @@ class Runner:
         if slot and not self.leases.acquire_slot(slot.key, token, slot.cap):
             return self._reschedule(run, DEFER_SECONDS, retry=False, attempts_delta=-1)
         try:
-            with Heartbeat(self.leases, run.unit_id, token, slot) as beat:
+            with (
+                Heartbeat(self.leases, run.unit_id, token, slot, run.hostname) as beat,
+                ratelimit.applied(self.throttle(run.target)),
+            ):
                 delivered = run.sink.run(self._context(run, limits, beat))
-                beat.checkpoint()
+        except HandBack:
+            log.info("worker shutting down: the unit goes back to the queue at its checkpoint")
+            return self._reschedule(run, 0.0, retry=False, attempts_delta=-1,
+                                    fields={"handed_back": "1"})  # fmt: skip
         except LeaseLost as error:
             log.warning("stopped without committing", reason=str(error))
             return "lease lost"
@@ -196,6 +168,7 @@ class Runner:
             log=log,
             remember=remember,
             checkpoint=beat.checkpoint,
+            handed_back=run.unit.get("handed_back") == "1",
         )
 
     def _delivered(self, run: UnitRun, delivered: Delivered) -> str:
@@ -268,10 +241,17 @@ class Runner:
         return self._finish(run, outcome)
 
     def _reschedule(
-        self, run: UnitRun, delay: float, *, retry: bool, attempts_delta: int = 0, error: str = ""
+        self,
+        run: UnitRun,
+        delay: float,
+        *,
+        retry: bool,
+        attempts_delta: int = 0,
+        error: str = "",
+        fields: dict[str, str] | None = None,
     ) -> str:
         due = now_ms() + int(delay * 1000)
-        fields = {"next_attempt_at": str(due / 1000)}
+        fields = {"next_attempt_at": str(due / 1000), **(fields or {})}
         if error:
             fields["last_error"] = error
         outcome = Finish(
@@ -283,11 +263,14 @@ class Runner:
             deadline_ms=due + self.leases.grace_ms,
         )
         status = self._finish(run, outcome)
-        if status == UnitState.WAITING:
+        # A countdown message waits in a worker's memory and is redelivered after the
+        # visibility timeout; a longer wait is left to the reaper, which sends it when due.
+        if status == UnitState.WAITING and delay <= self.settings.visibility_timeout / 4:
             self.publish(run.unit_id, run.target, delay)
         return status
 
     def _finish(self, run: UnitRun, outcome: Finish) -> str:
+        outcome.fields.setdefault("handed_back", "")  # a hand-back holds for one claim only
         recorded = self.leases.finish(run.unit_id, run.claim.token, outcome)
         if not recorded:
             log.warning("lease lost before the outcome was recorded; another worker owns the unit")

@@ -64,6 +64,9 @@ class RunContext:
     log: structlog.typing.FilteringBoundLogger
     remember: Callable[[dict[str, str]], None]
     checkpoint: Callable[[], None]
+    # The previous attempt stopped cleanly at a checkpoint (worker shutdown), so what it
+    # remembered is exact and the unit may continue from there instead of starting over.
+    handed_back: bool = False
 
 
 class Sink(ABC):

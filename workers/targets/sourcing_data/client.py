@@ -9,6 +9,7 @@ import httpx
 
 from importq.errors import ConfigError, RetryableError
 from importq.settings import Secret, Settings
+from workers import ratelimit
 from workers.http import raise_for_status, transport_error
 
 TARGET = "sourcing_data"
@@ -68,7 +69,7 @@ class SourcingDataClient:
     ) -> None:
         self.agent_id = agent_id
         self.client_id = client_id
-        self._http = httpx.Client(
+        self._http = ratelimit.http_client(
             base_url=base_url.rstrip("/") + API,
             headers={"Authorization": f"Bearer {token.reveal()}"},
             timeout=httpx.Timeout(timeout, connect=10.0),

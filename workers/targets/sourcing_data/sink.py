@@ -80,47 +80,61 @@ class SourcingDataSink(Sink):
         client: SourcingDataClient = ctx.client
         open_item = ctx.remote.get("queue_item_id")
         if open_item:
-            finished = self._resume(ctx, client, open_item)
+            item = self._call(ctx, lambda: client.status(open_item))
+            ctx.log.info("earlier queue item found", queue_item_id=open_item, status=item.status)
+            sent = int(ctx.remote.get("chunks_sent") or 0)
+            if item.status == PENDING and ctx.handed_back and sent:
+                # The last attempt stopped cleanly after chunk `sent`: carry on from there.
+                return self._append_rest(ctx, client, item, sent)
+            finished = self._resume(ctx, client, item)
             if finished is not None:
                 return finished
         return self._send_item(ctx, client)
 
     def _resume(
-        self, ctx: RunContext, client: SourcingDataClient, item_id: str
+        self, ctx: RunContext, client: SourcingDataClient, item: QueueItem
     ) -> Delivered | None:
         """Settle the item an earlier attempt left behind; None means send afresh."""
-        item = self._call(ctx, lambda: client.status(item_id))
-        ctx.log.info("earlier queue item found", queue_item_id=item_id, status=item.status)
         if item.status in CANCELLED:  # an earlier attempt cancelled it: it holds nothing
             ctx.remember({"queue_item_id": ""})
             return None
         if item.status != PENDING:  # all chunks arrived: it commits or fails on its own
             return self._settle(ctx, self._poll(ctx, client, item))
-        try:  # Pending: its last chunk never arrived, so nothing of it can be committed
-            self._call(ctx, lambda: client.cancel(item_id))
+        try:  # Pending after a crash: whether its last chunk landed is unknown; drop it
+            self._call(ctx, lambda: client.cancel(item.id))
         except RejectedError:  # it moved on between the two calls: settle it by its state
-            return self._settle(ctx, self._poll(ctx, client, client.status(item_id)))
+            return self._settle(ctx, self._poll(ctx, client, client.status(item.id)))
         ctx.log.info("cancelled the incomplete queue item of an earlier attempt",
-                     queue_item_id=item_id)  # fmt: skip
+                     queue_item_id=item.id)  # fmt: skip
         ctx.remember({"queue_item_id": ""})
         return None
 
     def _send_item(self, ctx: RunContext, client: SourcingDataClient) -> Delivered:
         limits: SourcingDataLimits = ctx.limits
-        chunks = request_chunks(ctx.records, limits.records_per_request)
+        first = request_chunks(ctx.records, limits.records_per_request)[0]
         operation_id = ctx.params.get("operation_id")
         item = self._call(
-            ctx, lambda: client.start(chunks[0], operation_id=operation_id, incomplete=True)
+            ctx, lambda: client.start(first, operation_id=operation_id, incomplete=True)
         )
+        ctx.remember({"queue_item_id": item.id, "chunks_sent": "1"})
+        return self._append_rest(ctx, client, item, sent=1)
+
+    def _append_rest(
+        self, ctx: RunContext, client: SourcingDataClient, item: QueueItem, sent: int
+    ) -> Delivered:
+        """Append the chunks after the first `sent`, remembering each, then settle the item."""
+        limits: SourcingDataLimits = ctx.limits
+        chunks = request_chunks(ctx.records, limits.records_per_request)
         item_id = item.id
-        ctx.remember({"queue_item_id": item_id})
         try:
-            for number, chunk in enumerate(chunks[1:], start=2):
+            for number in range(sent + 1, len(chunks) + 1):
                 ctx.checkpoint()
                 last = number == len(chunks)
+                chunk = chunks[number - 1]
                 item = self._call(
                     ctx, lambda c=chunk, done=last: client.append(item_id, c, incomplete=not done)
                 )
+                ctx.remember({"chunks_sent": str(number)})
         except (FinalError, RetryableError):
             self._cancel_quietly(ctx, client, item_id)
             raise

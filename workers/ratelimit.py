@@ -1,0 +1,86 @@
+"""Request rate limits per target, shared by every worker on every machine.
+
+Celery's `rate_limit` is per worker process; a vendor's limit is global. So a
+moving window lives in Redis (the `limits` library's atomic Lua scripts,
+under the key prefix `importq:ratelimit`), and every HTTP request a target's
+client sends waits for a place in it: the client's httpx event hook asks the
+throttle that the runner made current for the unit being run.
+
+Configure with IMPORTQ_RATE_LIMIT_<TARGET>, e.g. IMPORTQ_RATE_LIMIT_BLUESHIFT=5/second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import httpx
+from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from importq.errors import ConfigError
+from importq.settings import Settings
+from workers import keys
+
+_current: ContextVar[Throttle | None] = ContextVar("importq_throttle", default=None)
+
+
+class Throttle:
+    """Blocks until the target's shared window has room for one more request."""
+
+    def __init__(self, target: str, rate: RateLimitItem, limiter: MovingWindowRateLimiter):
+        self.target, self.rate, self.limiter = target, rate, limiter
+
+    def wait(self) -> float:
+        """Take a place in the window; returns the seconds spent waiting for it."""
+        started = time.monotonic()
+        while not self.limiter.hit(self.rate, self.target):
+            reset = self.limiter.get_window_stats(self.rate, self.target).reset_time
+            time.sleep(min(max(reset - time.time(), 0.005), 1.0))
+        return time.monotonic() - started
+
+
+def setting_name(target: str) -> str:
+    return f"IMPORTQ_RATE_LIMIT_{target.upper()}"
+
+
+def throttle_for(target: str, settings: Settings, redis_url: str) -> Throttle | None:
+    """The target's throttle, or None when no limit is configured."""
+    raw = settings.get(setting_name(target))
+    if not raw:
+        return None
+    try:
+        rate = parse(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{setting_name(target)}={raw!r} is not a rate; write e.g. 5/second or 100/minute"
+        ) from None
+    storage = RedisStorage(redis_url, key_prefix=keys.PREFIX + "ratelimit")
+    return Throttle(target, rate, MovingWindowRateLimiter(storage))
+
+
+@contextmanager
+def applied(throttle: Throttle | None) -> Iterator[None]:
+    """Make `throttle` the one every request of this thread waits on."""
+    token = _current.set(throttle)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def _before_request(request: httpx.Request) -> None:
+    throttle = _current.get()
+    if throttle is not None:
+        throttle.wait()
+
+
+def http_client(**kwargs: Any) -> httpx.Client:
+    """An httpx.Client whose every request (resends included) respects the rate limit."""
+    hooks = kwargs.pop("event_hooks", {}) or {}
+    hooks = {**hooks, "request": [_before_request, *hooks.get("request", [])]}
+    return httpx.Client(event_hooks=hooks, **kwargs)
