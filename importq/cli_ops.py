@@ -167,3 +167,36 @@ def demo(records: int) -> None:
     from importq.demo import run_demo
 
     sys.exit(run_demo(records))
+
+
+@click.command()
+def doctor() -> None:
+    """Check Redis (and AOF) and each configured target's credentials; say how to fix."""
+    from importq.doctor import run
+
+    checks = run(importq_settings.load())
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+    for check in checks:
+        click.echo(f"[{marks[check.status]}] {check.name}: {check.detail}")
+        if check.fix:
+            click.echo(f"       fix: {check.fix}")
+    sys.exit(1 if any(c.status == "fail" for c in checks) else 0)
+
+
+@click.command()
+@click.option("--port", default=9808, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True)
+def metrics(port: int, address: str) -> None:
+    """Serve importq's Prometheus metrics (read from Redis) on /metrics."""
+    import time
+
+    from prometheus_client import REGISTRY, start_http_server
+
+    from workers.metrics import ImportqCollector
+    from workers.targets import SINKS
+
+    REGISTRY.register(ImportqCollector(_app().redis_client(), list(SINKS)))
+    start_http_server(port, addr=address)
+    click.echo(f"importq metrics on http://{address}:{port}/metrics")
+    while True:
+        time.sleep(3600)

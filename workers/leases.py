@@ -84,6 +84,15 @@ for i, child in ipairs(f.children) do
   redis.call('ZADD', KEYS[3], now + f.grace_ms, child.id)
 end
 redis.call('HINCRBY', KEYS[4], 'units_total', #f.children)
+-- running totals per target for the Prometheus metrics (workers/metrics.py)
+local stats = 'importq:stats:' .. (redis.call('HGET', KEYS[1], 'target') or '-')
+if f.terminal then
+  redis.call('HINCRBY', stats, 'units_' .. f.state, 1)
+  redis.call('HINCRBY', stats, 'records_delivered', f.delivered)
+  redis.call('HINCRBY', stats, 'records_dead', f.dead)
+elseif f.retry then
+  redis.call('HINCRBY', stats, 'retries', 1)
+end
 if f.terminal then
   redis.call('ZREM', KEYS[3], ARGV[3])
   redis.call('DEL', KEYS[5])

@@ -1,0 +1,90 @@
+"""`importq doctor`: is Redis fit for a queue, and does each configured target answer?
+
+Every check says what it found and, when something is wrong, how to fix it.
+Target checks use the sink's harmless preflight call (a list or read-only call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from importq import broker
+from importq.errors import ConfigError, FinalError, ImportqError, RetryableError
+from importq.settings import Settings
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "ok", "warn", "fail" or "skip"
+    detail: str
+    fix: str = ""
+
+
+def check_redis(settings: Settings) -> list[Check]:
+    try:
+        choice = broker.choose(settings, start=False)
+    except ConfigError as error:
+        return [Check("redis", "fail", str(error), "set REDIS_URL or run `importq redis start`")]
+    client = redis.Redis.from_url(choice.url, socket_timeout=3, socket_connect_timeout=3)
+    where = f"{broker.safe_url(choice.url)} ({choice.source})"
+    try:
+        info = client.info("server")
+    except redis.RedisError as error:
+        return [Check("redis", "fail", f"{where}: {error}", "start Redis or fix REDIS_URL")]
+    checks = [Check("redis", "ok", f"{where}, Redis {info.get('redis_version', '?')}")]
+    checks += _redis_config(client)
+    return checks
+
+
+def _redis_config(client: redis.Redis) -> list[Check]:
+    try:
+        aof = client.config_get("appendonly").get("appendonly")
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.RedisError as error:  # managed Redis often refuses CONFIG
+        return [Check("redis persistence", "warn", f"could not read the config: {error}",
+                      "make sure AOF is on and maxmemory-policy is noeviction")]  # fmt: skip
+    checks = [Check("redis AOF", "ok", "appendonly yes")]
+    if aof != "yes":
+        checks = [Check("redis AOF", "warn", "appendonly no: a restart loses queued work",
+                        "run Redis with --appendonly yes")]  # fmt: skip
+    if policy != "noeviction":
+        checks.append(Check("redis eviction", "warn", f"maxmemory-policy {policy}: Redis may drop "
+                            "queued messages under memory pressure",
+                            "set maxmemory-policy noeviction"))  # fmt: skip
+    return checks
+
+
+def check_targets(settings: Settings) -> list[Check]:
+    from workers.targets import SINKS
+
+    return [check_target(name, settings) for name in SINKS]
+
+
+def check_target(name: str, settings: Settings) -> Check:
+    from workers.targets import get
+
+    sink = get(name)
+    try:
+        client = sink.make_client(settings)
+    except ConfigError as error:
+        return Check(name, "skip", f"not configured: {error}")
+    try:
+        sink.preflight(client, {})
+    except FinalError as error:
+        return Check(name, "fail", str(error), "fix the credentials or ids the message names")
+    except RetryableError as error:
+        return Check(name, "fail", f"not reachable: {error}", "check the URL and the network")
+    except ImportqError as error:
+        return Check(name, "fail", str(error))
+    finally:
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+    return Check(name, "ok", "credentials accepted")
+
+
+def run(settings: Settings) -> list[Check]:
+    return check_redis(settings) + check_targets(settings)
