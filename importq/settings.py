@@ -61,6 +61,7 @@ class Settings:
     backoff_base: float = 1.0
     backoff_max: float = 300.0
     retry_grace: float = 60.0
+    job_ttl: int = 14 * 86400
     log_format: str = "auto"
     log_level: str = "INFO"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -111,6 +112,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         backoff_base=_number(env, "IMPORTQ_BACKOFF_BASE", 1.0),
         backoff_max=_number(env, "IMPORTQ_BACKOFF_MAX", 300.0),
         retry_grace=_number(env, "IMPORTQ_RETRY_GRACE", 60.0),
+        job_ttl=int(_number(env, "IMPORTQ_JOB_TTL", 14 * 86400)),
         log_format=env.get("IMPORTQ_LOG_FORMAT", "auto"),
         log_level=env.get("IMPORTQ_LOG_LEVEL", "INFO").upper(),
         env=env,

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from importq.cli import main
 from tests.conftest import CANARY_TOKEN
 from tests.helpers import publish_sourcing, sample_records, wait_for_job
+from workers import keys
 
 
 def test_twenty_thousand_records_each_committed_once_within_limits(
-    sim: Any, start_worker: Any
+    sim: Any, start_worker: Any, redis_client: redis.Redis
 ) -> None:
     start_worker(concurrency=4)
     job_id = publish_sourcing(sample_records(20_000))
@@ -28,6 +29,7 @@ def test_twenty_thousand_records_each_committed_once_within_limits(
     assert ledger["duplicates"] == 0
     assert ledger["max_records_in_request"] <= 500
     assert ledger["max_records_in_item"] <= 4000
+    assert 0 < redis_client.ttl(keys.job(job_id)) <= 14 * 86400  # finished state expires
 
 
 def test_faults_with_retry_after_deliver_everything_once(sim: Any, start_worker: Any) -> None:
@@ -62,7 +64,7 @@ def test_killed_worker_commits_nothing_twice(sim: Any, start_worker: Any) -> Non
 
 
 def test_poison_record_is_dead_lettered_and_replayed_after_the_fix(
-    sim: Any, start_worker: Any
+    sim: Any, start_worker: Any, redis_client: redis.Redis
 ) -> None:
     sim.configure(poison_record_ids={"r-1234"})
     start_worker(concurrency=4)
@@ -73,6 +75,7 @@ def test_poison_record_is_dead_lettered_and_replayed_after_the_fix(
     assert [entry["record"]["recordId"] for entry in letters] == ["r-1234"]
     assert "doesn't fit to expected format" in letters[0]["reason"]
     assert _cli("status", job.id).exit_code == 2
+    assert redis_client.ttl(keys.job(job.id)) == -1  # kept while it has dead letters
 
     sim.configure(poison_record_ids=set())
     replay = _cli("dlq", "replay", job.id)
@@ -83,6 +86,7 @@ def test_poison_record_is_dead_lettered_and_replayed_after_the_fix(
     assert ledger["commits"]["ORG_DEPT/r-1234"] == 1
     assert ledger["committed_records"] == 5_000 and ledger["duplicates"] == 0
     assert "no dead letters" in _cli("dlq", "list").output
+    assert redis_client.ttl(keys.job(job.id)) > 0  # replayed: now it may expire
 
 
 def test_items_in_flight_per_operation_are_capped_across_processes(

@@ -146,6 +146,7 @@ def _reaper_loop(stop: threading.Event) -> None:
             # One sweep per interval across all workers: the lock expires by itself.
             if leases.redis.set(keys.REAPER_LOCK, "1", nx=True, px=interval_ms):
                 reap_once(leases)
+                JobStore(leases.redis).forget_expired(SETTINGS.job_ttl)
         except Exception as error:  # keep sweeping through Redis blips
             log.warning("reaper sweep failed", error=str(error))
 

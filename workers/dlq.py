@@ -57,9 +57,10 @@ class DeadLetters:
     def count(self, job_id: str) -> int:
         return int(self.redis.llen(keys.dead_letters(job_id)))
 
-    def drop(self, job_id: str, count: int) -> None:
+    def drop(self, job_id: str, count: int, ttl_seconds: int = 14 * 86400) -> None:
         """Remove the first `count` dead letters of a job (after they were replayed)."""
         key = keys.dead_letters(job_id)
         self.redis.ltrim(key, count, -1)
         if not self.redis.llen(key):
             self.redis.zrem(keys.DLQ_INDEX, job_id)
+            self.redis.expire(keys.job(job_id), ttl_seconds)

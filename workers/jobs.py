@@ -171,6 +171,20 @@ class JobStore:
         for start in range(0, len(doomed), 500):
             self.redis.delete(*doomed[start : start + 500])
 
+    def expire(self, job_id: str, seconds: int) -> None:
+        """Let a finished job's state go after `seconds` (its dead letters stay until replayed)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for unit_id in self.unit_ids(job_id):
+            pipe.expire(keys.unit(unit_id), seconds)
+        pipe.expire(keys.job_units(job_id), seconds)
+        pipe.expire(keys.job(job_id), seconds)
+        pipe.execute()
+
+    def forget_expired(self, older_than_seconds: int) -> int:
+        """Drop listing entries of jobs whose state has expired."""
+        cutoff = time.time() - older_than_seconds
+        return int(self.redis.zremrangebyscore(keys.JOBS, "-inf", cutoff))
+
     def cancel(self, job_id: str, reason: str) -> None:
         self.redis.hset(keys.job(job_id), mapping={"cancelled": 1, "cancel_reason": reason})
 

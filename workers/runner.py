@@ -286,6 +286,8 @@ class Runner:
         log.info("job finished", job_state=str(job.state), delivered=job.records_delivered,
                  dead=job.records_dead)  # fmt: skip
         ordering.release(self.store.redis, job)
+        if job.records_dead == 0:  # a job with dead letters stays until they are replayed
+            self.store.expire(job.id, self.settings.job_ttl)
         for hook in self.job_finished_hooks:
             hook(job)
 
