@@ -128,9 +128,8 @@ class Runner:
             return self._retry(run, error)
         except FinalError as error:
             return self._refused(run, error)
-        except (
-            Exception
-        ) as error:  # a bug or an unreadable answer: retry, bounded, then dead-letter
+        except Exception as error:
+            # A bug or an unreadable answer: retried like a timeout, bounded, then dead-lettered.
             log.exception("unexpected error while running the unit")
             unexpected = RetryableError(
                 f"unexpected {type(error).__name__}: {error}", target=run.target
