@@ -107,7 +107,8 @@ def _publish(target: str, count: int) -> str:
     from workers.jobs import JobStore
 
     params, records = load(target).demo_job(count)
-    job_id = publish(target, locate(records, f"{target} sample"), params, settings=app.SETTINGS,
+    located = locate(records, f"{target} sample") if records is not None else None
+    job_id = publish(target, located, params, settings=app.SETTINGS,
                      store=JobStore(app.redis_client()), publish_unit=app.publish_unit)  # fmt: skip
     print(f"published the {target} sample as job {job_id}")
     return job_id

@@ -277,6 +277,8 @@ def _step_for(column: str, columns: CsvColumns) -> _Step | None:
     prefix, dot, field = column.partition(".")
     if dot and field and prefix in columns.prefixes:
         return (column, prefix, field)
+    if columns.any_column:
+        return (column, _FIELD, column)
     return None
 
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from simulators import load
 from simulators.http import SimServer, serve
 
 
@@ -30,7 +31,6 @@ class Simulator(Protocol):
 
 def simulators() -> dict[str, Callable[[], Simulator]]:
     """Every registered target's simulator: module simulators/<target>.py, class SIMULATOR."""
-    from simulators import load
     from workers.targets import SINKS
 
     return {name: load(name).SIMULATOR for name in SINKS}
@@ -56,9 +56,9 @@ def _start_all(args: argparse.Namespace) -> list[SimServer]:
         server = serve(sim, port=args.port + index if args.port else 0)
         servers.append(server)
         print(f"{name} {server.url}{sim.base_path}", flush=True)
-        token = getattr(sim.config, "token", None)
-        if token:
-            print(f"  token: {token}", flush=True)
+        # The environment a worker needs for this simulator (its fake credentials included).
+        for variable, value in load(name).client_env(server.url).items():
+            print(f"  export {variable}={value}", flush=True)
         print(f"  admin: {server.url}/_sim/ledger", flush=True)
     return servers
 

@@ -18,7 +18,14 @@ from typing import Any
 
 import structlog
 
-from importq.errors import FinalError, HandBack, LeaseLost, RetryableError, TargetError
+from importq.errors import (
+    ConfigError,
+    FinalError,
+    HandBack,
+    LeaseLost,
+    RetryableError,
+    TargetError,
+)
 from importq.settings import Settings
 from workers import keys, ordering, ratelimit, targets
 from workers.heartbeat import Heartbeat, Slot
@@ -106,7 +113,13 @@ class Runner:
         ):
             log.info("an earlier job on the same order key is not finished; waiting")
             return self._reschedule(run, DEFER_SECONDS, retry=False, attempts_delta=-1)
-        limits = run.sink.load_limits(self.settings)
+        try:
+            limits = run.sink.load_limits(self.settings)
+            client = self.client(run.sink)
+        except ConfigError as error:  # this worker's environment is wrong: no traceback
+            log.error("the worker's configuration is incomplete", error=str(error))
+            return self._retry(run, RetryableError(f"worker configuration: {error}",
+                                                   target=run.target))  # fmt: skip
         slot = self._slot(run, limits)
         token = run.claim.token
         if slot and not self.leases.acquire_slot(slot.key, token, slot.cap):
@@ -116,7 +129,7 @@ class Runner:
                 Heartbeat(self.leases, run.unit_id, token, slot, run.hostname) as beat,
                 ratelimit.applied(self.throttle(run.target)),
             ):
-                delivered = run.sink.run(self._context(run, limits, beat))
+                delivered = run.sink.run(self._context(run, limits, client, beat))
         except HandBack:
             log.info("worker shutting down: the unit goes back to the queue at its checkpoint")
             return self._reschedule(run, 0.0, retry=False, attempts_delta=-1,
@@ -147,7 +160,7 @@ class Runner:
         gap = run.sink.slot_gap(run.params, limits)
         return Slot(keys.slots(run.target, found[0]), found[1], gap)
 
-    def _context(self, run: UnitRun, limits: Any, beat: Heartbeat) -> RunContext:
+    def _context(self, run: UnitRun, limits: Any, client: Any, beat: Heartbeat) -> RunContext:
         def remember(values: dict[str, str]) -> None:
             fields = {f"remote.{k}": v for k, v in values.items()}
             if not self.leases.remember(run.unit_id, run.claim.token, fields):
@@ -161,12 +174,13 @@ class Runner:
             records=run.records,
             params=run.params,
             remote=remote,
-            client=self.client(run.sink),
+            client=client,
             limits=limits,
             settings=self.settings,
             log=log,
             remember=remember,
             checkpoint=beat.checkpoint,
+            redis=self.store.redis,
             handed_back=run.unit.get("handed_back") == "1",
         )
 

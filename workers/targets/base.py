@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from redis import Redis
 
 from importq.errors import InputError
 from importq.settings import Settings
@@ -34,10 +35,13 @@ class CsvColumns:
     """Object fields: column "data.Name" becomes record["data"]["Name"]."""
     required: tuple[str, ...] = ()
     """Columns the header must have."""
+    any_column: bool = False
+    """Any other column becomes a field of the same name (targets with free-form records)."""
 
     def allowed(self) -> list[str]:
         """Every accepted column name, prefixed ones shown as "prefix.<Name>"."""
-        return [*self.fields, *self.booleans, *(f"{p}.<Name>" for p in self.prefixes)]
+        free = ["<any column>"] if self.any_column else []
+        return [*self.fields, *self.booleans, *(f"{p}.<Name>" for p in self.prefixes), *free]
 
 
 @dataclass
@@ -64,6 +68,8 @@ class RunContext:
     log: structlog.typing.FilteringBoundLogger
     remember: Callable[[dict[str, str]], None]
     checkpoint: Callable[[], None]
+    redis: Redis | None = None
+    """The job-state Redis, for a sink's own small registry (Blue's open transactions)."""
     # The previous attempt stopped cleanly at a checkpoint (worker shutdown), so what it
     # remembered is exact and the unit may continue from there instead of starting over.
     handed_back: bool = False
