@@ -277,8 +277,10 @@ def _step_for(column: str, columns: CsvColumns) -> _Step | None:
     prefix, dot, field = column.partition(".")
     if dot and field and prefix in columns.prefixes:
         return (column, prefix, field)
-    if columns.any_column:
+    if columns.other_columns == "":
         return (column, _FIELD, column)
+    if columns.other_columns:
+        return (column, columns.other_columns, column)
     return None
 
 

@@ -455,6 +455,7 @@ def view(**kw: Any) -> JobView:
         "records_total": 10,
         "records_delivered": 0,
         "records_dead": 0,
+        "units_failed": 0,
         "retries": 0,
         "crashes": 0,
         "staging": False,

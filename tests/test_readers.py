@@ -397,3 +397,18 @@ def test_large_jsonl_streams_in_flat_memory(tmp_path: Path) -> None:
 
 def load_lazily(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
     return validate(TARGET, read_records(path, target=TARGET), source=str(path))
+
+
+def test_free_form_csv_maps_every_column_to_a_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.csv", "EmployeeId,Name,Dept.Code\nE1,Ada,D7\nE2,,D8\n")
+    found = list(read_records(path, target="workflow_import"))
+    assert found == [
+        ({"EmployeeId": "E1", "Name": "Ada", "Dept.Code": "D7"}, f"{path}:2"),
+        ({"EmployeeId": "E2", "Dept.Code": "D8"}, f"{path}:3"),  # empty cells are left out
+    ]
+
+
+def test_datasource_csv_columns_are_the_headers(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.csv", "Code,Name\nAH,Air Hockey\n")
+    found = list(read_records(path, target="datasource"))
+    assert found == [({"Vals": {"Code": "AH", "Name": "Air Hockey"}}, f"{path}:2")]

@@ -187,10 +187,19 @@ def test_resend_waits_at_least_retry_after(recorded: Callable[[], RecordingRetry
     assert recorded().statistics["idle_for"] == pytest.approx(sum(waits))
 
 
-def test_resend_caps_an_excessive_retry_after(recorded: Callable[[], RecordingRetrying]) -> None:
-    call = Flaky(unavailable(retry_after=3600), unavailable(retry_after=3600))
+def test_resend_caps_the_wait_at_the_cap(recorded: Callable[[], RecordingRetrying]) -> None:
+    call = Flaky(unavailable(retry_after=20), unavailable(retry_after=20))
     assert resend(call, attempts=3, base=0.001, cap=0.05) == "ok"
     assert recorded().waits == [0.05, 0.05]
+
+
+def test_a_long_retry_after_goes_back_to_the_core_instead_of_sleeping_in_place() -> None:
+    error = unavailable(retry_after=3600)
+    call = Flaky(error)
+    with pytest.raises(RetryableError) as raised:
+        resend(call, attempts=3)
+    assert raised.value is error and raised.value.retry_after == 3600
+    assert call.calls == 1
 
 
 def test_resend_backoff_is_jittered_exponential_and_bounded(

@@ -52,11 +52,22 @@ def vendor_message(response: httpx.Response) -> str:
             str(body[k]) for k in ("title", "detail", "message", "errorMessage") if body.get(k)
         ]
         errors = body.get("errors")
-        if errors:
+        if isinstance(errors, list):
+            parts += [_error_text(e) for e in errors]
+        elif errors:
             parts.append(str(errors))
         if parts:
             return "; ".join(parts)[:1000]
     return str(body)[:1000]
+
+
+def _error_text(error: object) -> str:
+    """One entry of a vendor's `errors` list: its detail or message, else the whole entry."""
+    if isinstance(error, dict):
+        for key in ("detail", "message", "title"):
+            if error.get(key):
+                return str(error[key])
+    return str(error)
 
 
 def raise_for_status(

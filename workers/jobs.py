@@ -66,6 +66,7 @@ class JobView:
     records_total: int
     records_delivered: int
     records_dead: int
+    units_failed: int
     retries: int
     crashes: int
     staging: bool
@@ -81,7 +82,7 @@ class JobView:
             return JobState.CANCELLED
         if self.units_done < self.units_total:
             return JobState.RUNNING if self.started else JobState.QUEUED
-        if self.records_dead == 0:
+        if self.records_dead == 0 and self.units_failed == 0:
             return JobState.SUCCEEDED
         return JobState.FAILED if self.records_delivered == 0 else JobState.PARTIAL
 
@@ -202,6 +203,7 @@ class JobStore:
             records_total=int(raw.get("records_total", 0)),
             records_delivered=int(raw.get("records_delivered", 0)),
             records_dead=int(raw.get("records_dead", 0)),
+            units_failed=int(raw.get("units_failed", 0)),
             retries=int(raw.get("retries", 0)),
             crashes=int(raw.get("crashes", 0)),
             staging="staging" in raw,

@@ -94,6 +94,8 @@ elseif f.retry then
   redis.call('HINCRBY', stats, 'retries', 1)
 end
 if f.terminal then
+  -- a failed unit counts even when it held no records (a bare Blueshift trigger)
+  if f.state == 'failed' then redis.call('HINCRBY', KEYS[4], 'units_failed', 1) end
   redis.call('ZREM', KEYS[3], ARGV[3])
   redis.call('DEL', KEYS[5])
   redis.call('HINCRBY', KEYS[4], 'records_delivered', f.delivered)

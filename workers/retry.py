@@ -29,9 +29,16 @@ def unit_delay(attempt: int, base: float, cap: float, retry_after: float | None 
     return max(float(jittered), retry_after or 0.0)
 
 
+# A vendor asking for a longer pause than this gets the unit handed back to the core,
+# which reschedules it, rather than a worker process sleeping in place.
+RESEND_WAIT_CAP = 30.0
+
+
 def safe_to_resend(error: BaseException) -> bool:
-    """True when the failed request certainly had no effect at the vendor."""
-    return isinstance(error, RetryableError) and error.resendable
+    """True when the failed request certainly had no effect and the pause asked is short."""
+    if not isinstance(error, RetryableError) or not error.resendable:
+        return False
+    return error.retry_after is None or error.retry_after <= RESEND_WAIT_CAP
 
 
 def _wait(base: float, cap: float) -> Callable[[tenacity.RetryCallState], float]:
@@ -49,7 +56,7 @@ def resend(
     *,
     attempts: int,
     base: float = 0.2,
-    cap: float = 30.0,
+    cap: float = RESEND_WAIT_CAP,
     when: Callable[[BaseException], bool] = safe_to_resend,
 ) -> T:
     """Run `call`, sending it again while `when(error)` says that is safe."""

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from importq.errors import InputError
-from workers.targets import sourcing_data
+from workers.targets import blueshift, datasource, sourcing_data, workflow_import
 from workers.targets.base import Sink
 
-SINKS: dict[str, Sink] = {sink.name: sink for sink in (sourcing_data.SINK,)}
+SINKS: dict[str, Sink] = {
+    sink.name: sink
+    for sink in (
+        sourcing_data.SINK,
+        workflow_import.SINK,
+        blueshift.SINK,
+        datasource.SINK,
+    )
+}
 
 
 def get(name: str) -> Sink:

@@ -35,12 +35,13 @@ class CsvColumns:
     """Object fields: column "data.Name" becomes record["data"]["Name"]."""
     required: tuple[str, ...] = ()
     """Columns the header must have."""
-    any_column: bool = False
-    """Any other column becomes a field of the same name (targets with free-form records)."""
+    other_columns: str | None = None
+    """Where columns not listed above go: None refuses them; "" makes each a field of the
+    same name (free-form records); "Vals" puts column C in record["Vals"]["C"]."""
 
     def allowed(self) -> list[str]:
         """Every accepted column name, prefixed ones shown as "prefix.<Name>"."""
-        free = ["<any column>"] if self.any_column else []
+        free = ["<any column>"] if self.other_columns is not None else []
         return [*self.fields, *self.booleans, *(f"{p}.<Name>" for p in self.prefixes), *free]
 
 

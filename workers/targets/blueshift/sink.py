@@ -1,0 +1,246 @@
+"""One Blueshift trigger per job: stage its records as a CSV in S3 (when it has any), then trigger.
+
+A job's records are one unit because Blueshift imports a file as a whole; a
+job without records is a bare trigger of an import whose files someone else
+writes. Blueshift answers 405 while an import is processing, so triggers of one
+import run one at a time and in publish order, and a 405 is tried again a few
+times after a long wait before it fails with the vendor's three possible causes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from importq.errors import FinalError, InputError, RetryableError, TargetError
+from importq.settings import Settings
+from workers import keys
+from workers.retry import resend, safe_to_resend
+from workers.targets.base import (
+    CsvColumns,
+    Delivered,
+    Located,
+    Record,
+    RunContext,
+    Sink,
+    record_size,
+)
+from workers.targets.blueshift.client import TARGET, BlueshiftClient, ImportNotTriggerable
+from workers.targets.blueshift.limits import BlueshiftLimits
+from workers.targets.blueshift.s3 import S3Staging, columns_of
+
+PARAMS = ("uuid", "columns", "s3_prefix")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+WHERE_UUID = "it is in the import task's URL, .../customer/import_show/<uuid>"
+# The vendor doc's three reasons for a 405; only the last one passes by itself.
+CAUSES = (
+    "the import's data source is not Amazon S3 (only S3 imports can be triggered)",
+    "the import is not launched (a draft or paused import cannot be triggered)",
+    "the import is still processing an earlier run",
+)
+
+
+@dataclass
+class BlueshiftConnections:
+    """What a worker holds for Blueshift: the API client and, when configured, the S3 staging."""
+
+    api: BlueshiftClient
+    staging: S3Staging | None
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def import_uuid(value: Any) -> str:
+    """The import's uuid, checked and lower-cased; InputError says where to find it."""
+    if not value:
+        raise InputError(f"blueshift needs the import's uuid: --param uuid=<uuid> ({WHERE_UUID})")
+    text = str(value).strip()
+    if not UUID.fullmatch(text):
+        raise InputError(
+            f"uuid {text!r} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx); {WHERE_UUID}"
+        )
+    return text.lower()
+
+
+def column_list(value: Any) -> list[str]:
+    """The `columns` option ("a,b,c" or a list) as a list of distinct, non-empty names."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    columns = [str(name).strip() for name in names]
+    if not all(columns):
+        raise InputError(f"columns {value!r} has an empty name; give them as columns=a,b,c")
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise InputError(f"columns lists {', '.join(duplicates)} more than once")
+    return columns
+
+
+def check_row(record: Record, where: str, columns: Sequence[str]) -> None:
+    """Refuse a record that cannot be a CSV row under `columns` (empty: any columns)."""
+    if not record:
+        raise InputError("empty record: a CSV row needs at least one field", where)
+    extra = [name for name in record if name not in columns] if columns else []
+    if extra:
+        raise InputError(
+            f"{extra[0]}: not one of the columns given with --param columns "
+            f"({', '.join(columns)}); add it there or drop the field",
+            where,
+        )
+
+
+class BlueshiftSink(Sink):
+    name = TARGET
+    records_optional = True  # a bare trigger: the import's S3 files are written elsewhere
+    csv_columns = CsvColumns(fields=(), other_columns="")  # CSV columns are the attributes
+
+    def load_limits(self, settings: Settings) -> BlueshiftLimits:
+        return BlueshiftLimits.from_settings(settings)
+
+    def make_client(self, settings: Settings) -> BlueshiftConnections:
+        limits = self.load_limits(settings)
+        api = BlueshiftClient.from_settings(settings, limits.request_timeout_seconds)
+        return BlueshiftConnections(api, S3Staging.from_settings(settings, limits))
+
+    def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+        unknown = sorted(set(params) - set(PARAMS))
+        if unknown:
+            raise InputError(
+                f"unknown blueshift option(s): {', '.join(unknown)} (known: {', '.join(PARAMS)})"
+            )
+        checked: dict[str, Any] = {"uuid": import_uuid(params.get("uuid"))}
+        if params.get("columns"):
+            checked["columns"] = column_list(params["columns"])
+        prefix = str(params.get("s3_prefix") or "").strip("/")
+        if prefix.startswith("s3:"):
+            raise InputError("s3_prefix is a key prefix inside BLUESHIFT_S3_BUCKET, not a URL")
+        if prefix:
+            checked["s3_prefix"] = prefix
+        return checked
+
+    def plan(
+        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+    ) -> Iterator[list[Record]]:
+        """All records in one unit (one CSV, one trigger), refused whole above the byte budget."""
+        budget: int = limits.max_import_bytes
+        columns: list[str] = params.get("columns") or []
+        unit: list[Record] = []
+        size = 0
+        for record, where in records:
+            check_row(record, where, columns)
+            size += record_size(record) + 1
+            if size > budget:
+                raise InputError(
+                    f"the import's records pass {budget} bytes here (one job is one CSV, held "
+                    "whole): split the input into several jobs or raise BLUESHIFT_MAX_IMPORT_BYTES",
+                    where,
+                )
+            unit.append(record)
+        if unit:
+            yield unit
+
+    def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
+        return f"uuid:{params['uuid']}", limits.triggers_in_flight_per_import
+
+    def order_key(self, params: dict[str, Any]) -> str | None:
+        # Later files of one import must land after earlier ones (attribute upserts).
+        return f"uuid:{params['uuid']}"
+
+    def run(self, ctx: RunContext) -> Delivered:
+        uuid: str = ctx.params["uuid"]
+        if ctx.remote.get("triggered_at"):  # accepted before this worker's predecessor died
+            ctx.log.info("the trigger was accepted by an earlier attempt", uuid=uuid)
+            return Delivered(len(ctx.records))
+        connections: BlueshiftConnections = ctx.client
+        if ctx.records:
+            self._stage(ctx, connections.staging, uuid)
+            ctx.checkpoint()  # a worker that lost its lease while uploading must not trigger
+        self._trigger(ctx, connections.api, uuid)
+        ctx.remember({"triggered_at": f"{time.time():.3f}"})
+        ctx.log.info("import triggered", uuid=uuid, records=len(ctx.records))
+        return Delivered(len(ctx.records))
+
+    def _stage(self, ctx: RunContext, staging: S3Staging | None, uuid: str) -> None:
+        if staging is None:
+            raise FinalError(
+                f"records were published for import {uuid} but BLUESHIFT_S3_BUCKET is not set "
+                "on the worker: set it (and BLUESHIFT_S3_PREFIX, the import's S3 folder), or "
+                "publish a bare trigger without records",
+                target=TARGET,
+            )
+        key = staging.key_for(keys.job_of(ctx.unit_id), ctx.params.get("s3_prefix"))
+        uri = staging.uri(key)
+        if ctx.remote.get("staged") == uri:  # a 405 retry: the file is already in place
+            return
+        columns = ctx.params.get("columns") or columns_of(ctx.records)
+        size = staging.upload(key, ctx.records, columns)
+        ctx.remember({"staged": uri})
+        ctx.log.info("records staged as CSV", s3=uri, rows=len(ctx.records), bytes=size)
+
+    def _trigger(self, ctx: RunContext, api: BlueshiftClient, uuid: str) -> None:
+        limits: BlueshiftLimits = ctx.limits
+
+        def resend_now(error: BaseException) -> bool:
+            # A Retry-After longer than the cap reschedules the unit instead of blocking here.
+            wait = getattr(error, "retry_after", None) or 0.0
+            return safe_to_resend(error) and wait <= limits.resend_wait_cap_seconds
+
+        try:
+            resend(
+                lambda: api.trigger(uuid),
+                attempts=limits.resend_attempts,
+                cap=limits.resend_wait_cap_seconds,
+                when=resend_now,
+            )
+        except ImportNotTriggerable as error:
+            raise self._not_triggerable(ctx, uuid, error) from None
+        except RetryableError as error:
+            if error.status == 500:
+                raise self._server_error(ctx, uuid, error) from None
+            raise
+
+    def _not_triggerable(
+        self, ctx: RunContext, uuid: str, error: ImportNotTriggerable
+    ) -> TargetError:
+        limits: BlueshiftLimits = ctx.limits
+        count = _count(ctx, "http_405")
+        if count < limits.busy_attempts:
+            return RetryableError(
+                f"import {uuid} cannot be triggered now ({error.message}; 405 {count} of "
+                f"{limits.busy_attempts}): it may still be processing an earlier run, so it is "
+                f"tried again in {limits.busy_retry_seconds:g} s or more",
+                retry_after=limits.busy_retry_seconds,
+                target=TARGET,
+                status=405,
+            )
+        causes = "; ".join(f"({n}) {cause}" for n, cause in enumerate(CAUSES, start=1))
+        return FinalError(
+            f"import {uuid} could not be triggered: {error.message} (405, {count} times). "
+            f"Blueshift answers this when {causes}. Open the import in the Blueshift dashboard "
+            "(.../customer/import_show/<uuid>), make sure it reads from S3, is launched and is "
+            "scheduled for a future date or recurring, then publish the trigger again",
+            target=TARGET,
+            status=405,
+        )
+
+    def _server_error(self, ctx: RunContext, uuid: str, error: RetryableError) -> TargetError:
+        limits: BlueshiftLimits = ctx.limits
+        count = _count(ctx, "http_500")
+        if count < limits.server_error_attempts:
+            return error
+        return FinalError(
+            f"Blueshift answered 500 to the trigger of import {uuid} {count} times "
+            f"({error.message}): contact Blueshift support with the import's uuid, then publish "
+            "the trigger again",
+            target=TARGET,
+            status=500,
+        )
+
+
+def _count(ctx: RunContext, name: str) -> int:
+    """Count one more `name` answer for this unit, across its attempts (in job state)."""
+    count = int(ctx.remote.get(name) or 0) + 1
+    ctx.remember({name: str(count)})
+    return count

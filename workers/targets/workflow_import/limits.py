@@ -1,0 +1,64 @@
+"""Workflow Import Queue limits: batch size, batches in flight, timeouts, the repost choice.
+
+The vendor doc gives no numbers: it only says the body must be JSON Lines "to
+support large number of records in an API call". The defaults below are ours,
+chosen so one batch stays a reviewable unit in the Import Queue UI and its body
+stays under the 4 MiB request cap that ASP.NET hosts apply unless raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from importq.errors import ConfigError
+from importq.settings import Settings
+
+DEFAULT_RECORDS_PER_BATCH = 1000
+# 4,000,000 < 4 MiB (ASP.NET's default maxRequestLength): a batch body never trips it.
+DEFAULT_BYTES_PER_BATCH = 4_000_000
+DEFAULT_BATCHES_IN_FLIGHT = 8
+DEFAULT_TIMEOUT_SECONDS = 120.0  # one POST inserts every row of the batch before answering
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class WorkflowImportLimits:
+    records_per_batch: int = DEFAULT_RECORDS_PER_BATCH
+    bytes_per_batch: int = DEFAULT_BYTES_PER_BATCH
+    batches_in_flight: int = DEFAULT_BATCHES_IN_FLIGHT
+    request_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    resend_attempts: int = 5
+    repost_unknown: bool = False
+    """Post a batch again when an earlier attempt's answer was lost (may duplicate it)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkflowImportLimits:
+        def at_least_one(name: str, default: int) -> int:
+            return max(1, settings.integer(name, default))
+
+        return cls(
+            records_per_batch=at_least_one(
+                "WORKFLOW_IMPORT_RECORDS_PER_BATCH", DEFAULT_RECORDS_PER_BATCH
+            ),
+            bytes_per_batch=at_least_one(
+                "WORKFLOW_IMPORT_BYTES_PER_BATCH", DEFAULT_BYTES_PER_BATCH
+            ),
+            batches_in_flight=at_least_one(
+                "WORKFLOW_IMPORT_BATCHES_IN_FLIGHT", DEFAULT_BATCHES_IN_FLIGHT
+            ),
+            request_timeout_seconds=settings.number(
+                "WORKFLOW_IMPORT_TIMEOUT", DEFAULT_TIMEOUT_SECONDS
+            ),
+            repost_unknown=flag(settings, "WORKFLOW_IMPORT_REPOST_UNKNOWN"),
+        )
+
+
+def flag(settings: Settings, name: str) -> bool:
+    """A true/false setting; anything else is a ConfigError rather than a silent default."""
+    raw = settings.get(name).strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false")
