@@ -96,9 +96,10 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: the process environment plus ./.env)."""
     if env is None:
-        from dotenv import load_dotenv
+        from dotenv import find_dotenv, load_dotenv
 
-        load_dotenv(override=False)
+        # usecwd: the .env of the directory importq runs in, not of the installed package.
+        load_dotenv(find_dotenv(usecwd=True), override=False)
         env = dict(os.environ)
     home = env.get("IMPORTQ_HOME")
     return Settings(
