@@ -423,6 +423,15 @@ def test_slot_of_a_holder_that_stopped_renewing_expires(
     assert short.renew_slot(slot, "next")
 
 
+def test_a_renewed_slot_outlives_its_first_lease(short: Leases) -> None:
+    slot = keys.slots(TARGET, "operation:op")
+    assert short.acquire_slot(slot, "holder", cap=1)
+    for _ in range(5):  # renewed for well past one lease, as the heartbeat does
+        time.sleep(EXPIRED / 3)
+        assert short.renew_slot(slot, "holder")
+    assert not short.acquire_slot(slot, "other", cap=1)
+
+
 def test_slot_gap_keeps_the_key_closed_after_release(short: Leases) -> None:
     slot = keys.slots(TARGET, "instance:blue")
     assert short.acquire_slot(slot, "first", cap=1)

@@ -267,7 +267,13 @@ class Leases:
 
     def renew_slot(self, slot_key: str, member: str) -> bool:
         """Extend the holder's place; False if it expired (it may be someone else's now)."""
-        return bool(self.redis.zadd(slot_key, {member: now_ms() + self.lease_ms}, xx=True, ch=True))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(slot_key, {member: now_ms() + self.lease_ms}, xx=True, ch=True)
+        # The key's TTL was set at acquire: without this, a unit longer than one lease
+        # (a Blue prepare) loses the whole slot key, and with it its place.
+        pipe.pexpire(slot_key, self.lease_ms)
+        renewed, _ = pipe.execute()
+        return bool(renewed)
 
     def release_slot(self, slot_key: str, member: str, gap_seconds: float = 0.0) -> None:
         """Give the place back; with a gap, nobody takes the key for that long."""
