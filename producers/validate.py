@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache
@@ -141,9 +142,46 @@ def _length(error: ValidationError, path: str) -> str:
     return f"{path}: {what}"
 
 
+def _counted(error: ValidationError, where: str) -> str:
+    limit: Any = error.validator_value
+    count = len(error.instance) if isinstance(error.instance, Mapping) else "?"
+    if error.validator == "minProperties":
+        if limit == 1:
+            return f"{where}: should be non-empty"
+        return f"{where}: too few fields: {count}, at least {limit}"
+    return f"{where}: too many fields: {count}, at most {limit}"
+
+
+# Keywords whose value maps names to sub-schemas or lists sub-schemas: in a schema path, the
+# step after them is a name or an index, not a keyword.
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "dependentSchemas", "$defs"})
+_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+
+
+def _about_a_name(error: ValidationError) -> bool:
+    """Whether `error` is about a field's name (under propertyNames), not a value."""
+    steps = iter(error.absolute_schema_path)
+    for step in steps:
+        if step == "propertyNames":
+            return True
+        if step in _SCHEMA_MAPS or step in _SCHEMA_LISTS:
+            next(steps, None)  # a property called "propertyNames" is not the keyword
+    return False
+
+
+def _field_name(path: str, name: Any) -> str:
+    if isinstance(name, str) and len(name) > 40:
+        name = name[:37] + "..."
+    label = f"field name {name!r}"
+    return f"{path}: {label}" if path else label
+
+
 def describe(error: ValidationError) -> str:
     """`error` as "<field path>: <what is wrong>", in plain words."""
     path = _path(error)
+    if _about_a_name(error):
+        # propertyNames checks the name itself; the path is the object that holds it.
+        path = _field_name(path, error.instance)
     kind = error.validator
     if kind == "required":
         return _required(error, path)
@@ -154,6 +192,8 @@ def describe(error: ValidationError) -> str:
     if kind in ("minLength", "maxLength"):
         return _length(error, path)
     where = path or "record"
+    if kind in ("minProperties", "maxProperties"):
+        return _counted(error, where)
     if kind == "type":
         return f"{where}: expected {_expected(_value(error))}, got {_shown(error.instance)}"
     if kind == "format":
@@ -176,10 +216,13 @@ def describe(error: ValidationError) -> str:
 _ANNOTATIONS = frozenset(
     {"$schema", "$id", "$comment", "title", "description", "default", "examples", "deprecated"}
 )
-_KEYWORDS = frozenset(
-    {"type", "enum", "const", "properties", "additionalProperties", "required", "items"}
-    | {"minLength", "maxLength", "format", "not"}
+_OBJECT_KEYWORDS = frozenset(
+    {"properties", "additionalProperties", "required", "minProperties", "maxProperties"}
+    | {"propertyNames"}
 )
+_KEYWORDS = _OBJECT_KEYWORDS | {"type", "enum", "const", "items", "not"} | {
+    "minLength", "maxLength", "pattern", "format"
+}  # fmt: skip
 
 
 def _always(value: Any) -> bool:
@@ -216,6 +259,9 @@ def _all_of(checks: list[Check]) -> Check:
         return _always
     if len(checks) == 1:
         return checks[0]
+    if len(checks) == 2:  # the common case (a type and a limit): one call fewer per value
+        first, second = checks
+        return lambda v: first(v) and second(v)
 
     def check(value: Any) -> bool:
         for c in checks:  # noqa: SIM110 - a loop, not all(), saves a generator per record
@@ -226,6 +272,19 @@ def _all_of(checks: list[Check]) -> Check:
     return check
 
 
+# Python types whose values certainly are of the JSON type; others (subclasses, 1.0 as an
+# integer) ask the JSON type's own check.
+_EXACT: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "boolean": (bool,),
+    "null": (type(None),),
+    "object": (dict,),
+    "array": (list,),
+    "number": (int, float),
+    "integer": (int,),
+}
+
+
 def _type_check(types: Any) -> Check | None:
     names = [types] if isinstance(types, str) else types
     if not isinstance(names, list) or not all(n in _TYPES for n in names):
@@ -233,7 +292,17 @@ def _type_check(types: Any) -> Check | None:
     checks = [_TYPES[n] for n in names]
     if len(checks) == 1:
         return checks[0]
-    return lambda v: any(c(v) for c in checks)
+    exact = frozenset(t for n in names for t in _EXACT[n])
+
+    def check(value: Any) -> bool:
+        if type(value) in exact:
+            return True
+        for c in checks:  # noqa: SIM110 - hot path, as in _all_of
+            if c(value):
+                return True
+        return False
+
+    return check
 
 
 def _strings_check(allowed: list[Any]) -> Check | None:
@@ -250,6 +319,13 @@ def _length_check(schema: Mapping[str, Any]) -> Check:
     if high is None:
         return lambda v: not isinstance(v, str) or len(v) >= low
     return lambda v: not isinstance(v, str) or low <= len(v) <= high
+
+
+def _pattern_check(pattern: Any) -> Check | None:
+    if not isinstance(pattern, str):
+        return None
+    search = re.compile(pattern).search  # jsonschema: re.search(pattern, value)
+    return lambda v: not isinstance(v, str) or search(v) is not None
 
 
 # Canonical spellings that the format's checker certainly accepts; anything else asks it.
@@ -275,10 +351,14 @@ def _object_check(schema: Mapping[str, Any], formats: FormatChecker) -> Check | 
             return None
         props[key] = compiled
     others = _compile(schema.get("additionalProperties", True), formats)
-    required = tuple(schema.get("required", ()))
-    if others is None:
+    names = _compile(schema.get("propertyNames", True), formats)
+    if others is None or names is None:
         return None
+    required = tuple(schema.get("required", ()))
+    low = schema.get("minProperties", 0)
+    high = schema.get("maxProperties", math.inf)
 
+    # Two loops, so that schemas without propertyNames or field counts pay nothing for them.
     def check(value: Any) -> bool:
         if not isinstance(value, dict):
             return True
@@ -291,7 +371,26 @@ def _object_check(schema: Mapping[str, Any], formats: FormatChecker) -> Check | 
                 return False
         return True
 
-    return check
+    def check_names(value: Any) -> bool:
+        if not isinstance(value, dict):
+            return True
+        for key in required:
+            if key not in value:
+                return False
+        get = props.get
+        for key, item in value.items():
+            if not names(key) or not get(key, others)(item):
+                return False
+        return True
+
+    fields = check if names is _always else check_names
+    if low == 0 and high == math.inf:
+        return fields
+
+    def counted(value: Any) -> bool:
+        return not isinstance(value, dict) or low <= len(value) <= high
+
+    return _all_of([counted, fields])
 
 
 def _items_check(sub: Any, formats: FormatChecker) -> Check | None:
@@ -314,12 +413,14 @@ def _keyword_checks(schema: Mapping[str, Any], formats: FormatChecker) -> list[C
         checks.append(_strings_check(list(schema["enum"])))
     if "const" in schema:
         checks.append(_strings_check([schema["const"]]))
-    if {"properties", "additionalProperties", "required"} & schema.keys():
+    if _OBJECT_KEYWORDS & schema.keys():
         checks.append(_object_check(schema, formats))
     if "items" in schema:
         checks.append(_items_check(schema["items"], formats))
     if {"minLength", "maxLength"} & schema.keys():
         checks.append(_length_check(schema))
+    if "pattern" in schema:
+        checks.append(_pattern_check(schema["pattern"]))
     if "format" in schema:
         checks.append(_format_check(schema["format"], formats))
     if "not" in schema:
