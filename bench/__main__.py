@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from bench import env, producer_memory, sourcing_throughput
+from bench import blue_slot, env, producer_memory, sourcing_throughput
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     memory = producer_memory.measure(args.sizes)
     print("\n".join(producer_memory.report(memory)))
+    print("\n".join(["", *blue_slot.report_all()]), flush=True)
 
     small, large = memory["runs"][0], memory["runs"][-1]
     print("\nratios")

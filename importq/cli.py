@@ -70,6 +70,7 @@ def main() -> None:
 @click.option("--wait", is_flag=True, help="Wait for the job to finish; exit like `status`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("--no-check", is_flag=True, help="Skip the call that checks credentials first.")
+@click.option("--manifest", type=click.Path(), help="A YAML/JSON list of steps run in order.")
 def publish(
     target: str,
     file: str,
@@ -79,10 +80,13 @@ def publish(
     wait: bool,
     as_json: bool,
     no_check: bool,
+    manifest: str | None,
 ) -> None:
     """Validate FILE (JSON Lines, JSON array or CSV) and enqueue it for TARGET.
 
     FILE may be left out for targets whose jobs need no records (a Blueshift trigger).
+    With --manifest, its steps (e.g. Blue users, courses, then enrolments) form a
+    pipeline: each starts only when the one before it succeeded.
     """
     from producers.publish import publish as publish_job
     from producers.readers import read_records
@@ -94,6 +98,10 @@ def publish(
         options["operation_id"] = operation_id
     store = JobStore(app.redis_client())
     _say(f"redis: {broker.safe_url(app.REDIS_URL)}")
+    if manifest:
+        if file:
+            raise click.UsageError("give FILE or --manifest, not both")
+        _publish_pipeline(store, target, manifest, options, wait, as_json, no_check)
     job_id = publish_job(
         target,
         read_records(file, fmt, target=target) if file else None,
@@ -112,6 +120,42 @@ def publish(
         job = wait_for_job(store, job_id, as_json)
     _show(job, as_json)
     sys.exit(EXIT_CODES.get(job.state, STILL_RUNNING) if wait else 0)
+
+
+def _publish_pipeline(
+    store: Any,
+    target: str,
+    manifest: str,
+    options: dict[str, Any],
+    wait: bool,
+    as_json: bool,
+    no_check: bool,
+) -> None:
+    from producers.manifest import publish_manifest
+    from workers import pipelines
+
+    app = _app()
+    pipeline_id = publish_manifest(
+        manifest,
+        target,
+        options,
+        settings=app.SETTINGS,
+        store=store,
+        publish_unit=app.publish_unit,
+        check_target=not no_check,
+        notify=_say,
+    )
+    found = pipelines.view(store, pipeline_id)
+    assert found is not None
+    _say(f"\npipeline {pipeline_id}: jobs {' '.join(j.id for j in found.jobs)} run in this order")
+    jobs = [wait_for_job(store, j.id, as_json) for j in found.jobs] if wait else found.jobs
+    if as_json:
+        click.echo(json.dumps({"pipeline": pipeline_id, "jobs": [j.as_dict() for j in jobs]}))
+    else:
+        for job in jobs:
+            _show(job, as_json)
+    codes = [EXIT_CODES.get(job.state, STILL_RUNNING) for job in jobs]
+    sys.exit(next((code for code in codes if code), 0) if wait else 0)
 
 
 def _staging_progress() -> Any:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from typing import Any
 
 import click
@@ -131,24 +134,43 @@ def worker(targets: str, concurrency: int | None, name: str | None) -> None:
     unknown = [q for q in queues if q not in SINKS]
     if unknown:
         raise click.BadParameter(f"unknown target(s) {unknown}; known: {sorted(SINKS)}")
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "worker",
-        "-Q",
-        ",".join(queues),
-        "-E",
-        "--loglevel",
-        "INFO",
-    ]
+    if "blue" in queues and queues != ["blue"] and concurrency != 1:
+        # Blue imports one datasource at a time: its queue gets a worker of its own at -c 1.
+        others = [q for q in queues if q != "blue"]
+        blue = _celery(["blue"], 1, f"blue-{name}" if name else "blue@%h")
+        sys.exit(_run_side_by_side([_celery(others, concurrency, name), blue]))
+    if queues == ["blue"]:
+        concurrency = 1
+    argv = _celery(queues, concurrency, name)
+    os.execv(sys.executable, argv)
+
+
+def _celery(queues: list[str], concurrency: int | None, name: str | None) -> list[str]:
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(queues),
+            "-E", "--loglevel", "INFO"]  # fmt: skip
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     if name:
         argv += ["-n", name]
-    os.execv(sys.executable, argv)
+    return argv
+
+
+def _run_side_by_side(commands: list[list[str]]) -> int:
+    """Run the workers together: a signal reaches each once; when one ends, stop the other."""
+    children = [subprocess.Popen(argv, start_new_session=True) for argv in commands]
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    forward(signal.SIGTERM, None)
+    codes = [child.wait() for child in children]
+    return next((code for code in codes if code), 0)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
@@ -188,7 +210,7 @@ def doctor() -> None:
 @click.option("--address", default="127.0.0.1", show_default=True)
 def metrics(port: int, address: str) -> None:
     """Serve importq's Prometheus metrics (read from Redis) on /metrics."""
-    import time
+    import threading
 
     from prometheus_client import REGISTRY, start_http_server
 
@@ -197,6 +219,8 @@ def metrics(port: int, address: str) -> None:
 
     REGISTRY.register(ImportqCollector(_app().redis_client(), list(SINKS)))
     start_http_server(port, addr=address)
-    click.echo(f"importq metrics on http://{address}:{port}/metrics")
-    while True:
-        time.sleep(3600)
+    click.echo(f"importq metrics on http://{address}:{port}/metrics", err=True)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a clean exit (0) for process runners
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()

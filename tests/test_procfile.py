@@ -66,7 +66,7 @@ def _processes_marked(marker: str) -> list[int]:
     return found
 
 
-def _honcho_env(tmp_path: Path, marker: str, port: int) -> dict[str, str]:
+def _honcho_env(tmp_path: Path, marker: str, port: int, metrics_port: int) -> dict[str, str]:
     env = dict(os.environ)
     for target, sim_port in SIM_PORTS.items():  # each simulator's default fake credentials
         env.update(load(target).client_env(f"http://127.0.0.1:{sim_port}"))
@@ -76,6 +76,7 @@ def _honcho_env(tmp_path: Path, marker: str, port: int) -> dict[str, str]:
         PORT=str(port),
         FLOWER_BASIC_AUTH="fake-flower-user:fake-flower-password",
         WORKER_CONCURRENCY="1",
+        METRICS_PORT=str(metrics_port),
         IMPORTQ_TEST_MARKER=marker,
     )
     return env
@@ -115,14 +116,14 @@ def test_honcho_runs_the_procfile_and_every_target_delivers(
     fresh_simulators: dict[str, Any], tmp_path: Path
 ) -> None:
     marker = uuid.uuid4().hex
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     log = tmp_path / "honcho.log"
     (tmp_path / "empty.env").write_text("")  # not the developer's .env
     command = [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "--no-colour",
                "-e", str(tmp_path / "empty.env")]  # fmt: skip
     with log.open("wb") as out:
         honcho = subprocess.Popen(
-            command, cwd=ROOT, env=_honcho_env(tmp_path, marker, port),
+            command, cwd=ROOT, env=_honcho_env(tmp_path, marker, port, metrics_port),
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
@@ -130,6 +131,9 @@ def test_honcho_runs_the_procfile_and_every_target_delivers(
         for target, job_id in _publish_demo_jobs().items():
             job = wait_for_job(job_id, timeout=60)
             assert job.state == "succeeded", (target, job)
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        for target in SINKS:  # the metrics process counts what every worker did
+            assert f'importq_units_total{{state="succeeded",target="{target}"}}' in metrics
         honcho.send_signal(signal.SIGTERM)
         honcho.wait(timeout=30)
         output = log.read_text()

@@ -17,7 +17,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 from importq import broker
 from importq import logging as importq_logging
 from importq import settings as importq_settings
-from workers import keys, targets
+from workers import keys, pipelines, targets
 from workers.jobs import JobStore
 from workers.leases import Leases
 from workers.runner import Runner
@@ -96,6 +96,9 @@ def publish_unit(unit_id: str, target: str, countdown: float | None = None) -> N
 def runner() -> Runner:
     if "runner" not in _state:
         _state["runner"] = Runner(SETTINGS, JobStore(redis_client()), publish_unit, REDIS_URL)
+        _state["runner"].job_finished_hooks.append(
+            pipelines.watch(JobStore(redis_client()), publish_unit, SETTINGS)
+        )
     result: Runner = _state["runner"]
     return result
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importq.errors import InputError
-from workers.targets import blueshift, datasource, sourcing_data, workflow_import
+from workers.targets import blue, blueshift, datasource, sourcing_data, workflow_import
 from workers.targets.base import Sink
 
 SINKS: dict[str, Sink] = {
@@ -13,6 +13,7 @@ SINKS: dict[str, Sink] = {
         workflow_import.SINK,
         blueshift.SINK,
         datasource.SINK,
+        blue.SINK,
     )
 }
 

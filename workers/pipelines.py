@@ -1,0 +1,227 @@
+"""Ordered pipelines of jobs: each step starts only when the step before it succeeded.
+
+Every step is validated and staged up front and held (listed, not sent), so bad
+input in step three refuses the whole pipeline before step one runs. The first
+step is released at once. When a step's job finishes, the runner's job-finished
+hook releases the next step if it succeeded, or cancels every later step with
+the reason if it did not. A worker can die between a step's last unit and that
+hook; so every worker also sweeps the open pipelines periodically and applies
+the same check. Advancing is idempotent: each step is released once (HSETNX).
+
+    importq:pipelines               zset   pipeline id -> created (ms): the open pipelines
+    importq:pipeline:{id}           hash   steps (JSON job ids), allow_partial, created_at,
+                                           finished_at, released:{n} (when step n was sent)
+    importq:pipeline_of:{job}       string the pipeline a job is a step of
+    importq:pipelines:sweep         string lock: one sweep per interval across all workers
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from importq.settings import Settings
+from producers.publish import Publish, publish, release
+from workers import keys
+from workers.jobs import JobState, JobStore, JobView, as_text, new_job_id
+from workers.targets.base import Located
+
+OPEN = keys.PREFIX + "pipelines"
+SWEEP_LOCK = keys.PREFIX + "pipelines:sweep"
+log = structlog.get_logger("importq.pipelines")
+
+
+def pipeline_key(pipeline_id: str) -> str:
+    return f"{keys.PREFIX}pipeline:{pipeline_id}"
+
+
+def pipeline_of(job_id: str) -> str:
+    return f"{keys.PREFIX}pipeline_of:{job_id}"
+
+
+@dataclass
+class Step:
+    """One job of a pipeline: a target, its records (None for record-less jobs), its options."""
+
+    target: str
+    records: Iterable[Located] | None
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PipelineView:
+    id: str
+    jobs: list[JobView]
+    finished: bool
+
+
+def publish_pipeline(
+    steps: Sequence[Step],
+    *,
+    settings: Settings,
+    store: JobStore,
+    publish_unit: Publish,
+    allow_partial: bool = False,
+    check_target: bool = False,
+    notify: Callable[[str], None] = lambda message: None,
+) -> str:
+    """Validate and stage every step, then start the first; returns the pipeline id."""
+    job_ids: list[str] = []
+    try:
+        for step in steps:
+            job_id = publish(step.target, step.records, step.params, settings=settings,
+                             store=store, publish_unit=publish_unit, hold=True,
+                             check_target=check_target, notify=notify)  # fmt: skip
+            job_ids.append(job_id)
+            # Held units must not be rescued by the reaper: they are sent on release.
+            units = store.unit_ids(job_id)
+            if units:
+                store.redis.zrem(keys.WATCH, *units)
+    except BaseException:
+        for job_id in job_ids:  # nothing of a refused pipeline stays behind
+            store.discard(job_id)
+            store.redis.zrem(keys.JOBS, job_id)
+        raise
+    pipeline_id = new_job_id()
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.hset(pipeline_key(pipeline_id), mapping={
+        "steps": json.dumps(job_ids), "allow_partial": int(allow_partial),
+        "created_at": time.time(),
+    })  # fmt: skip
+    for job_id in job_ids:
+        pipe.set(pipeline_of(job_id), pipeline_id)
+    pipe.zadd(OPEN, {pipeline_id: int(time.time() * 1000)})
+    pipe.execute()
+    advance(store, pipeline_id, publish_unit, settings.visibility_timeout)
+    return pipeline_id
+
+
+def advance(
+    store: JobStore, pipeline_id: str, publish_unit: Publish, rescue_seconds: float
+) -> None:
+    """Release the next step if its predecessor succeeded, or stop the rest if it did not."""
+    raw = store.redis.hgetall(pipeline_key(pipeline_id))
+    meta = {as_text(k): as_text(v) for k, v in raw.items()}
+    if not meta or "finished_at" in meta:
+        store.redis.zrem(OPEN, pipeline_id)
+        return
+    steps: list[str] = json.loads(meta["steps"])
+    for number, job_id in enumerate(steps):
+        if f"released:{number}" not in meta:
+            _release(store, pipeline_id, number, job_id, publish_unit, rescue_seconds)
+            return
+        job = store.get(job_id)
+        if job is None or not job.finished:
+            return  # still running (or discarded by hand: nothing to advance)
+        if job.state == JobState.SUCCEEDED:
+            continue
+        if job.state == JobState.PARTIAL and meta.get("allow_partial") == "1":
+            continue
+        _stop_rest(store, pipeline_id, steps, number, job, publish_unit, rescue_seconds)
+        break
+    store.redis.hset(pipeline_key(pipeline_id), "finished_at", time.time())
+    store.redis.zrem(OPEN, pipeline_id)
+    log.info("pipeline finished", pipeline=pipeline_id)
+
+
+def _release(
+    store: JobStore,
+    pipeline_id: str,
+    number: int,
+    job_id: str,
+    publish_unit: Publish,
+    rescue_seconds: float,
+) -> None:
+    if not store.redis.hsetnx(pipeline_key(pipeline_id), f"released:{number}", time.time()):
+        return  # another worker's hook or sweep released it a moment ago
+    units = store.unit_ids(job_id)
+    if units:  # watched again: a lost message is re-published by the reaper
+        deadline = int((time.time() + rescue_seconds) * 1000)
+        store.redis.zadd(keys.WATCH, dict.fromkeys(units, deadline))
+    log.info("pipeline step released", pipeline=pipeline_id, step=number + 1, job=job_id)
+    release(store, job_id, publish_unit)
+
+
+def _stop_rest(
+    store: JobStore,
+    pipeline_id: str,
+    steps: list[str],
+    number: int,
+    failed: JobView,
+    publish_unit: Publish,
+    rescue_seconds: float,
+) -> None:
+    reason = (
+        f"pipeline {pipeline_id}: step {number + 1} ({failed.target} job {failed.id}) ended "
+        f"{failed.state.value}{_first_error(store, failed.id)}; later steps were not started"
+    )
+    log.warning("pipeline stopped", pipeline=pipeline_id, reason=reason)
+    for later, job_id in enumerate(steps[number + 1 :], start=number + 1):
+        store.cancel(job_id, reason)
+        # Sent anyway, so each unit is closed as cancelled and leaves nothing queued.
+        _release(store, pipeline_id, later, job_id, publish_unit, rescue_seconds)
+
+
+def _first_error(store: JobStore, job_id: str) -> str:
+    for _, fields in store.units(job_id):
+        if fields.get("last_error"):
+            return f" ({fields['last_error'][:300]})"
+    return ""
+
+
+def on_job_finished(
+    store: JobStore, publish_unit: Publish, rescue_seconds: float
+) -> Callable[[JobView], None]:
+    """The runner's hook: advance the pipeline the finished job belongs to, if any."""
+
+    def hook(job: JobView) -> None:
+        pipeline_id = store.redis.get(pipeline_of(job.id))
+        if pipeline_id is None:
+            return
+        try:
+            advance(store, as_text(pipeline_id), publish_unit, rescue_seconds)
+        except Exception as error:  # the periodic sweep tries again
+            log.warning("pipeline not advanced", pipeline=as_text(pipeline_id), error=str(error))
+
+    return hook
+
+
+def sweep(store: JobStore, publish_unit: Publish, rescue_seconds: float) -> int:
+    """Advance every open pipeline: catches the hooks a dying worker never ran."""
+    opened = [as_text(p) for p in store.redis.zrange(OPEN, 0, -1)]
+    for pipeline_id in opened:
+        advance(store, pipeline_id, publish_unit, rescue_seconds)
+    return len(opened)
+
+
+def watch(store: JobStore, publish_unit: Publish, settings: Settings) -> Callable[[JobView], None]:
+    """The job-finished hook, plus a daemon thread sweeping open pipelines every interval."""
+    interval = max(settings.reaper_interval, 0.1)
+    rescue = float(settings.visibility_timeout)
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            try:  # one sweep per interval across all workers: the lock expires by itself
+                if store.redis.set(SWEEP_LOCK, "1", nx=True, px=int(interval * 1000)):
+                    sweep(store, publish_unit, rescue)
+            except Exception as error:  # keep sweeping through Redis blips
+                log.warning("pipeline sweep failed", error=str(error))
+
+    threading.Thread(target=loop, name="importq-pipelines", daemon=True).start()
+    return on_job_finished(store, publish_unit, rescue)
+
+
+def view(store: JobStore, pipeline_id: str) -> PipelineView | None:
+    raw = store.redis.hgetall(pipeline_key(pipeline_id))
+    meta = {as_text(k): as_text(v) for k, v in raw.items()}
+    if not meta:
+        return None
+    jobs = [store.get(job_id) for job_id in json.loads(meta["steps"])]
+    return PipelineView(pipeline_id, [j for j in jobs if j is not None], "finished_at" in meta)
