@@ -173,7 +173,7 @@ def wait_for_job(store: Any, job_id: str, quiet: bool) -> JobView:
     interactive = sys.stderr.isatty() and not quiet
     last = ""
     while not job.finished:
-        line = _progress_line(job)
+        line = _progress_line(job, store.running_progress(job_id))
         if interactive:
             click.echo("\r" + line.ljust(78), nl=False, err=True)
         elif line != last:
@@ -186,8 +186,9 @@ def wait_for_job(store: Any, job_id: str, quiet: bool) -> JobView:
     return job
 
 
-def _progress_line(job: JobView) -> str:
-    done = job.records_delivered + job.records_dead
+def _progress_line(job: JobView, in_flight: float = 0.0) -> str:
+    """A bar over the job's records; `in_flight` counts work inside running units."""
+    done = job.records_delivered + job.records_dead + in_flight
     share = done / job.records_total if job.records_total else 1.0
     bar = "#" * int(share * 30)
     return (

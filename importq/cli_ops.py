@@ -124,7 +124,7 @@ def redis_stop() -> None:
 
 @click.command()
 @click.option("--targets", default="all", show_default=True, help="all, or a comma list.")
-@click.option("--concurrency", "-c", type=int, default=None, help="Processes (blue is always 1).")
+@click.option("--concurrency", "-c", type=int, default=None, help="Processes (blue: always 1).")
 @click.option("--name", "-n", default=None, help="Worker node name, e.g. w1@%h.")
 def worker(targets: str, concurrency: int | None, name: str | None) -> None:
     """Run a Celery worker for the given targets' queues (execs `celery worker`)."""
@@ -134,15 +134,25 @@ def worker(targets: str, concurrency: int | None, name: str | None) -> None:
     unknown = [q for q in queues if q not in SINKS]
     if unknown:
         raise click.BadParameter(f"unknown target(s) {unknown}; known: {sorted(SINKS)}")
-    if "blue" in queues and queues != ["blue"] and concurrency != 1:
-        # Blue imports one datasource at a time: its queue gets a worker of its own at -c 1.
-        others = [q for q in queues if q != "blue"]
-        blue = _celery(["blue"], 1, f"blue-{name}" if name else "blue@%h")
-        sys.exit(_run_side_by_side([_celery(others, concurrency, name), blue]))
-    if queues == ["blue"]:
-        concurrency = 1
-    argv = _celery(queues, concurrency, name)
-    os.execv(sys.executable, argv)
+    commands = worker_commands(queues, concurrency, name)
+    if len(commands) == 1:
+        os.execv(sys.executable, commands[0])
+    sys.exit(_run_side_by_side(commands))
+
+
+def worker_commands(
+    queues: list[str], concurrency: int | None, name: str | None
+) -> list[list[str]]:
+    """One celery worker for the queues, plus one at -c 1 per one-process target (Blue)."""
+    from workers.targets import SINKS
+
+    solo = [q for q in queues if SINKS[q].one_process]
+    shared = [q for q in queues if q not in solo]
+    commands = [_celery(shared, concurrency, name)] if shared else []
+    for queue in solo:
+        node = f"{queue}-{name}" if name else f"{queue}@%h"
+        commands.append(_celery([queue], 1, node if shared else name or node))
+    return commands
 
 
 def _celery(queues: list[str], concurrency: int | None, name: str | None) -> list[str]:

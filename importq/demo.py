@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,20 +22,33 @@ from importq import settings as importq_settings
 WORKER_CONCURRENCY = 4
 
 
-def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def _start_workers(env: dict[str, str], log_path: Path) -> list[subprocess.Popen[bytes]]:
+    """Workers for every queue, as `importq worker` starts them (Blue alone at -c 1)."""
+    from importq.cli_ops import worker_commands
+    from workers.targets import SINKS
+
     log = log_path.open("wb")
-    command = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-c",
-               str(WORKER_CONCURRENCY), "-n", f"demo-{os.getpid()}@%h", "--without-gossip",
-               "--without-mingle"]  # fmt: skip
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    commands = worker_commands(list(SINKS), WORKER_CONCURRENCY, f"demo-{os.getpid()}@%h")
+    quiet = ["--without-gossip", "--without-mingle"]
+    return [
+        subprocess.Popen(
+            [*command, *quiet],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for command in commands
+    ]
 
 
-def _wait_ready(worker: subprocess.Popen[bytes], log_path: Path, timeout: float = 60) -> None:
+def _wait_ready(
+    workers: list[subprocess.Popen[bytes]], log_path: Path, timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
-    while b" ready." not in log_path.read_bytes():
-        if worker.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the demo worker did not start; see {log_path}")
+    while log_path.read_bytes().count(b" ready.") < len(workers):
+        if any(w.poll() is not None for w in workers) or time.monotonic() > deadline:
+            raise RuntimeError(f"the demo workers did not start; see {log_path}")
         time.sleep(0.1)
 
 
@@ -88,10 +100,11 @@ def _run(count: int, redis_url: str, home: Path, cleanup: ExitStack) -> int:
     os.environ.update(env)  # before workers.app is imported: it reads settings once
     log_path = home / "demo" / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    worker = _start_worker(env, log_path)
-    cleanup.callback(_stop, worker)
-    _wait_ready(worker, log_path)
-    print(f"worker started ({WORKER_CONCURRENCY} processes, all queues), log in {log_path}")
+    workers = _start_workers(env, log_path)
+    for worker in workers:
+        cleanup.callback(_stop, worker)
+    _wait_ready(workers, log_path)
+    print(f"workers started ({WORKER_CONCURRENCY} processes; blue alone at 1), log in {log_path}")
     started = time.monotonic()
     jobs = {name: _publish(name, count) for name in sims}
     finished = {name: _wait(job_id, name) for name, job_id in jobs.items()}

@@ -62,7 +62,7 @@ def publish(
     store.open(job_id)
     ordering.enqueue(store.redis, target, sink.order_key(params), job_id)
     if not hold:
-        release(store, job_id, publish_unit)
+        release(store, job_id, publish_unit, settings.visibility_timeout)
     return job_id
 
 
@@ -83,9 +83,8 @@ def _stage(
     else:
         units = sink.plan(validate(sink.name, records), sink.load_limits(settings), params)
     unit_ids: list[str] = []
-    rescue_ms = settings.visibility_timeout * 1000
     for number, unit_records in enumerate(units):
-        unit_ids.append(store.stage_unit(job_id, sink.name, number, unit_records, rescue_ms))
+        unit_ids.append(store.stage_unit(job_id, sink.name, number, unit_records))
         if on_unit:
             on_unit(len(unit_ids), len(unit_records))
     if not unit_ids:  # validate() refuses empty input; this guards custom planners
@@ -93,12 +92,19 @@ def _stage(
     return unit_ids
 
 
-def release(store: JobStore, job_id: str, publish_unit: Publish) -> None:
-    """Send a staged job's units to its target's queue."""
+def release(store: JobStore, job_id: str, publish_unit: Publish, rescue_seconds: float) -> None:
+    """Send a staged job's units to its target's queue.
+
+    From now on the reaper watches them: a message lost on the way (a publish that
+    failed halfway, a worker killed between BRPOP and kombu's bookkeeping) is sent
+    again once `rescue_seconds` (the broker's visibility timeout) passed unclaimed.
+    """
     job = store.get(job_id)
     if job is None:
         raise InputError(f"no job {job_id}")
-    for unit_id in store.unit_ids(job_id):
+    unit_ids = store.unit_ids(job_id)
+    store.watch(unit_ids, rescue_seconds)
+    for unit_id in unit_ids:
         publish_unit(unit_id, job.target, None)
 
 

@@ -39,7 +39,7 @@ def simulators() -> dict[str, Callable[[], Simulator]]:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m simulators.run", description=__doc__)
     parser.add_argument(
-        "--port", type=int, default=0, help="port of the first simulator (0 = any free port)"
+        "--port", type=int, default=0, help="port of the first simulator (0: a free port)"
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per vendor request")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of injected faults")
@@ -52,8 +52,9 @@ def _start_all(args: argparse.Namespace) -> list[SimServer]:
     for index, (name, factory) in enumerate(simulators().items()):
         sim = factory()
         sim.configure(latency_seconds=args.latency, fault_rate=args.fault_rate, seed=args.seed)
-        # A fixed --port puts the simulators on consecutive ports; 0 lets each pick a free one.
-        server = serve(sim, port=args.port + index if args.port else 0)
+        # --port places the first simulator; the others take free ports (printed below),
+        # since fixed consecutive ports could collide with anything else on the machine.
+        server = serve(sim, port=args.port if index == 0 else 0)
         servers.append(server)
         print(f"{name} {server.url}{sim.base_path}", flush=True)
         # The environment a worker needs for this simulator (its fake credentials included).

@@ -97,7 +97,9 @@ def runner() -> Runner:
     if "runner" not in _state:
         _state["runner"] = Runner(SETTINGS, JobStore(redis_client()), publish_unit, REDIS_URL)
         _state["runner"].job_finished_hooks.append(
-            pipelines.watch(JobStore(redis_client()), publish_unit, SETTINGS)
+            pipelines.on_job_finished(
+                JobStore(redis_client()), publish_unit, SETTINGS.visibility_timeout
+            )
         )
     result: Runner = _state["runner"]
     return result
@@ -149,7 +151,10 @@ def _reaper_loop(stop: threading.Event) -> None:
             # One sweep per interval across all workers: the lock expires by itself.
             if leases.redis.set(keys.REAPER_LOCK, "1", nx=True, px=interval_ms):
                 reap_once(leases)
-                JobStore(leases.redis).forget_expired(SETTINGS.job_ttl)
+                store = JobStore(leases.redis)
+                # Pipelines whose job-finished hook died with its worker move on here.
+                pipelines.sweep(store, publish_unit, SETTINGS.visibility_timeout)
+                store.forget_expired(SETTINGS.job_ttl)
         except Exception as error:  # keep sweeping through Redis blips
             log.warning("reaper sweep failed", error=str(error))
 

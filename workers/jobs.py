@@ -137,17 +137,22 @@ class JobStore:
         return job_id
 
     def stage_unit(
-        self, job_id: str, target: str, number: int, records: list[dict[str, Any]], rescue_ms: int
+        self,
+        job_id: str,
+        target: str,
+        number: int,
+        records: list[dict[str, Any]],
+        rescue_ms: int | None = None,
     ) -> str:
         """Store one unit's records under the job; nothing is published yet.
 
-        The unit is watched from now on: if its message is lost (a publish that failed
-        halfway, a worker killed between BRPOP and kombu's bookkeeping), the reaper
-        publishes it again once `rescue_ms` (the broker's visibility timeout) passed.
+        With `rescue_ms`, the reaper watches it at once (tests); publish watches units
+        when it releases them (see producers.publish.release).
         """
         unit_id = f"{job_id}:{number}"
         pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(keys.WATCH, {unit_id: int(time.time() * 1000) + rescue_ms})
+        if rescue_ms is not None:
+            pipe.zadd(keys.WATCH, {unit_id: int(time.time() * 1000) + rescue_ms})
         pipe.hset(keys.unit(unit_id), mapping=unit_fields(job_id, target, len(records)))  # type: ignore[arg-type]
         pipe.set(keys.payload(unit_id), encode_records(records))
         pipe.rpush(keys.job_units(job_id), unit_id)
@@ -155,6 +160,12 @@ class JobStore:
         pipe.hincrby(keys.job(job_id), "records_total", len(records))
         pipe.execute()
         return unit_id
+
+    def watch(self, unit_ids: list[str], rescue_seconds: float) -> None:
+        """Let the reaper send these units again if they stay unclaimed that long."""
+        if unit_ids:
+            deadline = int((time.time() + rescue_seconds) * 1000)
+            self.redis.zadd(keys.WATCH, dict.fromkeys(unit_ids, deadline))
 
     def open(self, job_id: str) -> None:
         """The job is fully staged: list it; its units may now be published."""
@@ -221,6 +232,17 @@ class JobStore:
     def units(self, job_id: str) -> Iterator[tuple[str, dict[str, str]]]:
         for unit_id in self.unit_ids(job_id):
             yield unit_id, self.unit(unit_id)
+
+    def running_progress(self, job_id: str) -> float:
+        """Records' worth of work done inside units still running (their `percent`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for unit_id in self.unit_ids(job_id):
+            pipe.hmget(keys.unit(unit_id), ["state", "records", "remote.percent"])
+        done = 0.0
+        for state, records, percent in pipe.execute():
+            if state == b"running" and records and percent:
+                done += int(records) * min(float(percent), 100.0) / 100
+        return done
 
     def payload(self, unit_id: str) -> list[dict[str, Any]] | None:
         raw = self.redis.get(keys.payload(unit_id))

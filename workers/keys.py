@@ -14,7 +14,10 @@
     importq:dlq:{job}             list   dead letters of a job (JSON: record, reason, unit)
     importq:reaper                string lock so one reaper sweeps per interval
     importq:shutdown:{hostname}   string set while that worker shuts down: hand units back
-    importq:ratelimit/...         the shared request windows of the `limits` library
+    importq:ratelimit...          the shared request windows of the `limits` library
+    importq:pipeline...           ordered pipelines of jobs (listed in workers/pipelines.py)
+    importq:blue:...              Blue's registry of importq's open transactions and skipped
+                                  rows (listed in workers/targets/blue/registry.py)
     importq:stats:{target}        hash   running totals for the Prometheus metrics
 
 A unit id is "{job}:{n}", and a bisected unit's halves are "{unit}.0" and "{unit}.1".

@@ -5,20 +5,19 @@ input in step three refuses the whole pipeline before step one runs. The first
 step is released at once. When a step's job finishes, the runner's job-finished
 hook releases the next step if it succeeded, or cancels every later step with
 the reason if it did not. A worker can die between a step's last unit and that
-hook; so every worker also sweeps the open pipelines periodically and applies
-the same check. Advancing is idempotent: each step is released once (HSETNX).
+hook; so the reaper (one sweep per interval across all workers) also sweeps
+the open pipelines and applies the same check. Advancing is idempotent: each
+step is released once (HSETNX).
 
     importq:pipelines               zset   pipeline id -> created (ms): the open pipelines
     importq:pipeline:{id}           hash   steps (JSON job ids), allow_partial, created_at,
                                            finished_at, released:{n} (when step n was sent)
     importq:pipeline_of:{job}       string the pipeline a job is a step of
-    importq:pipelines:sweep         string lock: one sweep per interval across all workers
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from workers.jobs import JobState, JobStore, JobView, as_text, new_job_id
 from workers.targets.base import Located
 
 OPEN = keys.PREFIX + "pipelines"
-SWEEP_LOCK = keys.PREFIX + "pipelines:sweep"
 log = structlog.get_logger("importq.pipelines")
 
 
@@ -79,10 +77,6 @@ def publish_pipeline(
                              store=store, publish_unit=publish_unit, hold=True,
                              check_target=check_target, notify=notify)  # fmt: skip
             job_ids.append(job_id)
-            # Held units must not be rescued by the reaper: they are sent on release.
-            units = store.unit_ids(job_id)
-            if units:
-                store.redis.zrem(keys.WATCH, *units)
     except BaseException:
         for job_id in job_ids:  # nothing of a refused pipeline stays behind
             store.discard(job_id)
@@ -140,12 +134,8 @@ def _release(
 ) -> None:
     if not store.redis.hsetnx(pipeline_key(pipeline_id), f"released:{number}", time.time()):
         return  # another worker's hook or sweep released it a moment ago
-    units = store.unit_ids(job_id)
-    if units:  # watched again: a lost message is re-published by the reaper
-        deadline = int((time.time() + rescue_seconds) * 1000)
-        store.redis.zadd(keys.WATCH, dict.fromkeys(units, deadline))
     log.info("pipeline step released", pipeline=pipeline_id, step=number + 1, job=job_id)
-    release(store, job_id, publish_unit)
+    release(store, job_id, publish_unit, rescue_seconds)
 
 
 def _stop_rest(
@@ -198,24 +188,6 @@ def sweep(store: JobStore, publish_unit: Publish, rescue_seconds: float) -> int:
     for pipeline_id in opened:
         advance(store, pipeline_id, publish_unit, rescue_seconds)
     return len(opened)
-
-
-def watch(store: JobStore, publish_unit: Publish, settings: Settings) -> Callable[[JobView], None]:
-    """The job-finished hook, plus a daemon thread sweeping open pipelines every interval."""
-    interval = max(settings.reaper_interval, 0.1)
-    rescue = float(settings.visibility_timeout)
-
-    def loop() -> None:
-        while True:
-            time.sleep(interval)
-            try:  # one sweep per interval across all workers: the lock expires by itself
-                if store.redis.set(SWEEP_LOCK, "1", nx=True, px=int(interval * 1000)):
-                    sweep(store, publish_unit, rescue)
-            except Exception as error:  # keep sweeping through Redis blips
-                log.warning("pipeline sweep failed", error=str(error))
-
-    threading.Thread(target=loop, name="importq-pipelines", daemon=True).start()
-    return on_job_finished(store, publish_unit, rescue)
 
 
 def view(store: JobStore, pipeline_id: str) -> PipelineView | None:

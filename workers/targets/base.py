@@ -82,6 +82,9 @@ class Sink(ABC):
     name: str
     csv_columns: CsvColumns | None = None  # how CSV input maps onto a record; None: no CSV
     records_optional = False  # True: a job may carry no records (e.g. a bare trigger)
+    # True: the target's queue gets a worker of its own at concurrency 1 (Blue runs one
+    # import at a time; the slot enforces it across machines, this keeps pools from idling).
+    one_process = False
 
     @abstractmethod
     def load_limits(self, settings: Settings) -> Any:

@@ -142,6 +142,7 @@ class BlueImport:
                 "progress": str(REGISTERED),
                 "phase": PUSHING,
                 "pushed": f"0/{len(self.records)}",
+                "percent": "0",
             }
         )
 
@@ -159,7 +160,9 @@ class BlueImport:
                 )
             )
             outcome.add(result.warnings, self.records, sent, target.id_column)
-            self.ctx.remember({"pushed": f"{sent.stop}/{total}"})
+            # The bar of `importq status`: pushing is the first half, prepare the second.
+            percent = 50 * sent.stop // total
+            self.ctx.remember({"pushed": f"{sent.stop}/{total}", "percent": str(percent)})
         self._remember_progress()
         return outcome
 
@@ -189,7 +192,7 @@ class BlueImport:
     def _finished(self, transaction_id: int) -> None:
         if self.registry:
             self.registry.forget(transaction_id)
-        self.ctx.remember({"phase": FINALIZED, "progress": str(DONE)})
+        self.ctx.remember({"phase": FINALIZED, "progress": str(DONE), "percent": "100"})
 
     def _delivered(self, transaction_id: int, outcome: Outcome) -> Delivered:
         skipped = dict(outcome.rejected)  # a row Blue warned about twice is skipped once
@@ -231,7 +234,7 @@ class BlueImport:
 
     def _remember_progress(self) -> None:
         status = self._call(lambda: self.client.progress(self._source_id))
-        self.ctx.remember({"progress": str(status)})
+        self.ctx.remember(progress_fields(status))
 
     @contextlib.contextmanager
     def _progress_watch(self) -> Iterator[None]:
@@ -243,7 +246,7 @@ class BlueImport:
                 try:
                     status = self.client.progress(self._source_id)
                     if not stop.is_set():
-                        self.ctx.remember({"progress": str(status)})
+                        self.ctx.remember(progress_fields(status))
                 except Exception:  # a blip or a lost lease: the import itself decides
                     return
 
@@ -278,3 +281,11 @@ def _cell(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def progress_fields(status: int) -> dict[str, str]:
+    """Blue's progress status (-4..100) for job state, and the bar's share (prepare: 50-100)."""
+    fields = {"progress": str(status)}
+    if 0 <= status <= DONE:
+        fields["percent"] = str(50 + status // 2)
+    return fields

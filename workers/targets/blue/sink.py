@@ -13,7 +13,7 @@ from typing import Any
 
 from importq.errors import InputError
 from importq.settings import Settings
-from workers.targets.base import Delivered, Located, Record, RunContext, Sink
+from workers.targets.base import CsvColumns, Delivered, Located, Record, RunContext, Sink
 from workers.targets.blue.blocks import find_block, find_datasource
 from workers.targets.blue.client import BlueClient
 from workers.targets.blue.importing import BlueImport
@@ -34,8 +34,8 @@ INVALID_ID_PARTS = (("||||||", "'||||||'"), ("'", "an apostrophe"), (",", "a com
 
 class BlueSink(Sink):
     name = TARGET
-    # None: CSV needs free-form columns (each datasource has its own), which CsvColumns lacks.
-    csv_columns = None
+    csv_columns = CsvColumns(fields=(), other_columns="")  # the datasource's own columns
+    one_process = True
 
     def load_limits(self, settings: Settings) -> BlueLimits:
         return BlueLimits.from_settings(settings)
