@@ -412,3 +412,11 @@ def test_datasource_csv_columns_are_the_headers(tmp_path: Path) -> None:
     path = write(tmp_path, "in.csv", "Code,Name\nAH,Air Hockey\n")
     found = list(read_records(path, target="datasource"))
     assert found == [({"Vals": {"Code": "AH", "Name": "Air Hockey"}}, f"{path}:2")]
+
+
+def test_blue_csv_columns_are_the_blocks_columns(tmp_path: Path) -> None:
+    from producers.validate import validate
+
+    path = write(tmp_path, "users.csv", "USER_ID,FIRST_NAME\nu1,Ada\n")
+    found = list(validate("blue", read_records(path, target="blue")))
+    assert found == [({"USER_ID": "u1", "FIRST_NAME": "Ada"}, f"{path}:2")]
