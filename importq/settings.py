@@ -79,6 +79,10 @@ class Settings:
     def integer(self, name: str, default: int) -> int:
         return int(_number(self.env, name, default))
 
+    def tightened(self, name: str, vendor_limit: int) -> int:
+        """A vendor's hard limit: a setting may lower it (to 1 at least), never raise it."""
+        return max(1, min(vendor_limit, self.integer(name, vendor_limit)))
+
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)

@@ -32,18 +32,19 @@ class DataSourceLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DataSourceLimits:
-        def tightened(name: str, vendor: int) -> int:
-            return max(1, min(vendor, settings.integer(name, vendor)))
-
         return cls(
-            rows_per_request=tightened("DATASOURCE_ROWS_PER_REQUEST", VENDOR_ROWS_PER_REQUEST),
-            new_rows_per_request=tightened(
+            rows_per_request=settings.tightened(
+                "DATASOURCE_ROWS_PER_REQUEST", VENDOR_ROWS_PER_REQUEST
+            ),
+            new_rows_per_request=settings.tightened(
                 "DATASOURCE_NEW_ROWS_PER_REQUEST", VENDOR_NEW_ROWS_PER_REQUEST
             ),
-            deleted_rows_per_request=tightened(
+            deleted_rows_per_request=settings.tightened(
                 "DATASOURCE_DELETED_ROWS_PER_REQUEST", VENDOR_DELETED_ROWS_PER_REQUEST
             ),
-            rows_per_data_source=tightened("DATASOURCE_MAX_ROWS", VENDOR_ROWS_PER_DATA_SOURCE),
+            rows_per_data_source=settings.tightened(
+                "DATASOURCE_MAX_ROWS", VENDOR_ROWS_PER_DATA_SOURCE
+            ),
             request_timeout_seconds=settings.number(
                 "DATASOURCE_TIMEOUT", cls.request_timeout_seconds
             ),

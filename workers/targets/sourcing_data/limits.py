@@ -31,14 +31,13 @@ class SourcingDataLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SourcingDataLimits:
-        def tightened(name: str, vendor: int) -> int:
-            return max(1, min(vendor, settings.integer(name, vendor)))
-
         return cls(
-            records_per_request=tightened(
+            records_per_request=settings.tightened(
                 "SOURCING_DATA_RECORDS_PER_REQUEST", VENDOR_RECORDS_PER_REQUEST
             ),
-            records_per_item=tightened("SOURCING_DATA_RECORDS_PER_ITEM", VENDOR_RECORDS_PER_ITEM),
+            records_per_item=settings.tightened(
+                "SOURCING_DATA_RECORDS_PER_ITEM", VENDOR_RECORDS_PER_ITEM
+            ),
             bytes_per_item=settings.integer("SOURCING_DATA_BYTES_PER_ITEM", DEFAULT_BYTES_PER_ITEM),
             items_in_flight_per_operation=max(
                 1,
