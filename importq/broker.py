@@ -9,6 +9,7 @@ Its URL is written to `redis.url` there; `importq redis stop` shuts it down.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import socket
 import subprocess
 import time
@@ -75,11 +76,16 @@ def _free_port() -> int:
 
 def start_embedded(settings: Settings) -> str:
     """Start (or find) the embedded Redis and return its URL."""
-    running = embedded_url(settings)
-    if running:
-        return running
     data_dir = _embedded_dir(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Processes starting together (a Procfile, `importq worker` with Blue) must find one
+    # server, not start one each on the same data directory.
+    with (data_dir / "start.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return embedded_url(settings) or _start_server(data_dir)
+
+
+def _start_server(data_dir: Path) -> str:
     port = _free_port()
     subprocess.run(
         [

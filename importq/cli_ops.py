@@ -87,7 +87,7 @@ def dlq_replay(job_id: str) -> None:
         store=store,
         publish_unit=app.publish_unit,
     )
-    letters.drop(job_id, count)
+    letters.drop(job_id, count, app.SETTINGS.job_ttl)
     click.echo(f"replayed {count} dead letters of {job_id} as job {new_job}")
 
 
@@ -136,7 +136,8 @@ def worker(targets: str, concurrency: int | None, name: str | None) -> None:
         raise click.BadParameter(f"unknown target(s) {unknown}; known: {sorted(SINKS)}")
     commands = worker_commands(queues, concurrency, name)
     if len(commands) == 1:
-        os.execv(sys.executable, commands[0])
+        os.execv(sys.executable, commands[0])  # becomes the worker: never returns
+        return
     sys.exit(_run_side_by_side(commands))
 
 

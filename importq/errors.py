@@ -76,12 +76,16 @@ class RetryableError(TargetError):
         *,
         retry_after: float | None = None,
         resendable: bool = False,
+        counts_attempt: bool = True,
         **kw: object,
     ) -> None:
         # resendable: the vendor certainly did not apply the request (429, 502, 503, refused
         # connection), so the same request may be sent again in place.
+        # counts_attempt False: waiting, not failing (someone else's import is open, an item
+        # is still processing); such waits do not use up the unit's attempts.
         self.retry_after = retry_after
         self.resendable = resendable
+        self.counts_attempt = counts_attempt
         super().__init__(message, **kw)  # type: ignore[arg-type]
 
 

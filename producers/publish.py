@@ -55,10 +55,12 @@ def publish(
     wait_for_room(store, target, max_queued_units(settings, target), notify)
     job_id = store.create(target, params)
     try:
-        _stage(sink, records, params, job_id, settings, store, on_unit)
+        unit_ids = _stage(sink, records, params, job_id, settings, store, on_unit)
     except BaseException:
         store.discard(job_id)
         raise
+    if not hold:  # watched before it is listed: a producer dying now strands nothing
+        store.watch(unit_ids, settings.visibility_timeout)
     store.open(job_id)
     ordering.enqueue(store.redis, target, sink.order_key(params), job_id)
     if not hold:

@@ -259,6 +259,8 @@ def _read_json_array(path: str | Path, name: str) -> Iterator[Located]:
 # A plan step: (column as in the header, where the value goes, field name).
 _FIELD = "field"
 _BOOL = "bool"
+# A free-form column: every row has it, empty or not (a row is the header's columns).
+_CELL = "cell"
 _Step = tuple[str, str, str]
 
 
@@ -278,7 +280,7 @@ def _step_for(column: str, columns: CsvColumns) -> _Step | None:
     if dot and field and prefix in columns.prefixes:
         return (column, prefix, field)
     if columns.other_columns == "":
-        return (column, _FIELD, column)
+        return (column, _CELL, column)
     if columns.other_columns:
         return (column, columns.other_columns, column)
     return None
@@ -317,6 +319,9 @@ def _csv_record(row: dict[str | Any, Any], plan: list[_Step], where: str) -> Rec
     record: Record = {}
     for column, kind, field in plan:
         value = row[column]
+        if kind == _CELL:
+            record[field] = value or ""
+            continue
         if not value:  # empty cell, or missing at the end of a short row
             continue
         if kind == _FIELD:

@@ -245,3 +245,18 @@ def test_blues_progress_is_followed_while_prepare_blocks(redis_client: redis.Red
     during = [int(p) for p in seen if p and 0 < int(p) < 99]
     assert during and during == sorted(during)  # climbing while Blue prepared
     assert [p for p in seen if p][-1] == "100"
+
+
+def test_a_unit_waiting_on_a_lost_finalize_answer_keeps_its_transaction(
+    redis_client: redis.Redis,
+) -> None:
+    from workers import keys
+    from workers.targets.blue.registry import Owner, Registry
+
+    registry = Registry(redis_client, "instance", "job:0")
+    other = Owner("job2:0", "gone-token")  # its lease is gone: it stepped away
+    redis_client.hset(keys.unit(other.unit), mapping={"state": "waiting",
+                                                      "remote.phase": "preparing"})  # fmt: skip
+    assert not registry.alive(other)  # a dead push or prepare: cancel it
+    redis_client.hset(keys.unit(other.unit), "remote.phase", "finalizing")
+    assert registry.alive(other)  # it may be committing: only its unit settles it

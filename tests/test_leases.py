@@ -551,3 +551,13 @@ def test_job_stays_running_while_a_claimed_unit_waits_for_its_retry(
 def test_payload_round_trips_through_the_claim_check() -> None:
     data = [*records(3), {"entityId": "É", "recordId": "ünï", "data": {"n": 1.5}}]
     assert decode_records(encode_records(data)) == data
+
+
+def test_waiters_for_a_slot_are_woken_first_come_first_served(short: Leases) -> None:
+    slot = keys.slots(TARGET, "instance:blue")
+    short.wait_for_slot(slot, "second")
+    short.wait_for_slot(slot, "third")
+    short.wait_for_slot(slot, "second")  # waiting again keeps its place
+    short.stop_waiting(slot, "third")  # it got the slot meanwhile
+    assert short.next_waiter(slot) == "second"
+    assert short.next_waiter(slot) is None

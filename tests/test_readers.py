@@ -404,7 +404,7 @@ def test_free_form_csv_maps_every_column_to_a_field(tmp_path: Path) -> None:
     found = list(read_records(path, target="workflow_import"))
     assert found == [
         ({"EmployeeId": "E1", "Name": "Ada", "Dept.Code": "D7"}, f"{path}:2"),
-        ({"EmployeeId": "E2", "Dept.Code": "D8"}, f"{path}:3"),  # empty cells are left out
+        ({"EmployeeId": "E2", "Name": "", "Dept.Code": "D8"}, f"{path}:3"),  # kept, empty
     ]
 
 
@@ -417,6 +417,9 @@ def test_datasource_csv_columns_are_the_headers(tmp_path: Path) -> None:
 def test_blue_csv_columns_are_the_blocks_columns(tmp_path: Path) -> None:
     from producers.validate import validate
 
-    path = write(tmp_path, "users.csv", "USER_ID,FIRST_NAME\nu1,Ada\n")
+    path = write(tmp_path, "users.csv", "USER_ID,FIRST_NAME,MIDDLE\nu1,Ada,\nu2,Bo,K\n")
     found = list(validate("blue", read_records(path, target="blue")))
-    assert found == [({"USER_ID": "u1", "FIRST_NAME": "Ada"}, f"{path}:2")]
+    assert found == [  # every row has the block's columns, an empty cell included
+        ({"USER_ID": "u1", "FIRST_NAME": "Ada", "MIDDLE": ""}, f"{path}:2"),
+        ({"USER_ID": "u2", "FIRST_NAME": "Bo", "MIDDLE": "K"}, f"{path}:3"),
+    ]

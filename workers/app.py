@@ -70,7 +70,14 @@ _state: dict[str, Any] = {}
 
 def redis_client() -> redis.Redis:
     if "redis" not in _state:
-        _state["redis"] = redis.Redis.from_url(REDIS_URL, health_check_interval=25)
+        # Timeouts: a half-open connection must not hang a heartbeat or the reaper forever.
+        _state["redis"] = redis.Redis.from_url(
+            REDIS_URL,
+            health_check_interval=25,
+            socket_timeout=30,
+            socket_connect_timeout=10,
+            socket_keepalive=True,
+        )
     client: redis.Redis = _state["redis"]
     return client
 
@@ -130,7 +137,7 @@ def _setup_logging(**_: Any) -> None:
 def reap_once(leases: Leases) -> int:
     """Re-enqueue every unit whose lease expired or whose retry is overdue."""
     store = JobStore(leases.redis)
-    due = leases.reap()
+    due = leases.reap(rescue_seconds=SETTINGS.visibility_timeout)
     for unit_id in due:
         target = store.unit(unit_id).get("target")
         if target:

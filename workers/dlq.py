@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from workers import keys
-from workers.jobs import as_text
+from workers.jobs import JobStore, as_text
 
 
 @dataclass(frozen=True)
@@ -63,4 +63,4 @@ class DeadLetters:
         self.redis.ltrim(key, count, -1)
         if not self.redis.llen(key):
             self.redis.zrem(keys.DLQ_INDEX, job_id)
-            self.redis.expire(keys.job(job_id), ttl_seconds)
+            JobStore(self.redis).expire(job_id, ttl_seconds)

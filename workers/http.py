@@ -81,18 +81,18 @@ def raise_for_status(
     hint = (hints or {}).get(status)
     if hint:
         message = f"{message} ({hint})"
-    kw = {"target": target, "status": status}
     if status in RETRYABLE_STATUSES:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         cls = RateLimited if status == 429 else RetryableError
-        raise cls(message, retry_after=retry_after, resendable=status in NOT_APPLIED_STATUSES, **kw)
+        raise cls(message, retry_after=retry_after, resendable=status in NOT_APPLIED_STATUSES,
+                  target=target, status=status)  # fmt: skip
     if status in (401, 403):
-        raise AuthError(message, **kw)  # type: ignore[arg-type]
+        raise AuthError(message, target=target, status=status)
     if status == 404:
-        raise NotFoundError(message, **kw)  # type: ignore[arg-type]
+        raise NotFoundError(message, target=target, status=status)
     if status in (400, 409, 413, 422):
-        raise RejectedError(message, **kw)  # type: ignore[arg-type]
-    raise FinalError(message, **kw)  # type: ignore[arg-type]
+        raise RejectedError(message, target=target, status=status)
+    raise FinalError(message, target=target, status=status)
 
 
 def transport_error(error: httpx.TransportError, *, target: str, what: str) -> RetryableError:

@@ -9,6 +9,7 @@
     importq:watch                 zset   unit id -> deadline (ms) the reaper checks
     importq:slots:{target}:{key}  zset   claim token -> expiry (ms): units in flight per key
     importq:slots:{target}:{key}:cooldown  string, TTL = the sink's gap between units on a key
+    importq:slots:{target}:{key}:waiting   zset  unit id -> since (ms): units deferred for it
     importq:order:{target}:{key}  list   job ids in publish order; only the head job runs
     importq:dlq                   zset   job id -> last dead letter (ms)
     importq:dlq:{job}             list   dead letters of a job (JSON: record, reason, unit)

@@ -112,7 +112,7 @@ end
 return 1
 """
 
-# KEYS: watch.  ARGV: now ms, limit, grace ms.  Returns unit ids to publish again.
+# KEYS: watch.  ARGV: now ms, limit, grace ms, rescue ms.  Returns unit ids to publish again.
 # A unit is due when its lease expired (worker died), its retry time passed plus
 # grace (the retry message was lost), or it was never claimed within grace.
 _REAP = """
@@ -123,8 +123,12 @@ for i, id in ipairs(due) do
   local state = redis.call('HGET', 'importq:unit:' .. id, 'state')
   if redis.call('EXISTS', 'importq:lease:' .. id) == 1 then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
-  elseif state == 'running' or state == 'waiting' or state == 'queued' then
+  elseif state == 'running' or state == 'waiting' then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+    table.insert(out, id)
+  elseif state == 'queued' then
+    -- never claimed: maybe just a long backlog, so look again only a whole rescue later
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), id)
     table.insert(out, id)
   else
     redis.call('ZREM', KEYS[1], id)
@@ -252,9 +256,10 @@ class Leases:
         args += [payload for _, _, payload in result.children]
         return int(self._finish(keys=finish_keys, args=args))
 
-    def reap(self, limit: int = 500) -> list[str]:
+    def reap(self, limit: int = 500, rescue_seconds: float = 4 * 3600) -> list[str]:
         """Unit ids whose lease expired or whose retry message is overdue."""
-        found = self._reap(keys=[keys.WATCH], args=[now_ms(), limit, self.grace_ms])
+        args = [now_ms(), limit, self.grace_ms, int(rescue_seconds * 1000)]
+        found = self._reap(keys=[keys.WATCH], args=args)
         return [_text(x) for x in found]
 
     def acquire_slot(self, slot_key: str, member: str, cap: int) -> bool:
@@ -274,6 +279,22 @@ class Leases:
         pipe.pexpire(slot_key, self.lease_ms)
         renewed, _ = pipe.execute()
         return bool(renewed)
+
+    def wait_for_slot(self, slot_key: str, unit_id: str) -> None:
+        """Queue up for the slot, first come first served (see next_waiter)."""
+        waiting = slot_key + ":waiting"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(waiting, {unit_id: now_ms()}, nx=True)
+        pipe.pexpire(waiting, 3_600_000)
+        pipe.execute()
+
+    def stop_waiting(self, slot_key: str, unit_id: str) -> None:
+        self.redis.zrem(slot_key + ":waiting", unit_id)
+
+    def next_waiter(self, slot_key: str) -> str | None:
+        """The unit that has waited longest for this slot, taken off the waiting list."""
+        popped = self.redis.zpopmin(slot_key + ":waiting")
+        return _text(popped[0][0]) if popped else None
 
     def release_slot(self, slot_key: str, member: str, gap_seconds: float = 0.0) -> None:
         """Give the place back; with a gap, nobody takes the key for that long."""

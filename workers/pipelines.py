@@ -132,6 +132,8 @@ def _release(
     publish_unit: Publish,
     rescue_seconds: float,
 ) -> None:
+    # Watched first: if this process dies between the flag and the send, the reaper sends.
+    store.watch(store.unit_ids(job_id), rescue_seconds)
     if not store.redis.hsetnx(pipeline_key(pipeline_id), f"released:{number}", time.time()):
         return  # another worker's hook or sweep released it a moment ago
     log.info("pipeline step released", pipeline=pipeline_id, step=number + 1, job=job_id)

@@ -37,7 +37,8 @@ from workers.targets.base import Delivered, Record, RunContext, Sink
 Publish = Callable[[str, str, float | None], None]  # unit id, target, countdown
 log = structlog.get_logger("importq.runner")
 
-DEFER_SECONDS = 1.0  # how long a unit waits when its slot or its turn is taken
+DEFER_SECONDS = 1.0  # first wait of a unit whose slot or turn is taken; grows to DEFER_MAX
+DEFER_MAX = 10.0  # a freed slot wakes its longest waiter at once, so this only bounds churn
 JOB_FINISHED = 2
 
 
@@ -112,7 +113,7 @@ class Runner:
             self.store, run.target, run.sink.order_key(run.params), run.unit_id
         ):
             log.info("an earlier job on the same order key is not finished; waiting")
-            return self._reschedule(run, DEFER_SECONDS, retry=False, attempts_delta=-1)
+            return self._defer(run)
         try:
             limits = run.sink.load_limits(self.settings)
             client = self.client(run.sink)
@@ -123,7 +124,10 @@ class Runner:
         slot = self._slot(run, limits)
         token = run.claim.token
         if slot and not self.leases.acquire_slot(slot.key, token, slot.cap):
-            return self._reschedule(run, DEFER_SECONDS, retry=False, attempts_delta=-1)
+            self.leases.wait_for_slot(slot.key, run.unit_id)
+            return self._defer(run)
+        if slot:
+            self.leases.stop_waiting(slot.key, run.unit_id)
         try:
             with (
                 Heartbeat(self.leases, run.unit_id, token, slot, run.hostname) as beat,
@@ -150,8 +154,22 @@ class Runner:
             return self._retry(run, unexpected)
         finally:
             if slot:
-                self.leases.release_slot(slot.key, token, slot.gap)
+                self._release(run, slot, token)
         return self._delivered(run, delivered)
+
+    def _defer(self, run: UnitRun) -> str:
+        """Wait for a slot or a turn without using an attempt, a little longer each time."""
+        deferrals = int(run.unit.get("deferrals") or 0)
+        delay = min(DEFER_SECONDS * 1.5**deferrals, DEFER_MAX)
+        return self._reschedule(run, delay, retry=False, attempts_delta=-1,
+                                fields={"deferrals": str(deferrals + 1)})  # fmt: skip
+
+    def _release(self, run: UnitRun, slot: Slot, token: str) -> None:
+        """Give the slot back and wake the unit that has waited longest for it."""
+        self.leases.release_slot(slot.key, token, slot.gap)
+        waiter = self.leases.next_waiter(slot.key)
+        if waiter:  # a second message for it: harmless, its claim decides
+            self.publish(waiter, run.target, slot.gap or None)
 
     def _slot(self, run: UnitRun, limits: Any) -> Slot | None:
         found = run.sink.slot(run.params, limits)
@@ -202,6 +220,10 @@ class Runner:
         return self._finish(run, outcome)
 
     def _retry(self, run: UnitRun, error: RetryableError) -> str:
+        if not error.counts_attempt:
+            delay = error.retry_after or DEFER_SECONDS
+            log.info("unit waits", reason=str(error), delay=round(delay, 2))
+            return self._reschedule(run, delay, retry=False, attempts_delta=-1, error=str(error))
         if run.claim.attempts >= self.settings.max_attempts:
             return self._fail(run, f"gave up after {run.claim.attempts} attempts: {error}")
         delay = unit_delay(
@@ -214,7 +236,7 @@ class Runner:
         return self._reschedule(run, delay, retry=True, error=str(error))
 
     def _refused(self, run: UnitRun, error: FinalError) -> str:
-        if error.record_level and len(run.records) > 1:
+        if error.record_level and len(run.records) > 1 and run.sink.splittable:
             return self._split(run, error)
         return self._fail(run, str(error))
 
@@ -284,6 +306,7 @@ class Runner:
 
     def _finish(self, run: UnitRun, outcome: Finish) -> str:
         outcome.fields.setdefault("handed_back", "")  # a hand-back holds for one claim only
+        outcome.fields.setdefault("deferrals", "0")  # ran (or ended): the next wait starts short
         recorded = self.leases.finish(run.unit_id, run.claim.token, outcome)
         if not recorded:
             log.warning("lease lost before the outcome was recorded; another worker owns the unit")

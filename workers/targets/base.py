@@ -85,6 +85,9 @@ class Sink(ABC):
     # True: the target's queue gets a worker of its own at concurrency 1 (Blue runs one
     # import at a time; the slot enforces it across machines, this keeps pools from idling).
     one_process = False
+    # False: a unit is one whole (a replace, one file, one transaction); halves of it would
+    # not mean the same, so a record-level refusal fails it instead of bisecting it.
+    splittable = True
 
     @abstractmethod
     def load_limits(self, settings: Settings) -> Any:

@@ -25,12 +25,12 @@ from workers.targets.blue.blocks import ImportTarget, target_for
 from workers.targets.blue.client import BlueClient
 from workers.targets.blue.limits import BlueLimits
 from workers.targets.blue.refusals import BlueBusy
-from workers.targets.blue.registry import Registry
+from workers.targets.blue.registry import FINALIZING, Registry
 from workers.targets.blue.row_warnings import Outcome
 from workers.targets.blue.stale import REGISTERED, settle_open
 
 T = TypeVar("T")
-PUSHING, PREPARING, FINALIZING = "pushing", "preparing", "finalizing"
+PUSHING, PREPARING = "pushing", "preparing"  # phases in job state (and FINALIZING)
 FINALIZED, CANCELLED = "finalized", "cancelled"
 
 

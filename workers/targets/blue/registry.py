@@ -23,6 +23,8 @@ import redis
 from workers import keys
 from workers.jobs import as_text
 
+FINALIZING = "finalizing"  # the unit's remembered phase while FinalizeImport runs
+
 PREFIX = keys.PREFIX + "blue:"
 REGISTERING = "registering"
 SKIPPED_TTL_SECONDS = 7 * 24 * 3600
@@ -81,11 +83,16 @@ class Registry:
         return intent if intent and not self.alive(intent) else None
 
     def alive(self, owner: Owner) -> bool:
-        """True while the attempt still holds its unit's lease (a redo holds another token)."""
+        """True while the attempt still holds its unit's lease (a redo holds another token),
+        or while its unit waits to learn how a FinalizeImport whose answer was lost ended:
+        that transaction may be committing, and only its own unit may settle it."""
         if owner == self.me:
             return True
         token = self.redis.get(keys.lease(owner.unit))
-        return bool(token) and as_text(token) == owner.token
+        if token and as_text(token) == owner.token:
+            return True
+        state, phase = self.redis.hmget(keys.unit(owner.unit), ["state", "remote.phase"])
+        return state in (b"waiting", b"queued") and phase == FINALIZING.encode()
 
     def save_skipped(self, rejected: list[tuple[int, str]]) -> None:
         key = f"{PREFIX}skipped:{self.me.unit}"

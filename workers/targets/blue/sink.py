@@ -34,6 +34,7 @@ INVALID_ID_PARTS = (("||||||", "'||||||'"), ("'", "an apostrophe"), (",", "a com
 
 class BlueSink(Sink):
     name = TARGET
+    splittable = False  # one unit is one whole publish
     csv_columns = CsvColumns(fields=(), other_columns="")  # the datasource's own columns
     one_process = True
 

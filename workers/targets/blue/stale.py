@@ -50,6 +50,7 @@ def settle_open(
             f"{owner.unit if owner else '?'} is open on Blue; waiting for it to end",
             target=TARGET,
             retry_after=limits.busy_retry_seconds,
+            counts_attempt=False,
         )
     log.warning("a foreign import is open on Blue; not touching it",
                 transaction_id=transaction_id, progress=progress)  # fmt: skip
@@ -59,6 +60,7 @@ def settle_open(
         f"{limits.foreign_retry_seconds:.0f} s. Let it finish, or cancel it in Blue",
         target=TARGET,
         retry_after=limits.foreign_retry_seconds,
+        counts_attempt=False,
     )
 
 

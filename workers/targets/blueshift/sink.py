@@ -93,6 +93,7 @@ def check_row(record: Record, where: str, columns: Sequence[str]) -> None:
 
 class BlueshiftSink(Sink):
     name = TARGET
+    splittable = False  # one unit is one whole publish
     records_optional = True  # a bare trigger: the import's S3 files are written elsewhere
     csv_columns = CsvColumns(fields=(), other_columns="")  # CSV columns are the attributes
 

@@ -12,6 +12,7 @@ import httpx
 
 from importq.errors import AuthError, ConfigError, FinalError, TargetError
 from importq.settings import Secret, Settings
+from workers import ratelimit
 from workers.http import raise_for_status, transport_error, vendor_message
 from workers.targets.datasource import xml
 
@@ -63,7 +64,9 @@ class DataSourceClient:
         self.company_id = company_id
         self.body_format = body_format
         self._key = integration_key
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), transport=transport)
+        self._http = ratelimit.http_client(
+            timeout=httpx.Timeout(timeout, connect=10.0), transport=transport
+        )
         self._hints = {
             404: f"no Data Source API at DATASOURCE_URL ('{url}'): it ends in /api/v2/datasource",
         }
@@ -135,7 +138,12 @@ class DataSourceClient:
         """The error for a failed answer (raised at once where workers.http maps the status)."""
         status = response.status_code
         if status not in (400, 401, 403):
-            raise_for_status(response, target=TARGET, hints=self._hints)  # 404, 429, 5xx...
+            try:
+                raise_for_status(response, target=TARGET, hints=self._hints)  # 404, 429, 5xx...
+            except TargetError as error:  # an echo of the request must not carry the key
+                error.args = (self._scrub(str(error)),)
+                error.message = self._scrub(error.message)
+                raise
             # Left: 1xx/3xx. httpx follows no redirect, and a PUT should not be redirected.
             return FinalError(
                 f"{what}: unexpected answer; check DATASOURCE_URL ('{self.url}')",

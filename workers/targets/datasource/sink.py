@@ -210,6 +210,7 @@ def requests_for(
 
 class DataSourceSink(Sink):
     name = TARGET
+    splittable = False  # one unit is one whole publish
     # Columns are the headers ("Code,Name"), or "Vals.Code" as written in the JSON form.
     csv_columns = CsvColumns(fields=(), prefixes=("Vals",), other_columns="Vals")
 

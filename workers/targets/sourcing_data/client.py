@@ -148,7 +148,9 @@ class SourcingDataClient:
 
 
 def still_processing(item: QueueItem, waited: float) -> RetryableError:
+    # Not a failure: the item is complete and commits on its own; only the polling pauses.
     return RetryableError(
         f"queue item {item.id} still '{item.status}' after {waited:.0f} s; it will be polled again",
         target=TARGET,
+        counts_attempt=False,
     )
