@@ -142,6 +142,7 @@ class SourcingDataSimulator:
         self._kinds: Counter[str] = Counter()
         self._stats: Counter[str] = Counter()
         self._recent: deque[float] = deque()  # request times within the last second
+        self._span = (0.0, 0.0)  # first and last request (monotonic seconds)
 
     def reset(self) -> None:
         with self._lock:
@@ -149,6 +150,7 @@ class SourcingDataSimulator:
                 state.clear()
             self._waiting.clear()
             self._recent.clear()
+            self._span = (0.0, 0.0)
             self._rng = random.Random(self.config.seed)
 
     def configure(self, **updates: Any) -> None:
@@ -167,6 +169,7 @@ class SourcingDataSimulator:
                 "duplicates": sum(1 for count in self._commits.values() if count > 1),
                 "requests": self._stats["requests"],
                 "max_requests_per_second": self._stats["max_requests_per_second"],
+                "requests_span_seconds": self._span[1] - self._span[0],
                 "max_records_in_request": self._stats["max_records_in_request"],
                 "max_records_in_item": self._stats["max_records_in_item"],
                 "max_item_bytes": self._stats["max_item_bytes"],
@@ -197,6 +200,7 @@ class SourcingDataSimulator:
 
     def _count_rate(self, now: float) -> None:
         """The most requests seen in any one-second window (checks shared rate limits)."""
+        self._span = (self._span[0] or now, now)
         self._recent.append(now)
         while now - self._recent[0] >= 1.0:
             self._recent.popleft()
