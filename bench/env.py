@@ -12,15 +12,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from importq import broker
+from importq.processes import Process, celery_worker_command
 
 AGENT = "bench-agent"
 TOKEN = "bench-fake-token"  # the simulator's own; not a real credential
@@ -71,56 +70,15 @@ def private_redis() -> Iterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-class Worker:
+class Worker(Process):
     """One `celery -A workers.app worker` process with its pool, in its own process group."""
 
     def __init__(
         self, env: dict[str, str], log_path: Path, concurrency: int, queue: str = "sourcing_data"
     ) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-Q",
-                queue,
-                "-c",
-                str(concurrency),
-                "-n",
-                f"bench-{os.getpid()}@localhost",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "INFO",
-            ],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while b" ready." not in self.log_path.read_bytes():
-            if self.process.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the benchmark worker exited:\n{tail}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the benchmark worker did not become ready; see {self.log_path}"
-                )
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        try:
-            _stop_process(self.process, group=True, timeout=20)
-        finally:
-            self._log.close()
+        log_path.write_bytes(b"")
+        name = f"bench-{os.getpid()}@localhost"
+        super().__init__(celery_worker_command(queue, concurrency, name), env, log_path)
 
 
 @contextlib.contextmanager

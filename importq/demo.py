@@ -9,8 +9,6 @@ stops what it started.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,48 +16,24 @@ from typing import Any
 
 from importq import broker
 from importq import settings as importq_settings
+from importq.processes import Process
 
 WORKER_CONCURRENCY = 4
 
 
-def _start_workers(env: dict[str, str], log_path: Path) -> list[subprocess.Popen[bytes]]:
+def _start_workers(env: dict[str, str], log_dir: Path) -> list[Process]:
     """Workers for every queue, as `importq worker` starts them (Blue alone at -c 1)."""
     from importq.cli_ops import worker_commands
     from workers.targets import SINKS
 
-    log = log_path.open("wb")
     commands = worker_commands(list(SINKS), WORKER_CONCURRENCY, f"demo-{os.getpid()}@%h")
     quiet = ["--without-gossip", "--without-mingle"]
-    return [
-        subprocess.Popen(
-            [*command, *quiet],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        for command in commands
-    ]
-
-
-def _wait_ready(
-    workers: list[subprocess.Popen[bytes]], log_path: Path, timeout: float = 60
-) -> None:
-    deadline = time.monotonic() + timeout
-    while log_path.read_bytes().count(b" ready.") < len(workers):
-        if any(w.poll() is not None for w in workers) or time.monotonic() > deadline:
-            raise RuntimeError(f"the demo workers did not start; see {log_path}")
-        time.sleep(0.1)
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+    workers = []
+    for number, command in enumerate(commands):
+        log_path = log_dir / f"worker-{number}.log"
+        log_path.write_bytes(b"")
+        workers.append(Process([*command, *quiet], env, log_path))
+    return workers
 
 
 def run_demo(count: int) -> int:
@@ -98,13 +72,14 @@ def _run(count: int, redis_url: str, home: Path, cleanup: ExitStack) -> int:
     sims, sim_env = _serve_simulators(cleanup)
     env = {**os.environ, **sim_env, "REDIS_URL": redis_url, "IMPORTQ_LOG_FORMAT": "json"}
     os.environ.update(env)  # before workers.app is imported: it reads settings once
-    log_path = home / "demo" / "worker.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    workers = _start_workers(env, log_path)
+    log_dir = home / "demo"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers = _start_workers(env, log_dir)
     for worker in workers:
-        cleanup.callback(_stop, worker)
-    _wait_ready(workers, log_path)
-    print(f"workers started ({WORKER_CONCURRENCY} processes; blue alone at 1), log in {log_path}")
+        cleanup.callback(worker.stop, 30)
+    for worker in workers:
+        worker.wait_ready()
+    print(f"workers started ({WORKER_CONCURRENCY} processes; blue alone at 1), logs in {log_dir}")
     started = time.monotonic()
     jobs = {name: _publish(name, count) for name in sims}
     finished = {name: _wait(job_id, name) for name, job_id in jobs.items()}

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -20,6 +17,7 @@ import pytest
 import redis
 
 from importq import broker
+from importq.processes import Process, celery_worker_command
 
 CANARY_TOKEN = "canary-sourcing-token-3f9c1d"
 AGENT = "demo-agent"
@@ -115,63 +113,13 @@ def sim(fresh_simulators: dict[str, Any]) -> object:
     return simulator
 
 
-class Worker:
+class Worker(Process):
     """A real `celery worker` process, stopped (or killed) by the test that starts it."""
 
     def __init__(
         self, log_path: Path, queues: str, concurrency: int, name: str, env: dict[str, str]
     ):
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-Q",
-                queues,
-                "-c",
-                str(concurrency),
-                "-n",
-                name,
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "INFO",
-            ],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if b" ready." in self.log_path.read_bytes():
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("worker did not become ready")
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: main process and pool children alike."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 9)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
+        super().__init__(celery_worker_command(queues, concurrency, name), env, log_path)
 
 
 @pytest.fixture

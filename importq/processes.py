@@ -1,0 +1,66 @@
+"""Child processes that importq's demo, tests and benchmarks start and must stop.
+
+Each runs in its own process group, so stopping it reaches a Celery worker's
+pool children too, and writes its output to a log file that says when it is
+ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def celery_worker_command(queues: str, concurrency: int, name: str) -> list[str]:
+    """`celery worker` for these queues, quiet about other nodes (no gossip or mingle)."""
+    return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
+            "-c", str(concurrency), "-n", name, "--without-gossip", "--without-mingle",
+            "--loglevel", "INFO"]  # fmt: skip
+
+
+class Process:
+    """A child process in its own group, its stdout and stderr appended to `log_path`."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = 60, marker: bytes = b" ready.") -> None:
+        """Wait until the log shows `marker` (Celery's "celery@host ready.")."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.log_path.read_bytes():
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{self.log_path.name}: the process exited:\n{tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {timeout:.0f} s; see {self.log_path}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: a worker's main process and pool children alike."""
+        self._signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM the group (a warm shutdown), SIGKILL it if that takes too long."""
+        try:
+            self._signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        finally:
+            self._log.close()
+
+    def _signal(self, signum: int) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
