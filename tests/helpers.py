@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import redis
 
 from workers.jobs import JobStore, JobView
 
@@ -45,3 +49,25 @@ def wait_for_job(job_id: str, timeout: float = 120) -> JobView:
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish: {store.get(job_id)}")
+
+
+def jsonl(*records: Any) -> str:
+    """JSON Lines of the records; a string is written as it is (a deliberately bad line)."""
+    return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n"
+
+
+def publish_file(tmp_path: Path, target: str, name: str, content: str, *options: str) -> Any:
+    """`importq publish TARGET FILE OPTIONS...` through the CLI, FILE holding `content`."""
+    from click.testing import CliRunner
+
+    from importq.cli import main
+
+    path = tmp_path / name
+    path.write_text(content)
+    return CliRunner().invoke(main, ["publish", target, str(path), *options])
+
+
+def nothing_enqueued(client: redis.Redis, target: str) -> None:
+    """No job staged or listed and no message queued: a refusal left no trace."""
+    assert client.keys("importq:*") == []
+    assert client.llen(target) == 0

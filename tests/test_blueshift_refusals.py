@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from importq.cli import main
 from importq.settings import load
+from tests.helpers import nothing_enqueued
 
 UUID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 GOOD = {"customer_id": "c-1", "email": "ann@example.com"}
@@ -44,11 +45,6 @@ CASES: list[tuple[str, list[str], str | None, list[str]]] = [
 ]  # fmt: skip
 
 
-def _nothing_enqueued(client: redis.Redis) -> None:
-    assert client.keys("importq:*") == []
-    assert client.llen("blueshift") == 0
-
-
 def _publish(
     tmp_path: Path, options: list[str], content: str | None, name: str = "in.jsonl"
 ) -> Any:
@@ -72,7 +68,7 @@ def test_bad_input_is_refused_with_what_to_fix(
     assert result.exit_code == 1, result.output
     for phrase in phrases:
         assert phrase in result.output
-    _nothing_enqueued(redis_client)
+    nothing_enqueued(redis_client, "blueshift")
 
 
 def test_csv_columns_become_the_customer_attributes(
@@ -101,4 +97,4 @@ def test_input_over_the_byte_budget_is_refused_up_front(
     result = _publish(tmp_path, ["--param", f"uuid={UUID}"], _jsonl(*records))
     assert result.exit_code == 1
     assert "in.jsonl:5" in result.output and "BLUESHIFT_MAX_IMPORT_BYTES" in result.output
-    _nothing_enqueued(redis_client)
+    nothing_enqueued(redis_client, "blueshift")

@@ -11,6 +11,7 @@ import redis
 from click.testing import CliRunner
 
 from importq.cli import main
+from tests.helpers import nothing_enqueued
 
 PARAMS = ["mode=replace", "external_id=sports", "name=Sports", "headers=Code:Title,Name,Info"]
 
@@ -66,8 +67,7 @@ def test_bad_input_is_refused_with_where_and_what_to_fix(
     assert result.exit_code == 1, result.output
     for phrase in phrases:
         assert phrase in result.output
-    assert redis_client.keys("importq:*") == []
-    assert redis_client.llen("datasource") == 0
+    nothing_enqueued(redis_client, "datasource")
 
 
 def test_a_csv_with_vals_columns_is_enqueued_as_one_publish(

@@ -12,26 +12,23 @@ from click.testing import CliRunner
 
 from importq.cli import main
 from tests.conftest import CANARY_TOKEN
+from tests.helpers import jsonl, nothing_enqueued, publish_file
 
 GOOD = {"entityId": "E", "recordId": "1", "data": {"Name": "x"}}
 
 
-def _jsonl(*records: Any) -> str:
-    return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n"
-
-
 CASES: list[tuple[str, str, str, list[str]]] = [
     # (id, file name, content, phrases the message must hold)
-    ("malformed-json-line", "in.jsonl", _jsonl(GOOD, GOOD, '{"entityId": "E",'),
+    ("malformed-json-line", "in.jsonl", jsonl(GOOD, GOOD, '{"entityId": "E",'),
      ["in.jsonl:3", "not valid JSON"]),
-    ("not-an-object", "in.jsonl", _jsonl(GOOD, "[1, 2]"), ["in.jsonl:2"]),
-    ("missing-record-id", "in.jsonl", _jsonl(GOOD, {"entityId": "E"}), ["in.jsonl:2", "recordId"]),
-    ("wrong-type", "in.jsonl", _jsonl({**GOOD, "isDeleted": "maybe"}), ["in.jsonl:1", "isDeleted"]),
-    ("unknown-field", "in.jsonl", _jsonl({"entityId": "E", "recordID": "1"}),
+    ("not-an-object", "in.jsonl", jsonl(GOOD, "[1, 2]"), ["in.jsonl:2"]),
+    ("missing-record-id", "in.jsonl", jsonl(GOOD, {"entityId": "E"}), ["in.jsonl:2", "recordId"]),
+    ("wrong-type", "in.jsonl", jsonl({**GOOD, "isDeleted": "maybe"}), ["in.jsonl:1", "isDeleted"]),
+    ("unknown-field", "in.jsonl", jsonl({"entityId": "E", "recordID": "1"}),
      ["in.jsonl:1", "recordID"]),
-    ("data-and-fields", "in.jsonl", _jsonl({**GOOD, "fields": [{"key": "a", "value": 1}]}),
+    ("data-and-fields", "in.jsonl", jsonl({**GOOD, "fields": [{"key": "a", "value": 1}]}),
      ["in.jsonl:1", "data", "fields"]),
-    ("reference-not-uuid", "in.jsonl", _jsonl({**GOOD, "referenceId": "nope"}),
+    ("reference-not-uuid", "in.jsonl", jsonl({**GOOD, "referenceId": "nope"}),
      ["in.jsonl:1", "referenceId"]),
     ("empty-jsonl", "in.jsonl", "", ["no records"]),
     ("empty-json-array", "in.json", "[]", ["no records"]),
@@ -42,20 +39,9 @@ CASES: list[tuple[str, str, str, list[str]]] = [
      ["in.csv:2", "isDeleted"]),
     ("csv-header-only", "in.csv", "entityId,recordId\n", ["no records"]),
     ("unknown-extension", "in.txt", "hello", ["in.txt"]),
-    ("oversized-record", "in.jsonl", _jsonl(GOOD, {**GOOD, "data": {"Blob": "x" * 3_100_000}}),
+    ("oversized-record", "in.jsonl", jsonl(GOOD, {**GOOD, "data": {"Blob": "x" * 3_100_000}}),
      ["in.jsonl:2", "byte"]),
 ]  # fmt: skip
-
-
-def _publish(tmp_path: Path, name: str, content: str, *extra: str) -> Any:
-    path = tmp_path / name
-    path.write_text(content)
-    return CliRunner().invoke(main, ["publish", "sourcing_data", str(path), *extra])
-
-
-def _nothing_enqueued(client: redis.Redis) -> None:
-    assert client.keys("importq:*") == []
-    assert client.llen("sourcing_data") == 0
 
 
 @pytest.mark.parametrize(("name", "content", "phrases"), [c[1:] for c in CASES],
@@ -63,11 +49,11 @@ def _nothing_enqueued(client: redis.Redis) -> None:
 def test_bad_input_is_refused_with_its_location(
     tmp_path: Path, redis_client: redis.Redis, sim: Any, name: str, content: str, phrases: list[str]
 ) -> None:
-    result = _publish(tmp_path, name, content)
+    result = publish_file(tmp_path, "sourcing_data", name, content)
     assert result.exit_code == 1, result.output
     for phrase in phrases:
         assert phrase in result.output
-    _nothing_enqueued(redis_client)
+    nothing_enqueued(redis_client, "sourcing_data")
 
 
 @pytest.mark.parametrize(
@@ -83,11 +69,11 @@ def test_target_refusal_is_found_before_enqueueing(
     tmp_path: Path, redis_client: redis.Redis, sim: Any, config: dict[str, Any], phrase: str
 ) -> None:
     sim.configure(**config)
-    result = _publish(tmp_path, "in.jsonl", _jsonl(GOOD))
+    result = publish_file(tmp_path, "sourcing_data", "in.jsonl", jsonl(GOOD))
     assert result.exit_code == 1
     assert phrase in result.output
     assert CANARY_TOKEN not in result.output
-    _nothing_enqueued(redis_client)
+    nothing_enqueued(redis_client, "sourcing_data")
 
 
 def test_unknown_target_and_missing_file_are_refused(
@@ -95,18 +81,22 @@ def test_unknown_target_and_missing_file_are_refused(
 ) -> None:
     missing = CliRunner().invoke(main, ["publish", "sourcing_data", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code != 0 and "nope.jsonl" in missing.output
-    (tmp_path / "in.jsonl").write_text(_jsonl(GOOD))
+    (tmp_path / "in.jsonl").write_text(jsonl(GOOD))
     unknown = CliRunner().invoke(main, ["publish", "salesforce", str(tmp_path / "in.jsonl")])
     assert unknown.exit_code == 1 and "unknown target 'salesforce'" in unknown.output
-    bad_param = _publish(tmp_path, "in.jsonl", _jsonl(GOOD), "--param", "novalue")
+    bad_param = publish_file(
+        tmp_path, "sourcing_data", "in.jsonl", jsonl(GOOD), "--param", "novalue"
+    )
     assert bad_param.exit_code == 2 and "key=value" in bad_param.output
-    _nothing_enqueued(redis_client)
+    nothing_enqueued(redis_client, "sourcing_data")
 
 
 def test_good_file_is_enqueued_and_status_reports_it(
     tmp_path: Path, redis_client: redis.Redis, sim: Any
 ) -> None:
-    result = _publish(tmp_path, "in.jsonl", _jsonl(GOOD, {**GOOD, "recordId": "2"}), "--json")
+    result = publish_file(
+        tmp_path, "sourcing_data", "in.jsonl", jsonl(GOOD, {**GOOD, "recordId": "2"}), "--json"
+    )
     assert result.exit_code == 0, result.output
     job = json.loads(result.output[result.output.index("{") :])
     assert job["records_total"] == 2 and job["state"] == "queued"
