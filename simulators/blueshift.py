@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from simulators.http import admin_response, update_config
+from simulators.http import SimulatorBase, admin_response
 
 BASE_PATH = ""  # the API lives at the root of https://api.getblueshift.com
 TRIGGER_PATH = "/api/v1/customer_attributes/trigger_import"
@@ -77,7 +77,7 @@ def _uuid_of(request: httpx.Request) -> str | None:
     return uuid if isinstance(uuid, str) and uuid else None
 
 
-class BlueshiftSimulator:
+class BlueshiftSimulator(SimulatorBase):
     """An httpx handler (MockTransport or serve()) that behaves like the trigger endpoint."""
 
     base_path = BASE_PATH
@@ -113,12 +113,6 @@ class BlueshiftSimulator:
                 state.clear()
             self.trigger_hooks.clear()
             self._rng = random.Random(self.config.seed)
-
-    def configure(self, **updates: Any) -> None:
-        with self._lock:
-            update_config(self.config, updates)
-            if "seed" in updates:
-                self._rng = random.Random(self.config.seed)
 
     def ledger(self) -> dict[str, Any]:
         with self._lock:

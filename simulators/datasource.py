@@ -19,7 +19,13 @@ import defusedxml.ElementTree as SafeElementTree
 import httpx
 from defusedxml import DefusedXmlException
 
-from simulators.http import Reject, admin_response, injected_fault, problem, update_config
+from simulators.http import (
+    Reject,
+    SimulatorBase,
+    admin_response,
+    injected_fault,
+    problem,
+)
 
 BASE_PATH = "/api/v2/datasource"
 FAKE_COMPANY_ID = 1
@@ -129,7 +135,7 @@ def _parse(request: httpx.Request) -> dict[str, Any]:
     return body
 
 
-class DataSourceSimulator:
+class DataSourceSimulator(SimulatorBase):
     """An httpx handler: PUT /api/v2/datasource?format=json|xml, plus the /_sim admin routes."""
 
     base_path = BASE_PATH
@@ -147,12 +153,6 @@ class DataSourceSimulator:
             self._counts: Counter[str] = Counter()
             self._in_flight: Counter[str] = Counter()
             self._rng = random.Random(self.config.seed)
-
-    def configure(self, **updates: Any) -> None:
-        with self._lock:
-            update_config(self.config, updates)
-            if "seed" in updates:
-                self._rng = random.Random(self.config.seed)
 
     def load(self, external_id: str, rows: list[list[str]]) -> None:
         """Give an existing data source some rows, as if published long ago."""

@@ -228,6 +228,25 @@ def config_json(config: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
+class SimulatorBase:
+    """What every vendor simulator shares: a lock, a seeded random source for fault
+    injection, runtime configuration, and running maxima in its ledger."""
+
+    config: Any
+    _lock: threading.Lock
+    _rng: random.Random
+    _stats: Any  # a Counter of ledger figures
+
+    def configure(self, **updates: Any) -> None:
+        with self._lock:
+            update_config(self.config, updates)
+            if "seed" in updates:
+                self._rng = random.Random(self.config.seed)
+
+    def _bump_max(self, key: str, value: int) -> None:
+        self._stats[key] = max(self._stats[key], value)
+
+
 def update_config(config: Any, updates: dict[str, Any]) -> None:
     """Apply all updates to a config dataclass or none; JSON lists become sets/tuples as needed."""
     unknown = sorted(set(updates) - {f.name for f in dataclasses.fields(config)})

@@ -18,11 +18,11 @@ import httpx
 
 from simulators.http import (
     Reject,
+    SimulatorBase,
     admin_response,
     injected_fault,
     int_param,
     problem,
-    update_config,
 )
 
 BASE_PATH = "/api/asol/ds"
@@ -126,7 +126,7 @@ def _check_record(index: int, record: object) -> None:
         raise Reject(400, "Invalid record", f"{where}: only one of 'data' or 'fields' may be set.")
 
 
-class SourcingDataSimulator:
+class SourcingDataSimulator(SimulatorBase):
     """An httpx handler (MockTransport or serve()) that behaves like the vendor's v2 endpoints."""
 
     base_path = BASE_PATH
@@ -152,12 +152,6 @@ class SourcingDataSimulator:
             self._recent.clear()
             self._span = (0.0, 0.0)
             self._rng = random.Random(self.config.seed)
-
-    def configure(self, **updates: Any) -> None:
-        with self._lock:
-            update_config(self.config, updates)
-            if "seed" in updates:
-                self._rng = random.Random(self.config.seed)
 
     def ledger(self) -> dict[str, Any]:
         with self._lock:
@@ -365,9 +359,6 @@ class SourcingDataSimulator:
         item.status, item.error_message = status, error
         item.finished_on = datetime.now(UTC)
         self._open[item.operation_id] -= 1
-
-    def _bump_max(self, key: str, value: int) -> None:
-        self._stats[key] = max(self._stats[key], value)
 
 
 SIMULATOR = SourcingDataSimulator  # what `importq simulate` serves for this target

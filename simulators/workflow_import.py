@@ -22,7 +22,13 @@ from typing import Any
 
 import httpx
 
-from simulators.http import Reject, admin_response, injected_fault, problem, update_config
+from simulators.http import (
+    Reject,
+    SimulatorBase,
+    admin_response,
+    injected_fault,
+    problem,
+)
 
 BASE_PATH = "/api/WorkflowImportQueue"
 FAKE_API_KEY = "fake-workflow-import-key"
@@ -87,7 +93,7 @@ def parse_json_lines(content: bytes) -> list[dict[str, Any]]:
     return records
 
 
-class WorkflowImportSimulator:
+class WorkflowImportSimulator(SimulatorBase):
     """An httpx handler for POST {BASE_PATH}; thread-safe, so it can serve real HTTP."""
 
     base_path = BASE_PATH
@@ -104,12 +110,6 @@ class WorkflowImportSimulator:
             self._refused: Counter[int] = Counter()
             self._stats: Counter[str] = Counter()
             self._rng = random.Random(self.config.seed)
-
-    def configure(self, **updates: Any) -> None:
-        with self._lock:
-            update_config(self.config, updates)
-            if "seed" in updates:
-                self._rng = random.Random(self.config.seed)
 
     def ledger(self) -> dict[str, Any]:
         with self._lock:
@@ -234,9 +234,6 @@ class WorkflowImportSimulator:
         if column and column in record:
             return str(record[column])
         return json.dumps(record, sort_keys=True, separators=(",", ":"))
-
-    def _bump_max(self, key: str, value: int) -> None:
-        self._stats[key] = max(self._stats[key], value)
 
 
 SIMULATOR = WorkflowImportSimulator  # what `importq simulate` serves for this target
