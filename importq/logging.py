@@ -17,7 +17,13 @@ import structlog
 from importq.settings import Settings, known_secret_values
 
 REDACTED = "***"
-_SECRET_KEY = re.compile(r"token|secret|password|passwd|api[_-]?key|authorization|credential", re.I)
+# Field names that carry credentials: the generic ones, Data Source's IntegrationKey and
+# Flower's FLOWER_BASIC_AUTH (the README's secret settings all match one of these).
+_SECRET_KEY = re.compile(
+    r"token|secret|password|passwd|api[_-]?key|integration[_-]?key|basic[_-]?auth"
+    r"|authorization|credential",
+    re.I,
+)
 _SECRET_TEXT = re.compile(r"(?i)\b(bearer|basic|apikey)\s+[A-Za-z0-9._~+/=-]{4,}")
 
 

@@ -1,9 +1,12 @@
 """A simulator of Explorance Blue's import web service (SOAP 1.1 and 1.2), with a ledger.
 
-One import at a time per instance (a second RegisterImport while one is open is
-refused), a slow configurable prepare, the vendor doc's row warnings and error
-messages, fault injection, and a ledger of transactions: most open at once,
-rows committed per datasource, rows committed twice. The SOAP side (WCF's
+One import at a time per instance: a second RegisterImport while one is open is
+refused, as Blue does, and recorded in the ledger as an overlap (the ledger
+judges the client, so an attempt counts even though Blue prevents it). A slow
+configurable prepare, the vendor doc's row warnings and error messages, fault
+injection, and a ledger of transactions: most open at once (an attempt to open
+one more counting as open), overlaps, rows committed per datasource, rows
+committed twice. The SOAP side (WCF's
 envelopes, faults, the WSDL) is in simulators/blue_soap.py.
 """
 
@@ -124,7 +127,10 @@ class BlueSimulator:
             mine = [t for t in self._transactions.values() if not t.by_hand]
             return {
                 "transactions": dict(Counter(t.state for t in self._transactions.values())),
+                # Imports open at once, counting a RegisterImport refused because one was
+                # open: 2 means a client tried to run two imports at once on the instance.
                 "max_open": self.stats["max_open"],
+                "overlaps": self.stats["overlaps"],  # RegisterImport while one was open
                 "busy_refusals": self.stats["busy_refusals"],
                 "committed": dict(self._committed),
                 "committed_rows": sum(self._committed.values()),
@@ -166,8 +172,12 @@ class BlueSimulator:
     def register(self, datasource: str, abort_on_empty: bool) -> int:
         with self.lock:
             self._datasource(datasource, "datasource does not exist")
-            if any(t.open for t in self._transactions.values()):
+            opened = sum(1 for t in self._transactions.values() if t.open)
+            if opened:
+                # Blue refuses it; the ledger still records that a second import was tried.
                 self.stats["busy_refusals"] += 1
+                self.stats["overlaps"] += 1
+                self.stats["max_open"] = max(self.stats["max_open"], opened + 1)
                 raise Refusal(BUSY)
             return self._open(datasource, abort_on_empty=abort_on_empty).id
 
@@ -348,6 +358,7 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
     return [
         f"{ledger['committed_rows']} rows committed in {states.get('finalized', 0)} imports, "
         f"{ledger['duplicates']} rows twice; {states.get('cancelled', 0)} imports cancelled",
-        f"at most {ledger['max_open']} import open at once; {ledger['busy_refusals']} "
-        f"registrations refused as busy, {ledger['faults']} faults injected",
+        f"at most {ledger['max_open']} import open at once (attempts included); "
+        f"{ledger['overlaps']} registrations while one was open (refused as busy), "
+        f"{ledger['faults']} faults injected",
     ]

@@ -23,8 +23,10 @@ CANARY_TOKEN = "canary-sourcing-token-3f9c1d"
 AGENT = "demo-agent"
 
 # Fast leases and backoff so crash recovery and retries happen within seconds in tests.
+# The lease is renewed every third of it and trusted for half of it: 4 s leaves a loaded
+# 2-core machine seconds of slack before a live worker's lease could lapse.
 TEST_ENV = {
-    "IMPORTQ_LEASE_SECONDS": "2",
+    "IMPORTQ_LEASE_SECONDS": "4",
     "IMPORTQ_REAPER_INTERVAL": "0.5",
     "IMPORTQ_RETRY_GRACE": "5",
     "IMPORTQ_BACKOFF_BASE": "0.05",
@@ -38,10 +40,12 @@ TEST_ENV = {
 
 free_port = broker.free_port
 
-
-_REDIS_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / f"importq-test-redis-{os.getpid()}"
-_REDIS_DIR.mkdir(parents=True, exist_ok=True)
-_REDIS_PROCESS, REDIS_URL = broker.start_private(_REDIS_DIR)
+# Set by pytest_configure: nothing is started at import, so a usage error (pytest --bogus-flag),
+# which ends pytest before configure, leaves no Redis behind.
+REDIS_URL = ""
+SIM_PORTS: dict[str, int] = {}
+SIM_URL = ""
+_started: dict[str, Any] = {}
 
 
 def _reserve_simulator_ports() -> dict[str, int]:
@@ -55,17 +59,30 @@ def _reserve_simulator_ports() -> dict[str, int]:
     return ports
 
 
-SIM_PORTS = _reserve_simulator_ports()
-SIM_URL = os.environ["SOURCING_DATA_URL"]
-os.environ.update(TEST_ENV)
-os.environ["REDIS_URL"] = REDIS_URL
-os.environ["IMPORTQ_HOME"] = str(_REDIS_DIR / "home")
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's Redis and environment, before any test module imports workers.app."""
+    global REDIS_URL, SIM_PORTS, SIM_URL
+    if config.getoption("help", False) or config.getoption("version", False):
+        return
+    redis_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"importq-test-redis-{os.getpid()}"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    _started["dir"] = redis_dir
+    _started["redis"], REDIS_URL = broker.start_private(redis_dir)
+    SIM_PORTS = _reserve_simulator_ports()
+    SIM_URL = os.environ["SOURCING_DATA_URL"]
+    os.environ.update(TEST_ENV)
+    os.environ["REDIS_URL"] = REDIS_URL
+    os.environ["IMPORTQ_HOME"] = str(redis_dir / "home")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    _REDIS_PROCESS.terminate()
-    _REDIS_PROCESS.wait(timeout=10)
-    shutil.rmtree(_REDIS_DIR, ignore_errors=True)
+    process = _started.pop("redis", None)
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+    redis_dir = _started.pop("dir", None)
+    if redis_dir is not None:
+        shutil.rmtree(redis_dir, ignore_errors=True)
 
 
 @pytest.fixture

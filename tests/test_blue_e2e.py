@@ -86,7 +86,7 @@ def test_three_workers_and_twenty_jobs_never_open_two_transactions(
     ledger = blue.ledger()
     assert all(job.state == "succeeded" for job in finished)
     assert ledger["max_open"] == 1
-    assert ledger["busy_refusals"] == 0  # no worker even tried while another import was open
+    assert ledger["overlaps"] == 0  # no worker even tried while another import was open
     assert ledger["transactions"] == {"finalized": 20}
     assert ledger["committed_rows"] == 1000 and ledger["duplicates"] == 0
 

@@ -56,7 +56,7 @@ def test_three_datasources_deliver_30000_rows_in_order_each_once(
     ledger = blue.ledger()
     assert ledger["commit_order"] == ["Data1", "Data2", "Data3"]
     assert ledger["committed"] == {"Data1": 10_000, "Data2": 10_000, "Data3": 10_000}
-    assert ledger["duplicates"] == 0 and ledger["max_open"] == 1
+    assert ledger["duplicates"] == 0 and ledger["max_open"] == 1 and ledger["overlaps"] == 0
 
 
 def test_a_failed_step_cancels_the_rest_with_the_reason(

@@ -23,8 +23,13 @@ from workers.jobs import (
 from workers.leases import Finish, Leases, now_ms
 
 TARGET = "sourcing_data"
+# Two kinds of lease, so no test depends on a machine being quick. A SHORT lease is only
+# ever waited out (a slow machine sleeps longer: it is gone all the more); whatever must
+# still be alive when it is checked holds a LONG lease (the `leases` fixture), and a test
+# that needs such a lease to end makes it run out at once (lapse_lease, lapse_slot).
 SHORT = 0.15  # seconds: a lease that expires within a test
 EXPIRED = 0.2  # seconds to sleep so a SHORT lease is surely gone
+LONG = 60  # seconds: a lease nothing in a test outlives
 RESCUE_MS = 60_000  # staged units stay out of the reaper's way unless a test says otherwise
 
 
@@ -68,6 +73,18 @@ def done(state: str, **kw: Any) -> Finish:
     return Finish(state, terminal=True, **kw)
 
 
+def lapse_lease(client: redis.Redis, unit_id: str) -> None:
+    """The unit's lease runs out now, as when its holder stopped renewing it a lease ago."""
+    client.pexpire(keys.lease(unit_id), 1)
+    while client.exists(keys.lease(unit_id)):
+        time.sleep(0.005)
+
+
+def lapse_slot(client: redis.Redis, slot_key: str, member: str) -> None:
+    """The member's place in the slot runs out now (its expiry score is in the past)."""
+    client.zadd(slot_key, {member: now_ms() - 1}, xx=True)
+
+
 @pytest.fixture
 def store(redis_client: redis.Redis) -> JobStore:
     return JobStore(redis_client)
@@ -75,7 +92,7 @@ def store(redis_client: redis.Redis) -> JobStore:
 
 @pytest.fixture
 def leases(redis_client: redis.Redis) -> Leases:
-    return Leases(redis_client, lease_seconds=30, grace_seconds=5)
+    return Leases(redis_client, lease_seconds=LONG, grace_seconds=5)
 
 
 @pytest.fixture
@@ -154,12 +171,12 @@ def test_claim_of_a_finished_or_unknown_unit_reports_it(store: JobStore, leases:
 
 
 def test_stale_token_cannot_finish(
-    store: JobStore, short: Leases, redis_client: redis.Redis
+    store: JobStore, short: Leases, leases: Leases, redis_client: redis.Redis
 ) -> None:
     job_id, (unit,) = staged_job(store, 4)
     stale = short.claim(unit, max_crashes=5)
     time.sleep(EXPIRED)
-    short.claim(unit, max_crashes=5)
+    leases.claim(unit, max_crashes=5)  # the successor's lease lives through the test
     before = snapshot(redis_client)
     outcome = done(
         UnitState.FAILED,
@@ -182,15 +199,15 @@ def test_finish_without_any_lease_is_refused(
 
 
 def test_stale_token_cannot_renew(
-    store: JobStore, short: Leases, redis_client: redis.Redis
+    store: JobStore, short: Leases, leases: Leases, redis_client: redis.Redis
 ) -> None:
     _, (unit,) = staged_job(store, 1)
     stale = short.claim(unit, max_crashes=5)
     time.sleep(EXPIRED)
-    live = short.claim(unit, max_crashes=5)
-    assert short.renew(unit, stale.token) is False
+    live = leases.claim(unit, max_crashes=5)
+    assert leases.renew(unit, stale.token) is False
     assert redis_client.get(keys.lease(unit)) == live.token.encode()
-    assert short.renew(unit, live.token) is True
+    assert leases.renew(unit, live.token) is True
 
 
 def test_renew_pushes_the_lease_expiry_and_the_watch_deadline_forward(
@@ -198,25 +215,27 @@ def test_renew_pushes_the_lease_expiry_and_the_watch_deadline_forward(
 ) -> None:
     _, (unit,) = staged_job(store, 1)
     claim = leases.claim(unit, max_crashes=5)
-    redis_client.pexpire(keys.lease(unit), 500)  # as if most of the lease had gone by
+    redis_client.pexpire(keys.lease(unit), 5_000)  # as if most of the lease had gone by
     redis_client.zadd(keys.WATCH, {unit: now_ms()})
     before = now_ms()
     assert leases.renew(unit, claim.token)
-    assert redis_client.pttl(keys.lease(unit)) > leases.lease_ms - 1_000
+    assert redis_client.pttl(keys.lease(unit)) > leases.lease_ms - 10_000
     score = redis_client.zscore(keys.WATCH, unit)
     assert score is not None
     assert score >= before + leases.lease_ms
 
 
-def test_remember_is_fenced_on_the_lease(store: JobStore, short: Leases) -> None:
+def test_remember_is_fenced_on_the_lease(
+    store: JobStore, leases: Leases, redis_client: redis.Redis
+) -> None:
     _, (unit,) = staged_job(store, 1)
-    stale = short.claim(unit, max_crashes=5)
-    assert short.remember(unit, stale.token, {"remote.queue_item_id": "q-1"})
-    time.sleep(EXPIRED)
-    live = short.claim(unit, max_crashes=5)
-    assert short.remember(unit, stale.token, {"remote.queue_item_id": "q-stale"}) is False
+    stale = leases.claim(unit, max_crashes=5)
+    assert leases.remember(unit, stale.token, {"remote.queue_item_id": "q-1"})
+    lapse_lease(redis_client, unit)
+    live = leases.claim(unit, max_crashes=5)
+    assert leases.remember(unit, stale.token, {"remote.queue_item_id": "q-stale"}) is False
     assert store.unit(unit)["remote.queue_item_id"] == "q-1"
-    assert short.remember(unit, live.token, {"remote.queue_item_id": "q-2"})
+    assert leases.remember(unit, live.token, {"remote.queue_item_id": "q-2"})
     assert store.unit(unit)["remote.queue_item_id"] == "q-2"
 
 
@@ -350,14 +369,14 @@ def test_finish_without_dead_letters_leaves_the_dlq_index_alone(
 
 
 def test_reap_returns_a_unit_whose_lease_expired_once_per_grace(
-    store: JobStore, short: Leases, redis_client: redis.Redis
+    store: JobStore, short: Leases, leases: Leases, redis_client: redis.Redis
 ) -> None:
-    _, (unit,) = staged_job(store, 1)
-    short.claim(unit, max_crashes=5)
-    assert short.reap() == []  # lease alive, deadline not reached
-    time.sleep(EXPIRED)
-    assert short.reap() == [unit]
-    score = redis_client.zscore(keys.WATCH, unit)
+    _, (lives, dies) = staged_job(store, 1, 1)
+    leases.claim(lives, max_crashes=5)
+    short.claim(dies, max_crashes=5)
+    time.sleep(EXPIRED)  # the lease of `dies` and its watch deadline have passed
+    assert short.reap() == [dies]  # `lives`: lease alive, deadline not reached
+    score = redis_client.zscore(keys.WATCH, dies)
     assert score is not None
     assert score > now_ms() + short.grace_ms - 1_000  # pushed a grace period ahead
     assert short.reap() == []  # not re-published on every sweep
@@ -399,55 +418,89 @@ def test_reap_rescues_a_unit_never_claimed_and_forgets_finished_ones(
 # --- in-flight slots ---------------------------------------------------------------------------
 
 
-def test_slot_semaphore_admits_at_most_cap_holders(short: Leases) -> None:
+def test_slot_semaphore_admits_at_most_cap_holders(leases: Leases) -> None:
     slot = keys.slots(TARGET, "operation:op")
-    assert short.acquire_slot(slot, "u1", cap=2)
-    assert short.acquire_slot(slot, "u2", cap=2)
-    assert not short.acquire_slot(slot, "u3", cap=2)
-    assert short.acquire_slot(slot, "u1", cap=2)  # a holder renews its own slot
-    short.release_slot(slot, "u2")
-    assert short.acquire_slot(slot, "u3", cap=2)
-    assert not short.acquire_slot(slot, "u4", cap=2)
+    assert leases.acquire_slot(slot, "u1", cap=2)
+    assert leases.acquire_slot(slot, "u2", cap=2)
+    assert not leases.acquire_slot(slot, "u3", cap=2)
+    assert leases.acquire_slot(slot, "u1", cap=2)  # a holder renews its own slot
+    leases.release_slot(slot, "u2")
+    assert leases.acquire_slot(slot, "u3", cap=2)
+    assert not leases.acquire_slot(slot, "u4", cap=2)
 
 
 def test_slot_of_a_holder_that_stopped_renewing_expires(
-    short: Leases, redis_client: redis.Redis
+    short: Leases, leases: Leases, redis_client: redis.Redis
 ) -> None:
     slot = keys.slots(TARGET, "operation:op")
     assert short.acquire_slot(slot, "dead", cap=1)
-    assert not short.acquire_slot(slot, "next", cap=1)
-    time.sleep(EXPIRED)
-    assert short.acquire_slot(slot, "next", cap=1)
+    time.sleep(EXPIRED)  # "dead" never renews its place
+    assert leases.acquire_slot(slot, "next", cap=1)
     assert redis_client.zrange(slot, 0, -1) == [b"next"]
     assert not short.renew_slot(slot, "dead")  # the expired holder learns it lost its place
-    assert short.renew_slot(slot, "next")
+    assert leases.renew_slot(slot, "next")  # at once, maybe in the acquire's millisecond
 
 
-def test_a_renewed_slot_outlives_its_first_lease(short: Leases) -> None:
+def test_a_live_holder_keeps_others_out_until_its_place_runs_out(
+    leases: Leases, redis_client: redis.Redis
+) -> None:
     slot = keys.slots(TARGET, "operation:op")
-    assert short.acquire_slot(slot, "holder", cap=1)
-    for _ in range(5):  # renewed for well past one lease, as the heartbeat does
-        time.sleep(EXPIRED / 3)
-        assert short.renew_slot(slot, "holder")
-    assert not short.acquire_slot(slot, "other", cap=1)
+    assert leases.acquire_slot(slot, "holder", cap=1)
+    assert not leases.acquire_slot(slot, "next", cap=1)
+    lapse_slot(redis_client, slot, "holder")  # its holder stopped renewing a lease ago
+    assert leases.acquire_slot(slot, "next", cap=1)
+    assert redis_client.zrange(slot, 0, -1) == [b"next"]
+    assert not leases.renew_slot(slot, "holder")
 
 
-def test_slot_gap_keeps_the_key_closed_after_release(short: Leases) -> None:
+def test_a_renewed_slot_outlives_its_first_lease(leases: Leases, redis_client: redis.Redis) -> None:
+    slot = keys.slots(TARGET, "operation:op")
+    assert leases.acquire_slot(slot, "holder", cap=1)
+    # As if most of the first lease had gone by: the holder's place and the key's TTL both
+    # end in 5 s (a renewal must push both, or the key takes the place away with it).
+    redis_client.zadd(slot, {"holder": now_ms() + 5_000})
+    redis_client.pexpire(slot, 5_000)
+    before = now_ms()
+    assert leases.renew_slot(slot, "holder")
+    score = redis_client.zscore(slot, "holder")
+    assert score is not None and score >= before + leases.lease_ms
+    assert redis_client.pttl(slot) > leases.lease_ms - 10_000
+    assert not leases.acquire_slot(slot, "other", cap=1)
+
+
+def test_a_renewal_in_the_acquires_millisecond_keeps_the_slot(
+    leases: Leases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slot = keys.slots(TARGET, "operation:op")
+    frozen = now_ms()
+    monkeypatch.setattr("workers.leases.now_ms", lambda: frozen)  # renewal changes no score
+    assert leases.acquire_slot(slot, "holder", cap=1)
+    assert leases.renew_slot(slot, "holder")  # not "lost" because its score did not change
+    assert not leases.acquire_slot(slot, "other", cap=1)
+
+
+def test_slot_gap_keeps_the_key_closed_after_release(
+    leases: Leases, redis_client: redis.Redis
+) -> None:
     slot = keys.slots(TARGET, "instance:blue")
-    assert short.acquire_slot(slot, "first", cap=1)
-    short.release_slot(slot, "first", gap_seconds=EXPIRED)
-    assert not short.acquire_slot(slot, "second", cap=1)  # closed for the gap
-    time.sleep(EXPIRED + 0.05)
-    assert short.acquire_slot(slot, "second", cap=1)
+    assert leases.acquire_slot(slot, "first", cap=1)
+    leases.release_slot(slot, "first", gap_seconds=LONG)
+    assert not leases.acquire_slot(slot, "second", cap=1)  # closed for the gap
+    assert LONG * 1000 - 10_000 < redis_client.pttl(slot + ":cooldown") <= LONG * 1000
+    other = keys.slots(TARGET, "instance:blue-2")
+    assert leases.acquire_slot(other, "first", cap=1)
+    leases.release_slot(other, "first", gap_seconds=SHORT)  # a gap that is waited out
+    time.sleep(EXPIRED)
+    assert leases.acquire_slot(other, "second", cap=1)
 
 
-def test_only_the_holder_releases_a_slot(short: Leases) -> None:
+def test_only_the_holder_releases_a_slot(leases: Leases) -> None:
     slot = keys.slots(TARGET, "instance:blue")
-    assert short.acquire_slot(slot, "holder", cap=1)
-    short.release_slot(slot, "someone-else", gap_seconds=60)
-    assert not short.acquire_slot(slot, "third", cap=1)
-    short.release_slot(slot, "holder")
-    assert short.acquire_slot(slot, "third", cap=1)
+    assert leases.acquire_slot(slot, "holder", cap=1)
+    leases.release_slot(slot, "someone-else", gap_seconds=60)
+    assert not leases.acquire_slot(slot, "third", cap=1)
+    leases.release_slot(slot, "holder")
+    assert leases.acquire_slot(slot, "third", cap=1)
 
 
 # --- job state ---------------------------------------------------------------------------------

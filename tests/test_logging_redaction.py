@@ -262,3 +262,62 @@ def test_known_secret_value_in_a_set_is_masked() -> None:
 
 def test_api_key_header_spelled_with_a_hyphen_is_masked() -> None:
     assert scrub({"X-Api-Key": "unregistered-value"}) == {"X-Api-Key": REDACTED}
+
+
+# --- every secret-looking key, wherever it sits in a line --------------------------------------
+
+# Field names a log line may carry a credential under: the vendors' own spellings, and the
+# names of the README's secret settings (a settings or environment dump).
+SECRET_KEYS = [
+    "token", "access_token", "refreshToken", "password", "passwd", "secret", "client_secret",
+    "api_key", "apikey", "apiKey", "api-key", "X-Api-Key", "APIKeyHeader", "Authorization",
+    "proxy-authorization", "credential", "credentials", "IntegrationKey", "integration_key",
+    "SOURCING_DATA_TOKEN", "BLUE_API_KEY", "WORKFLOW_IMPORT_API_KEY",
+    "DATASOURCE_INTEGRATION_KEY", "BLUESHIFT_API_KEY", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH", "basic_auth",
+]  # fmt: skip
+PLAIN_KEYS = ["unit", "job", "target", "records", "attempt", "delay", "monkey", "keys", "author"]
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_a_secret_looking_key_is_masked_at_the_top_of_a_line_and_nested(key: str) -> None:
+    unregistered = f"unregistered-{key}-value"  # masked for its key alone, not its value
+    event = {"event": "calling", key: unregistered, "detail": {key: unregistered}}
+    assert redact(None, "info", event) == {
+        "event": "calling", key: REDACTED, "detail": {key: REDACTED}
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("key", PLAIN_KEYS)
+def test_ordinary_keys_are_kept(key: str) -> None:
+    assert redact(None, "info", {"event": "e", key: "kept"}) == {"event": "e", key: "kept"}
+
+
+def test_secret_keys_are_masked_in_the_configured_json_line() -> None:
+    fields = {key.replace("-", "_"): f"unregistered-{n}" for n, key in enumerate(SECRET_KEYS)}
+    with configured() as stream:
+        structlog.get_logger("importq.test").warning("settings", unit="j:0", **fields)
+    (line,) = lines(stream)
+    assert "unregistered-" not in stream.getvalue()
+    assert all(line[name] == REDACTED for name in fields)
+    assert line["unit"] == "j:0"
+
+
+def test_every_secret_setting_is_masked_wherever_its_value_appears() -> None:
+    env = {name: f"value-of-{name.lower()}-0b7e" for name in SECRET_KEYS if name.isupper()}
+    settings = Settings(env=env)
+    for name in env:
+        settings.secret(name)  # how targets read them: the value is registered for redaction
+    with configured() as stream:
+        log = structlog.get_logger("importq.test")
+        for name, value in env.items():
+            log.error(f"vendor said: {value} is not valid", note=[f"sent {value}"], where=name)
+            logging.getLogger("httpx").error("POST https://vendor/?k=%s failed", value)
+            try:
+                raise ValueError(f"refused {value}")
+            except ValueError:
+                log.exception("call failed")
+    output = stream.getvalue()
+    leaked = [name for name, value in env.items() if value in output]
+    assert leaked == []
+    assert output.count(REDACTED) >= 4 * len(env)

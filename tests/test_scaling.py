@@ -96,4 +96,7 @@ def test_two_blue_workers_never_run_two_imports_at_once(
         assert wait_for_job(job_id, timeout=120).state == "succeeded"
     ledger = blue.ledger()
     assert ledger["transactions"].get("finalized") == 3
-    assert ledger["max_open"] == 1  # Blue saw one open import at a time
+    # The simulator counts a RegisterImport it refused because one was open, so both
+    # figures can fail: Blue saw one import at a time, and no worker tried a second.
+    assert ledger["max_open"] == 1
+    assert ledger["overlaps"] == 0

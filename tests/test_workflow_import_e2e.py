@@ -118,8 +118,10 @@ def test_lost_answer_is_held_for_review_and_never_posted_twice(sim: Any, worker:
 
 
 def test_timed_out_post_is_posted_again_when_repost_is_on(sim: Any, worker: Any) -> None:
-    sim.configure(lose_next=1, lost_answer="stall", stall_seconds=3)
-    worker(concurrency=1, WORKFLOW_IMPORT_REPOST_UNKNOWN="true", WORKFLOW_IMPORT_TIMEOUT="1")
+    # The stalled answer outlasts the timeout many times over, and the timeout is long
+    # enough for every other POST on a loaded machine: only the stalled one times out.
+    sim.configure(lose_next=1, lost_answer="stall", stall_seconds=60)
+    worker(concurrency=1, WORKFLOW_IMPORT_REPOST_UNKNOWN="true", WORKFLOW_IMPORT_TIMEOUT="5")
     job = wait_for_job(publish(people(2000)))
     assert job.state == "succeeded", job
     ledger = sim.ledger()
