@@ -52,17 +52,19 @@ def split_wsdl(service_url: str, xsd_url: str) -> tuple[str, str]:
 
 @dataclass
 class Host:
-    """One HTTP origin: answers GETs from `pages` and POSTs with `soap`; keeps every request."""
+    """One HTTP origin: answers GETs from `pages` (else `fallback`, else 404) and POSTs with
+    `soap`; keeps every request."""
 
     pages: dict[str, str] = field(default_factory=dict)
     soap: Callable[[httpx.Request], httpx.Response] | None = None
     seen: list[str] = field(default_factory=list)
+    fallback: str | None = None
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(f"{request.method} {request.url.raw_path.decode()}")
         if request.method == "POST" and self.soap is not None:
             return self.soap(request)
-        page = self.pages.get(request.url.raw_path.decode())
+        page = self.pages.get(request.url.raw_path.decode(), self.fallback)
         if page is None:
             return httpx.Response(404, text="not here")
         return httpx.Response(200, text=page, headers={"Content-Type": "text/xml"})
