@@ -19,6 +19,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
 
 from importq.errors import ConfigError
 from importq.settings import Settings
@@ -39,6 +41,64 @@ def safe_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# A Redis restart (or a failover) takes seconds to tens of seconds: every client importq
+# builds retries a dropped or timed-out command with backoff for longer than that.
+OUTAGE_SECONDS = 45.0
+_BACKOFF_CAP, _BACKOFF_BASE = 2.0, 0.05
+
+
+def client(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
+    """A Redis client that rides out a restart of at least 30 s (see OUTAGE_SECONDS).
+
+    `socket_timeout` bounds one try: a worker keeps it well below its lease, so a
+    stalled connection cannot hold a unit past the point where it must stop.
+    """
+    retries = int(OUTAGE_SECONDS / _BACKOFF_CAP) + 8  # the first tries back off faster
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 5.0),
+        socket_keepalive=True,
+        health_check_interval=25,
+        retry=Retry(ExponentialBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE), retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def impatient(client: redis.Redis, socket_timeout: float) -> redis.Redis:
+    """A client to the same Redis that tries once and gives up after `socket_timeout`.
+
+    For a lease's heartbeat: a renewal that cannot get through quickly is worth
+    nothing, and waiting out an outage there would hide that the lease is at risk.
+    """
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": socket_timeout,
+              "socket_connect_timeout": socket_timeout, "retry": Retry(NoBackoff(), 0)}  # fmt: skip
+    return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **kwargs))
+
+
+def eviction_refusal(client: redis.Redis, allow_eviction: bool) -> str | None:
+    """Why importq must not run on this Redis, or None.
+
+    Leases, slots and payloads are keys with TTLs or plain keys that an evicting Redis
+    drops first under memory pressure: exactly the keys that prevent double runs and
+    hold the records. IMPORTQ_ALLOW_EVICTION=true overrides this, for people who know.
+    """
+    if allow_eviction:
+        return None
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError:  # managed Redis often refuses CONFIG: cannot tell
+        return None
+    if policy in (None, "noeviction"):
+        return None
+    return (
+        f"Redis runs with maxmemory-policy {policy}: under memory pressure it would drop "
+        "leases, slots and staged records, so units could run twice or lose records. Set "
+        "maxmemory-policy noeviction (or IMPORTQ_ALLOW_EVICTION=true if you accept that)"
+    )
 
 
 def _answers(url: str, timeout: float = 0.3) -> bool:

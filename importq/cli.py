@@ -11,6 +11,7 @@ import click
 
 from importq import broker
 from importq.errors import ImportqError
+from workers.breaker import Breaker, Pause
 from workers.jobs import JobState, JobView
 
 EXIT_CODES = {
@@ -172,8 +173,15 @@ def wait_for_job(store: Any, job_id: str, quiet: bool) -> JobView:
         raise ImportqError(f"no job {job_id}")
     interactive = sys.stderr.isatty() and not quiet
     last = ""
+    said_pause = ""
     while not job.finished:
+        pause = _pause_of(store, job)
+        if pause and pause.reason != said_pause:  # said once per reason, in full
+            _say(("\n" if interactive else "") + pause.describe())
+            said_pause = pause.reason
         line = _progress_line(job, store.running_progress(job_id))
+        if pause:
+            line += " - target paused"
         if interactive:
             click.echo("\r" + line.ljust(78), nl=False, err=True)
         elif line != last:
@@ -184,6 +192,13 @@ def wait_for_job(store: Any, job_id: str, quiet: bool) -> JobView:
     if interactive:
         click.echo("\r" + _progress_line(job).ljust(78), err=True)
     return job
+
+
+def _pause_of(store: Any, job: JobView) -> Pause | None:
+    """The pause of the job's target while the job is unfinished (workers/breaker.py)."""
+    if job.finished:
+        return None
+    return Breaker(store.redis, _app().SETTINGS).pause(job.target)
 
 
 def _progress_line(job: JobView, in_flight: float = 0.0) -> str:
@@ -198,15 +213,23 @@ def _progress_line(job: JobView, in_flight: float = 0.0) -> str:
 
 
 def _show(
-    job: JobView, as_json: bool, units: list[tuple[str, dict[str, str]]] | None = None
+    job: JobView,
+    as_json: bool,
+    units: list[tuple[str, dict[str, str]]] | None = None,
+    pause: Pause | None = None,
 ) -> None:
     if as_json:
         data = job.as_dict()
+        if pause:
+            data["paused"] = {"reason": pause.reason, "since": pause.since,
+                              "next_probe_at": pause.probe_at}  # fmt: skip
         if units is not None:
             data["units"] = [{"id": uid, **fields} for uid, fields in units]
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(f"job {job.id}  target={job.target}  state={job.state}")
+    if pause:
+        click.echo(f"  {pause.describe()}")
     click.echo(
         f"  records: {job.records_total} total, {job.records_delivered} delivered, "
         f"{job.records_dead} dead-lettered"
@@ -239,7 +262,7 @@ def status(job_id: str, wait: bool, with_units: bool, as_json: bool) -> None:
     job = wait_for_job(store, job_id, as_json) if wait else store.get(job_id)
     if job is None:
         raise click.ClickException(f"no job {job_id} (see `importq jobs`)")
-    _show(job, as_json, list(store.units(job_id)) if with_units else None)
+    _show(job, as_json, list(store.units(job_id)) if with_units else None, _pause_of(store, job))
     sys.exit(EXIT_CODES.get(job.state, STILL_RUNNING))
 
 
@@ -250,15 +273,22 @@ def jobs(limit: int, as_json: bool) -> None:
     """List recent jobs, newest first."""
     from workers.jobs import JobStore
 
-    views = JobStore(_app().redis_client()).recent(limit)
+    store = JobStore(_app().redis_client())
+    views = store.recent(limit)
+    pauses = {job.target: pause for job in views if (pause := _pause_of(store, job))}
     if as_json:
-        click.echo(json.dumps([v.as_dict() for v in views], indent=2))
+        rows = [{**v.as_dict(), "paused": v.target in pauses and not v.finished} for v in views]
+        click.echo(json.dumps(rows, indent=2))
         return
+    for pause in pauses.values():
+        click.echo(pause.describe())
     for job in views:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
+        paused = " (target paused)" if job.target in pauses and not job.finished else ""
         click.echo(
             f"{job.id}  {created}  {job.target:<16} {job.state:<10} "
             f"{job.records_delivered}/{job.records_total} delivered, {job.records_dead} dead"
+            f"{paused}"
         )
 
 

@@ -149,9 +149,12 @@ def worker_commands(
 
     solo = [q for q in queues if SINKS[q].one_process]
     shared = [q for q in queues if q not in solo]
-    commands = [_celery(shared, concurrency, name)] if shared else []
+    # Default node names carry this process's id: two `importq worker` runs on one host
+    # stay apart in Flower and in `celery inspect`.
+    pid = os.getpid()
+    commands = [_celery(shared, concurrency, name or f"importq-{pid}@%h")] if shared else []
     for queue in solo:
-        node = f"{queue}-{name}" if name else f"{queue}@%h"
+        node = f"{queue}-{name}" if name else f"{queue}-{pid}@%h"
         commands.append(_celery([queue], 1, node if shared else name or node))
     return commands
 

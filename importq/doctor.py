@@ -35,14 +35,13 @@ def check_redis(settings: Settings) -> list[Check]:
     except redis.RedisError as error:
         return [Check("redis", "fail", f"{where}: {error}", "start Redis or fix REDIS_URL")]
     checks = [Check("redis", "ok", f"{where}, Redis {info.get('redis_version', '?')}")]
-    checks += _redis_config(client)
+    checks += _redis_config(client, settings.allow_eviction)
     return checks
 
 
-def _redis_config(client: redis.Redis) -> list[Check]:
+def _redis_config(client: redis.Redis, allow_eviction: bool) -> list[Check]:
     try:
         aof = client.config_get("appendonly").get("appendonly")
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
     except redis.RedisError as error:  # managed Redis often refuses CONFIG
         return [Check("redis persistence", "warn", f"could not read the config: {error}",
                       "make sure AOF is on and maxmemory-policy is noeviction")]  # fmt: skip
@@ -50,10 +49,10 @@ def _redis_config(client: redis.Redis) -> list[Check]:
     if aof != "yes":
         checks = [Check("redis AOF", "warn", "appendonly no: a restart loses queued work",
                         "run Redis with --appendonly yes")]  # fmt: skip
-    if policy != "noeviction":
-        checks.append(Check("redis eviction", "warn", f"maxmemory-policy {policy}: Redis may drop "
-                            "queued messages under memory pressure",
-                            "set maxmemory-policy noeviction"))  # fmt: skip
+    refusal = broker.eviction_refusal(client, allow_eviction=False)
+    if refusal:  # workers refuse to start on it (unless IMPORTQ_ALLOW_EVICTION)
+        status = "warn" if allow_eviction else "fail"
+        checks.append(Check("redis eviction", status, refusal, "set maxmemory-policy noeviction"))
     return checks
 
 

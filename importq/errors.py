@@ -4,10 +4,12 @@
     ├── InputError            bad input refused before anything is enqueued (file:line: field: why)
     ├── ConfigError           a missing or invalid setting; fix the environment and run again
     ├── LeaseLost             this worker no longer owns the unit; it must stop without committing
+    │   └── LeaseUnconfirmed  Redis did not confirm the lease in time; stop, hand back if still ours
     ├── HandBack              the worker is shutting down: the unit goes back to the queue
     └── TargetError           the vendor answered badly (keeps target, status, vendor message)
         ├── RetryableError    may succeed later: timeouts, connection errors, 429, 502/503/504
-        │   └── RateLimited   429; carries the vendor's Retry-After
+        │   ├── RateLimited   429; carries the vendor's Retry-After
+        │   └── Unreachable   no answer at all (refused, reset, timed out): maybe the whole target
         └── FinalError        will fail again until someone fixes something
             ├── AuthError     401/403: credentials or permissions
             ├── NotFoundError 404: unknown agent, queue item, datasource...
@@ -40,6 +42,10 @@ class ConfigError(ImportqError):
 
 class LeaseLost(ImportqError):
     """The unit's lease expired or was taken over; the holder must not commit."""
+
+
+class LeaseUnconfirmed(LeaseLost):
+    """The lease could not be renewed in time (Redis unreachable); it may still be ours."""
 
 
 class HandBack(ImportqError):
@@ -91,6 +97,10 @@ class RetryableError(TargetError):
 
 class RateLimited(RetryableError):
     """429: wait at least Retry-After seconds."""
+
+
+class Unreachable(RetryableError):
+    """The vendor could not be reached or did not answer; the outcome may be unknown."""
 
 
 class FinalError(TargetError):

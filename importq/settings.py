@@ -61,6 +61,11 @@ class Settings:
     backoff_base: float = 1.0
     backoff_max: float = 300.0
     retry_grace: float = 60.0
+    rescue_seconds: float = 300.0
+    unit_time_limit: float = 3 * 3600
+    max_wait_seconds: float = 86400.0
+    allow_eviction: bool = False
+    staging_ttl: float = 6 * 3600
     job_ttl: int = 14 * 86400
     log_format: str = "auto"
     log_level: str = "INFO"
@@ -78,6 +83,10 @@ class Settings:
 
     def integer(self, name: str, default: int) -> int:
         return int(_number(self.env, name, default))
+
+    def max_wait(self, target: str) -> float:
+        """Seconds a unit may wait without using attempts (a slot, its turn) before failing."""
+        return self.number(f"IMPORTQ_MAX_WAIT_SECONDS_{target.upper()}", self.max_wait_seconds)
 
     def tightened(self, name: str, vendor_limit: int) -> int:
         """A vendor's hard limit: a setting may lower it (to 1 at least), never raise it."""
@@ -117,6 +126,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         backoff_base=_number(env, "IMPORTQ_BACKOFF_BASE", 1.0),
         backoff_max=_number(env, "IMPORTQ_BACKOFF_MAX", 300.0),
         retry_grace=_number(env, "IMPORTQ_RETRY_GRACE", 60.0),
+        rescue_seconds=_number(env, "IMPORTQ_RESCUE_SECONDS", 300.0),
+        unit_time_limit=_number(env, "IMPORTQ_UNIT_TIME_LIMIT", 3 * 3600),
+        max_wait_seconds=_number(env, "IMPORTQ_MAX_WAIT_SECONDS", 86400.0),
+        staging_ttl=_number(env, "IMPORTQ_STAGING_TTL", 6 * 3600),
+        allow_eviction=env.get("IMPORTQ_ALLOW_EVICTION", "").lower() in ("1", "true", "yes"),
         job_ttl=int(_number(env, "IMPORTQ_JOB_TTL", 14 * 86400)),
         log_format=env.get("IMPORTQ_LOG_FORMAT", "auto"),
         log_level=env.get("IMPORTQ_LOG_LEVEL", "INFO").upper(),

@@ -60,11 +60,11 @@ def publish(
         store.discard(job_id)
         raise
     if not hold:  # watched before it is listed: a producer dying now strands nothing
-        store.watch(unit_ids, settings.visibility_timeout)
+        store.watch(unit_ids, settings.rescue_seconds)
     store.open(job_id)
     ordering.enqueue(store.redis, target, sink.order_key(params), job_id)
     if not hold:
-        release(store, job_id, publish_unit, settings.visibility_timeout)
+        release(store, job_id, publish_unit, settings.rescue_seconds)
     return job_id
 
 
@@ -99,7 +99,7 @@ def release(store: JobStore, job_id: str, publish_unit: Publish, rescue_seconds:
 
     From now on the reaper watches them: a message lost on the way (a publish that
     failed halfway, a worker killed between BRPOP and kombu's bookkeeping) is sent
-    again once `rescue_seconds` (the broker's visibility timeout) passed unclaimed.
+    again once `rescue_seconds` (IMPORTQ_RESCUE_SECONDS) passed unclaimed.
     """
     job = store.get(job_id)
     if job is None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from workers.breaker import Breaker, Pause
 from workers.jobs import JobStore, JobView
 
 
@@ -71,3 +72,26 @@ def nothing_enqueued(client: redis.Redis, target: str) -> None:
     """No job staged or listed and no message queued: a refusal left no trace."""
     assert client.keys("importq:*") == []
     assert client.llen(target) == 0
+
+
+def wait_for_pause(target: str, timeout: float = 60) -> Pause:
+    """The target's pause (workers/breaker.py), once a worker has paused it."""
+    from workers import app
+
+    breaker = Breaker(app.redis_client(), app.SETTINGS)
+    deadline = time.monotonic() + timeout
+    while (pause := breaker.pause(target)) is None:
+        assert time.monotonic() < deadline, f"{target} was not paused"
+        time.sleep(0.05)
+    return pause
+
+
+# A paused target probes this often in tests, so fixed credentials resume it at once.
+QUICK_PROBES = {"IMPORTQ_BREAKER_PROBE_SECONDS": "0.3", "IMPORTQ_BREAKER_PROBE_MAX_SECONDS": "1"}
+
+
+def wait_until(condition: Callable[[], object], what: str = "", timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what or "the condition never held"
+        time.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -23,9 +24,10 @@ def test_blue_with_other_targets_gets_a_worker_of_its_own(monkeypatch: pytest.Mo
     monkeypatch.setattr(cli_ops, "_run_side_by_side", lambda argvs: started.extend(argvs) or 0)
     result = CliRunner().invoke(main, ["worker", "--targets", "sourcing_data,blue", "-c", "4"])
     assert result.exit_code == 0, result.output
+    pid = os.getpid()  # default node names are unique per `importq worker` process
     assert [_options(argv) for argv in started] == [
-        ("sourcing_data", "4", None),
-        ("blue", "1", "blue@%h"),
+        ("sourcing_data", "4", f"importq-{pid}@%h"),
+        ("blue", "1", f"blue-{pid}@%h"),
     ]
 
 

@@ -13,8 +13,9 @@ import redis
 from click.testing import CliRunner
 
 from importq.cli import main
-from tests.helpers import wait_for_job
+from tests.helpers import wait_for_job, wait_for_pause
 from tests.test_sourcing_data_e2e import _dump
+from workers import keys
 from workers.jobs import JobStore
 
 CANARY_KEY = "canary-blue-api-key-51c9e2"
@@ -159,9 +160,11 @@ def test_refusals_carry_blues_message_and_the_key_never_leaks(
         assert phrase in letters[0]["reason"]
     assert blue.ledger()["transactions"] == {"failed": 1}  # only the empty one registered
     blue.configure(api_key="the-key-was-rotated")
-    refused = wait_for_job(publish_blue(users(2)), timeout=30)
-    assert refused.state == "failed"
-    assert "INVALID_APIKEY" in unit_of(refused.id)["last_error"]
+    refused = publish_blue(users(2))
+    pause = wait_for_pause("blue")  # a refused key pauses the target: nothing dead-lettered
+    assert "INVALID_APIKEY" in pause.reason
+    assert "INVALID_APIKEY" in unit_of(refused)["last_error"]
+    assert redis_client.llen(keys.dead_letters(refused)) == 0
     worker.stop()
     log = worker.log_path.read_bytes()
     assert b"INVALID_APIKEY" in log  # the log did record the failure

@@ -78,6 +78,10 @@ def test_a_failed_step_cancels_the_rest_with_the_reason(
     assert blue.ledger()["committed"] == {"Data1": 20}
     status = CliRunner().invoke(main, ["status", last])
     assert status.exit_code == 1 and "cancelled" in status.output
+    # A finished pipeline's own keys expire (they are not kept forever).
+    links = [pipelines.pipeline_of(job_id) for job_id in (first, failing, last)]
+    kept = lambda: all(store().redis.ttl(key) > 0 for key in links)  # noqa: E731
+    wait_until("the finished pipeline's keys to expire in time", kept)
 
 
 def test_bad_input_in_a_later_step_refuses_the_whole_pipeline(

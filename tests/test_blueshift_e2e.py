@@ -19,8 +19,9 @@ from importq.cli import main
 from producers.publish import locate
 from producers.publish import publish as publish_job
 from tests.conftest import free_port
-from tests.helpers import wait_for_job
+from tests.helpers import wait_for_job, wait_for_pause
 from tests.test_sourcing_data_e2e import _dump as redis_dump
+from workers import keys
 
 UUID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 CANARY_KEY = "canary-blueshift-key-5d2e8a"
@@ -148,9 +149,11 @@ def test_bad_key_and_unknown_import_fail_at_once_with_what_to_fix(
     blueshift.configure(imports={})
     unknown = only_unit(wait_for_job(publish()).id)
     blueshift.configure(imports={UUID: "launched"}, api_key="the-account-now-has-another-key")
-    refused = only_unit(wait_for_job(publish()).id)
+    refused_job = publish()
+    wait_for_pause("blueshift")  # a refused key pauses the target instead of failing the job
+    refused = only_unit(refused_job)
     assert blueshift.ledger()["triggers"] == {UUID: 2}  # one attempt each: nothing retried
-    assert unknown["state"] == refused["state"] == "failed"
+    assert (unknown["state"], refused["state"]) == ("failed", "waiting")
     assert "HTTP 404" in unknown["last_error"] and f"no customer import {UUID}" in unknown[
         "last_error"]  # fmt: skip
     assert "HTTP 401" in refused["last_error"]
@@ -223,10 +226,10 @@ def test_api_key_and_aws_secret_never_leave_the_worker(
 ) -> None:
     blueshift.configure(api_key="the-account-now-has-another-key")
     worker = start(start_worker, **s3_env(s3_url, "canary"))
-    job = wait_for_job(publish(CUSTOMERS))
-    assert job.state == "failed"  # staged, then 401: every record dead-lettered with the reason
-    letters = json.loads(cli("dlq", "show", job.id, "--json").output)
-    assert len(letters) == 3 and "BLUESHIFT_API_KEY was refused" in letters[0]["reason"]
+    job_id = publish(CUSTOMERS)
+    # Staged, then 401: the target pauses with the reason; nothing is dead-lettered.
+    assert "BLUESHIFT_API_KEY was refused" in wait_for_pause("blueshift").reason
+    assert redis_client.llen(keys.dead_letters(job_id)) == 0
     worker.stop()
     log = worker.log_path.read_bytes()
     assert b"401" in log and b"records staged as CSV" in log  # the log did record both steps

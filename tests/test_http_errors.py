@@ -17,6 +17,7 @@ from importq.errors import (
     RejectedError,
     RetryableError,
     TargetError,
+    Unreachable,
 )
 from workers.http import parse_retry_after, raise_for_status, transport_error, vendor_message
 
@@ -155,7 +156,7 @@ def test_hint_for_the_status_is_appended_to_the_vendor_message() -> None:
 def test_refused_connection_is_resendable() -> None:
     request = httpx.Request("POST", "http://vendor/start")
     error = transport_error(httpx.ConnectError("refused", request=request), target=TARGET, what="x")
-    assert type(error) is RetryableError
+    assert type(error) is Unreachable  # a RetryableError that says the target may be down
     assert error.resendable is True
     assert error.status is None
     assert "x failed: ConnectError: refused" in str(error)
@@ -167,7 +168,7 @@ def test_failure_after_sending_is_retryable_but_not_resendable(
 ) -> None:
     request = httpx.Request("POST", "http://vendor/start")
     error = transport_error(cls("boom", request=request), target=TARGET, what="start")
-    assert isinstance(error, RetryableError)
+    assert isinstance(error, Unreachable) and isinstance(error, RetryableError)
     assert error.resendable is False
     assert str(error).startswith(f"{TARGET}: start ")
 

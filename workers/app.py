@@ -6,6 +6,7 @@ worker also runs the reaper that re-enqueues units whose lease expired.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -17,6 +18,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 from importq import broker
 from importq import logging as importq_logging
 from importq import settings as importq_settings
+from importq.errors import ConfigError
 from workers import keys, pipelines, targets
 from workers.jobs import JobStore
 from workers.leases import Leases
@@ -70,16 +72,22 @@ _state: dict[str, Any] = {}
 
 def redis_client() -> redis.Redis:
     if "redis" not in _state:
-        # Timeouts: a half-open connection must not hang a heartbeat or the reaper forever.
-        _state["redis"] = redis.Redis.from_url(
-            REDIS_URL,
-            health_check_interval=25,
-            socket_timeout=30,
-            socket_connect_timeout=10,
-            socket_keepalive=True,
-        )
+        # Retries ride out a Redis restart; one try times out well within the lease, so a
+        # stalled connection cannot hold a unit past the point where it must stop.
+        timeout = max(1.0, min(5.0, SETTINGS.lease_seconds / 4))
+        _state["redis"] = broker.client(REDIS_URL, socket_timeout=timeout)
     client: redis.Redis = _state["redis"]
     return client
+
+
+def shutdown_id(hostname: str) -> str:
+    """This worker process's name for its shutdown signal: node name plus main process id.
+
+    Node names need not be unique (two workers on one host, a Procfile run with
+    concurrency), so a signal keyed by name alone would stop every worker sharing it.
+    Pool children inherit the main process's id from before the fork.
+    """
+    return f"{hostname}:{_state.get('main_pid', os.getpid())}"
 
 
 def publish_unit(unit_id: str, target: str, countdown: float | None = None) -> None:
@@ -105,7 +113,7 @@ def runner() -> Runner:
         _state["runner"] = Runner(SETTINGS, JobStore(redis_client()), publish_unit, REDIS_URL)
         _state["runner"].job_finished_hooks.append(
             pipelines.on_job_finished(
-                JobStore(redis_client()), publish_unit, SETTINGS.visibility_timeout
+                JobStore(redis_client()), publish_unit, SETTINGS.rescue_seconds
             )
         )
     result: Runner = _state["runner"]
@@ -120,9 +128,12 @@ def _register(target: str) -> None:
         reject_on_worker_lost=True,
         max_retries=0,
         ignore_result=True,
+        # The runner turns it into a retry (an attempt) that names the setting; the next
+        # attempt settles what this one left open with the vendor.
+        soft_time_limit=SETTINGS.unit_time_limit,
     )
     def run_unit(self: Task, envelope: dict[str, Any]) -> str:
-        return runner().run(target, envelope["unit_id"], self.request.hostname or "")
+        return runner().run(target, envelope["unit_id"], shutdown_id(self.request.hostname or ""))
 
 
 for _name in targets.SINKS:
@@ -137,7 +148,7 @@ def _setup_logging(**_: Any) -> None:
 def reap_once(leases: Leases) -> int:
     """Re-enqueue every unit whose lease expired or whose retry is overdue."""
     store = JobStore(leases.redis)
-    due = leases.reap(rescue_seconds=SETTINGS.visibility_timeout)
+    due = leases.reap(SETTINGS.rescue_seconds, SETTINGS.visibility_timeout)
     for unit_id in due:
         target = store.unit(unit_id).get("target")
         if target:
@@ -160,17 +171,52 @@ def _reaper_loop(stop: threading.Event) -> None:
                 reap_once(leases)
                 store = JobStore(leases.redis)
                 # Pipelines whose job-finished hook died with its worker move on here.
-                pipelines.sweep(store, publish_unit, SETTINGS.visibility_timeout)
+                pipelines.sweep(store, publish_unit, SETTINGS.rescue_seconds)
                 store.forget_expired(SETTINGS.job_ttl)
+                for job_id in store.forget_abandoned_staging(SETTINGS.staging_ttl):
+                    log.warning("discarded a job whose producer died while staging it",
+                                job=job_id)  # fmt: skip
         except Exception as error:  # keep sweeping through Redis blips
             log.warning("reaper sweep failed", error=str(error))
+
+
+def configuration_problems(names: list[str]) -> list[str]:
+    """What keeps each of these targets from running here (its settings), in words."""
+    problems = []
+    for name in names:
+        sink = targets.SINKS.get(name)
+        if sink is None:
+            continue
+        try:
+            sink.load_limits(SETTINGS)
+            client = sink.make_client(SETTINGS)
+        except ConfigError as error:
+            problems.append(f"{name}: {error}")
+            continue
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+    return problems
+
+
+@signals.worker_init.connect
+def _before_the_pool_starts(sender: Any = None, **_: Any) -> None:
+    _state["main_pid"] = os.getpid()  # before the pool forks: its children inherit it
+    refusal = broker.eviction_refusal(redis_client(), SETTINGS.allow_eviction)
+    if refusal:  # a worker on an evicting Redis could run units twice: do not start
+        log.error("refusing to start", reason=refusal)
+        raise SystemExit(f"importq worker: {refusal}")
+    consumed = list(sender.app.amqp.queues.consume_from or []) if sender is not None else []
+    problems = configuration_problems(consumed)
+    if problems:  # said now, not as every unit of the target failing later
+        log.error("refusing to start: a target's settings are wrong", problems=problems)
+        raise SystemExit("importq worker: fix these settings and start again:\n  "
+                         + "\n  ".join(problems))  # fmt: skip
 
 
 @signals.worker_ready.connect
 def _start_reaper(sender: Any = None, **_: Any) -> None:
     log.info("worker ready", redis=broker.safe_url(REDIS_URL), redis_source=REDIS.source)
-    if sender is not None:  # a restarted worker with the same name is not shutting down
-        redis_client().delete(keys.shutdown(sender.hostname))
     stop = threading.Event()
     _state["reaper_stop"] = stop
     threading.Thread(target=_reaper_loop, args=(stop,), name="importq-reaper", daemon=True).start()
@@ -180,8 +226,17 @@ def _start_reaper(sender: Any = None, **_: Any) -> None:
 def _shutting_down(sender: Any = None, **_: Any) -> None:
     """Ask this worker's running units to stop at their next checkpoint and hand back."""
     if sender:
-        redis_client().set(keys.shutdown(str(sender)), "1", ex=3600)
+        redis_client().set(keys.shutdown(shutdown_id(str(sender))), "1", ex=3600)
+        _state["shutdown_key"] = keys.shutdown(shutdown_id(str(sender)))
         log.info("shutting down: running units will be handed back at their next checkpoint")
     stop = _state.get("reaper_stop")
     if isinstance(stop, threading.Event):
         stop.set()
+
+
+@signals.worker_shutdown.connect
+def _shut_down(**_: Any) -> None:
+    """The signal belonged to this process alone: gone with it."""
+    key = _state.pop("shutdown_key", None)
+    if key:
+        redis_client().delete(key)

@@ -3,6 +3,11 @@
 Sinks call `checkpoint()` between vendor requests; it raises LeaseLost when the
 lease (or the slot) could not be renewed, and HandBack when this worker was
 asked to shut down, so the unit stops at a clean point instead of being cut.
+
+`check_lease()` also runs before every vendor request (workers/vendor_calls.py).
+A lease is trusted only while its last renewal is younger than half the lease:
+a worker cut off from Redis (a stall, a partition) cannot tell whether its lease
+still stands, so it stops before the TTL could have handed the unit to a successor.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+import redis
 import structlog
 
-from importq.errors import HandBack, LeaseLost
+from importq.errors import HandBack, LeaseLost, LeaseUnconfirmed
 from workers import keys
 from workers.leases import Leases
 
@@ -34,11 +40,21 @@ class Heartbeat:
     """Renews the lease (and the in-flight slot) until stopped; notes when either is lost."""
 
     def __init__(
-        self, leases: Leases, unit_id: str, token: str, slot: Slot | None, hostname: str = ""
+        self,
+        leases: Leases,
+        unit_id: str,
+        token: str,
+        slot: Slot | None,
+        worker_id: str = "",
+        leased_at: float | None = None,
     ) -> None:
         self.leases, self.unit_id, self.token, self.slot = leases, unit_id, token, slot
-        self.shutdown_key = keys.shutdown(hostname) if hostname else ""
+        self.shutdown_key = keys.shutdown(worker_id) if worker_id else ""
         self.lost = threading.Event()
+        # The claim set the lease: it counts as the first renewal (time.monotonic()).
+        self.renewed_at = time.monotonic() if leased_at is None else leased_at
+        self.trusted_for = leases.lease_ms / 2000
+        self._renewing = threading.Lock()
         self._stop = threading.Event()
         self._next_shutdown_check = 0.0
         self._thread = threading.Thread(target=self._beat, name=f"lease:{unit_id}", daemon=True)
@@ -55,20 +71,56 @@ class Heartbeat:
         interval = self.leases.lease_ms / 3000
         while not self._stop.wait(interval):
             try:
-                alive = self.leases.renew(self.unit_id, self.token)
-                if alive and self.slot:
-                    alive = self.leases.renew_slot(self.slot.key, self.token)
-            except Exception as error:  # a blip must not kill the beat; the TTL decides
+                self._renew()
+            except LeaseLost:
+                return
+            except Exception as error:  # a blip must not kill the beat; check_lease decides
                 log.warning("lease renewal failed", error=str(error))
-                continue
+
+    def _renew(self) -> None:
+        """Renew the lease (and slot) once; raise LeaseLost if someone else holds it now."""
+        started = time.monotonic()
+        with self._renewing:
+            alive = self.leases.renew(self.unit_id, self.token)
+            if alive and self.slot:
+                alive = self.leases.renew_slot(self.slot.key, self.token)
             if not alive:
                 self.lost.set()
-                return
+                raise LeaseLost(f"unit {self.unit_id}: lease lost; another worker may hold it")
+            # The new expiry runs from when Redis got the renewal, which is after `started`.
+            self.renewed_at = max(self.renewed_at, started)
 
-    def checkpoint(self) -> None:
+    def check_lease(self) -> None:
+        """Raise LeaseLost unless the lease is surely still this worker's."""
         if self.lost.is_set():
             raise LeaseLost(f"unit {self.unit_id}: lease lost; another worker may hold it")
+        if time.monotonic() - self.renewed_at <= self.trusted_for:
+            return
+        try:  # the beat may only be late (a busy machine): renew here before giving up
+            self._renew()
+        except LeaseLost:
+            raise
+        except Exception as error:
+            raise LeaseUnconfirmed(self._silent(f"renewal failed: {error}")) from None
+        if time.monotonic() - self.renewed_at > self.trusted_for:
+            raise LeaseUnconfirmed(self._silent("the renewal came back too late"))
+
+    def _silent(self, why: str) -> str:
+        silent = time.monotonic() - self.renewed_at
+        return (
+            f"unit {self.unit_id}: the lease was not renewed for {silent:.1f} s ({why}; Redis "
+            "unreachable?); stopping before the next vendor request, as another worker may "
+            "take the unit over"
+        )
+
+    def checkpoint(self) -> None:
+        self.check_lease()
         if self.shutdown_key and time.monotonic() >= self._next_shutdown_check:
             self._next_shutdown_check = time.monotonic() + SHUTDOWN_CHECK_SECONDS
-            if self.leases.redis.exists(self.shutdown_key):
+            try:
+                shutting_down = bool(self.leases.redis.exists(self.shutdown_key))
+            except redis.RedisError:  # unreachable: the lease check below decides
+                shutting_down = False
+            self.check_lease()  # that read may have waited on a stalled Redis
+            if shutting_down:
                 raise HandBack(f"unit {self.unit_id}: the worker is shutting down")

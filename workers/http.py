@@ -19,6 +19,7 @@ from importq.errors import (
     RateLimited,
     RejectedError,
     RetryableError,
+    Unreachable,
 )
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -95,11 +96,11 @@ def raise_for_status(
     raise FinalError(message, target=target, status=status)
 
 
-def transport_error(error: httpx.TransportError, *, target: str, what: str) -> RetryableError:
+def transport_error(error: httpx.TransportError, *, target: str, what: str) -> Unreachable:
     """A network failure; only a refused connection certainly sent nothing."""
     if isinstance(error, httpx.TimeoutException):
         reason = f"{what} timed out ({type(error).__name__}); the outcome is unknown"
     else:
         reason = f"{what} failed: {type(error).__name__}: {error}"
     resendable = isinstance(error, httpx.ConnectError)
-    return RetryableError(reason, target=target, resendable=resendable)
+    return Unreachable(reason, target=target, resendable=resendable)

@@ -119,7 +119,11 @@ class JobStore:
 
     def create(self, target: str, params: dict[str, Any]) -> str:
         job_id = new_job_id()
-        self.redis.hset(
+        # Listed as staging until opened or discarded: a producer that dies meanwhile leaves
+        # a job nobody will open, which the reaper discards (forget_abandoned_staging).
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(keys.STAGING, {job_id: time.time()})
+        pipe.hset(
             keys.job(job_id),
             mapping={
                 "id": job_id,
@@ -134,6 +138,7 @@ class JobStore:
                 "records_dead": 0,
             },
         )
+        pipe.execute()
         return job_id
 
     def stage_unit(
@@ -171,6 +176,7 @@ class JobStore:
         """The job is fully staged: list it; its units may now be published."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hdel(keys.job(job_id), "staging")
+        pipe.zrem(keys.STAGING, job_id)
         pipe.zadd(keys.JOBS, {job_id: time.time()})
         pipe.execute()
 
@@ -182,6 +188,15 @@ class JobStore:
             doomed += [keys.unit(unit_id), keys.payload(unit_id)]
         for start in range(0, len(doomed), 500):
             self.redis.delete(*doomed[start : start + 500])
+        self.redis.zrem(keys.STAGING, job_id)
+
+    def forget_abandoned_staging(self, older_than_seconds: float) -> list[str]:
+        """Discard jobs whose producer died while staging them (never opened, long ago)."""
+        cutoff = time.time() - older_than_seconds
+        abandoned = [as_text(j) for j in self.redis.zrangebyscore(keys.STAGING, "-inf", cutoff)]
+        for job_id in abandoned:
+            self.discard(job_id)
+        return abandoned
 
     def expire(self, job_id: str, seconds: int) -> None:
         """Let a finished job's state go after `seconds` (its dead letters stay until replayed)."""

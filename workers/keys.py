@@ -1,6 +1,7 @@
 """Every Redis key importq writes, in one place.
 
     importq:jobs                  zset   job id -> created (ms); the `importq jobs` listing
+    importq:staging               zset   job id -> created (s): jobs a producer is staging
     importq:job:{job}             hash   target, params, counters (units, records, retries...)
     importq:job:{job}:units       list   unit ids of the job, in creation order
     importq:unit:{unit}           hash   state, epoch, owner, attempts, crashes, remote.* ids...
@@ -14,12 +15,13 @@
     importq:dlq                   zset   job id -> last dead letter (ms)
     importq:dlq:{job}             list   dead letters of a job (JSON: record, reason, unit)
     importq:reaper                string lock so one reaper sweeps per interval
-    importq:shutdown:{hostname}   string set while that worker shuts down: hand units back
+    importq:shutdown:{node}:{pid} string set while that worker process shuts down: hand back
     importq:ratelimit...          the shared request windows of the `limits` library
     importq:pipeline...           ordered pipelines of jobs (listed in workers/pipelines.py)
     importq:blue:...              Blue's registry of importq's open transactions and skipped
                                   rows (listed in workers/targets/blue/registry.py)
     importq:stats:{target}        hash   running totals for the Prometheus metrics
+    importq:breaker:{target}...   a paused target and its probe (listed in workers/breaker.py)
 
 A unit id is "{job}:{n}", and a bisected unit's halves are "{unit}.0" and "{unit}.1".
 The Lua scripts in jobs.py build unit-related keys from PREFIX themselves, which
@@ -31,6 +33,7 @@ from __future__ import annotations
 PREFIX = "importq:"
 
 JOBS = PREFIX + "jobs"
+STAGING = PREFIX + "staging"
 WATCH = PREFIX + "watch"
 DLQ_INDEX = PREFIX + "dlq"
 REAPER_LOCK = PREFIX + "reaper"
@@ -79,3 +82,19 @@ def stats(target: str) -> str:
 def job_of(unit_id: str) -> str:
     """The job id a unit id belongs to."""
     return unit_id.split(":", 1)[0]
+
+
+def breaker(target: str) -> str:
+    return f"{PREFIX}breaker:{target}"
+
+
+def breaker_failures(target: str) -> str:
+    return f"{PREFIX}breaker:{target}:failures"
+
+
+def breaker_probe(target: str) -> str:
+    return f"{PREFIX}breaker:{target}:probe"
+
+
+def breaker_waiting(target: str) -> str:
+    return f"{PREFIX}breaker:{target}:waiting"

@@ -21,7 +21,12 @@ from workers import keys
 
 TERMINAL = ("succeeded", "failed", "split", "cancelled")
 
-# KEYS: unit hash, lease, watch zset, job hash.  ARGV: token, lease ms, now ms, unit id, max crashes
+# KEYS: unit hash, lease, watch zset, job hash.
+# ARGV: token, lease ms, now ms, unit id, max crashes, early tolerance ms
+# A waiting unit is never claimed before its due time (next_attempt_at), whoever sent the
+# message: the caller re-schedules it without an attempt. A hand-back's resume point is
+# consumed here, so it holds for exactly one claim: if the resuming attempt dies too, the
+# next one does not trust a checkpoint that the crash may have overtaken.
 _CLAIM = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing'} end
@@ -29,6 +34,12 @@ if state == 'succeeded' or state == 'failed' or state == 'split' or state == 'ca
   return {'done', state}
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'held'} end
+if state == 'waiting' then
+  local due = redis.call('HGET', KEYS[1], 'next_attempt_at')
+  if due and due ~= '' and tonumber(due) * 1000 > tonumber(ARGV[3]) + tonumber(ARGV[6]) then
+    return {'early', due}
+  end
+end
 if state == 'running' then
   -- the previous holder's lease expired without a finish: it died
   redis.call('HINCRBY', KEYS[1], 'crashes', 1)
@@ -41,8 +52,19 @@ redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
 redis.call('HSETNX', KEYS[4], 'started_at', ARGV[3])
 local crashes = tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')
-if crashes >= tonumber(ARGV[5]) then return {'poisoned', epoch, attempts, crashes} end
-return {'claimed', epoch, attempts, crashes}
+local handed_back = redis.call('HGET', KEYS[1], 'handed_back') or ''
+redis.call('HSET', KEYS[1], 'handed_back', '')
+if crashes >= tonumber(ARGV[5]) then return {'poisoned', epoch, attempts, crashes, handed_back} end
+return {'claimed', epoch, attempts, crashes, handed_back}
+"""
+
+# KEYS: unit hash.  ARGV: now (s), reason.  A unit waiting for `reason` (a slot, its turn)
+# becomes due now, so the message that wakes it is not turned away as early.
+_WAKE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'waiting' then return 0 end
+if redis.call('HGET', KEYS[1], 'waits_for') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[1])
+return 1
 """
 
 # KEYS: lease, watch.  ARGV: token, lease ms, now ms, unit id
@@ -112,23 +134,27 @@ end
 return 1
 """
 
-# KEYS: watch.  ARGV: now ms, limit, grace ms, rescue ms.  Returns unit ids to publish again.
-# A unit is due when its lease expired (worker died), its retry time passed plus
-# grace (the retry message was lost), or it was never claimed within grace.
+# KEYS: watch.  ARGV: now ms, limit, grace ms, rescue ms, longest rescue ms.
+# Returns unit ids to publish again. A unit is due when its lease expired (worker died),
+# its retry time passed plus grace (the retry message was lost), or it stayed unclaimed
+# for a rescue period (its message was lost, or a backlog is long). Each rescue of one unit
+# waits twice as long as the last, so a long backlog is not flooded with copies.
 _REAP = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local now = tonumber(ARGV[1])
 local out = {}
 for i, id in ipairs(due) do
-  local state = redis.call('HGET', 'importq:unit:' .. id, 'state')
+  local unit = 'importq:unit:' .. id
+  local state = redis.call('HGET', unit, 'state')
   if redis.call('EXISTS', 'importq:lease:' .. id) == 1 then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
   elseif state == 'running' or state == 'waiting' then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
     table.insert(out, id)
   elseif state == 'queued' then
-    -- never claimed: maybe just a long backlog, so look again only a whole rescue later
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), id)
+    local rescues = redis.call('HINCRBY', unit, 'rescues', 1)
+    local wait = math.min(tonumber(ARGV[4]) * 2 ^ (rescues - 1), tonumber(ARGV[5]))
+    redis.call('ZADD', KEYS[1], now + wait, id)
     table.insert(out, id)
   else
     redis.call('ZREM', KEYS[1], id)
@@ -161,15 +187,26 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# A message may arrive this much before the unit's due time and still run: clocks of two
+# machines and Celery's countdown rounding differ by a little; more than this is early.
+EARLY_TOLERANCE_MS = 100
+
+
 @dataclass
 class Claim:
-    """What a claim attempt found: `claimed`, `poisoned`, `held`, `done` or `missing`."""
+    """What a claim found: `claimed`, `poisoned`, `early`, `held`, `done` or `missing`."""
 
     status: str
     token: str = ""
     epoch: int = 0
     attempts: int = 0
     crashes: int = 0
+    handed_back: bool = False
+    """The last attempt stopped cleanly at a checkpoint: what it remembered is exact."""
+    due: float = 0.0
+    """For `early`: when the unit is due (epoch seconds)."""
+    sent_at: float = 0.0
+    """time.monotonic() when the claim was sent: the lease runs from no earlier than this."""
 
 
 @dataclass
@@ -201,20 +238,31 @@ class Leases:
         self._finish = client.register_script(_FINISH)
         self._reap = client.register_script(_REAP)
         self._acquire_slot = client.register_script(_ACQUIRE_SLOT)
+        self._wake = client.register_script(_WAKE)
 
     def claim(self, unit_id: str, max_crashes: int) -> Claim:
         token = uuid.uuid4().hex
+        sent_at = time.monotonic()
         unit_keys = [
             keys.unit(unit_id),
             keys.lease(unit_id),
             keys.WATCH,
             keys.job(keys.job_of(unit_id)),
         ]
-        args: list[Any] = [token, self.lease_ms, now_ms(), unit_id, max_crashes]
+        args: list[Any] = [token, self.lease_ms, now_ms(), unit_id, max_crashes,
+                           EARLY_TOLERANCE_MS]  # fmt: skip
         result = [_text(x) for x in self._claim(keys=unit_keys, args=args)]
+        if result[0] == "early":
+            return Claim("early", due=float(result[1]))
         if result[0] not in ("claimed", "poisoned"):
             return Claim(result[0])
-        return Claim(result[0], token, int(result[1]), int(result[2]), int(result[3]))
+        status, epoch, attempts, crashes, handed_back = result
+        return Claim(status, token, int(epoch), int(attempts), int(crashes),
+                     handed_back == "1", sent_at=sent_at)  # fmt: skip
+
+    def wake(self, unit_id: str, reason: str) -> bool:
+        """Make a unit that waits for `reason` due now; False if it waits for something else."""
+        return bool(self._wake(keys=[keys.unit(unit_id)], args=[time.time(), reason]))
 
     def renew(self, unit_id: str, token: str) -> bool:
         args: list[Any] = [token, self.lease_ms, now_ms(), unit_id]
@@ -256,9 +304,16 @@ class Leases:
         args += [payload for _, _, payload in result.children]
         return int(self._finish(keys=finish_keys, args=args))
 
-    def reap(self, limit: int = 500, rescue_seconds: float = 4 * 3600) -> list[str]:
-        """Unit ids whose lease expired or whose retry message is overdue."""
-        args = [now_ms(), limit, self.grace_ms, int(rescue_seconds * 1000)]
+    def reap(
+        self,
+        rescue_seconds: float = 300.0,
+        longest_rescue_seconds: float = 4 * 3600,
+        limit: int = 500,
+    ) -> list[str]:
+        """Unit ids whose lease expired, whose retry is overdue, or that stayed unclaimed."""
+        rescue_ms = int(rescue_seconds * 1000)
+        longest_ms = max(rescue_ms, int(longest_rescue_seconds * 1000))
+        args = [now_ms(), limit, self.grace_ms, rescue_ms, longest_ms]
         found = self._reap(keys=[keys.WATCH], args=args)
         return [_text(x) for x in found]
 
@@ -273,12 +328,16 @@ class Leases:
     def renew_slot(self, slot_key: str, member: str) -> bool:
         """Extend the holder's place; False if it expired (it may be someone else's now)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(slot_key, {member: now_ms() + self.lease_ms}, xx=True, ch=True)
+        # XX without CH: whether the member is still there is asked with ZSCORE, because
+        # ZADD XX CH answers 0 when the new score equals the old one (a renewal in the same
+        # millisecond as the acquire), which would read as "slot lost".
+        pipe.zadd(slot_key, {member: now_ms() + self.lease_ms}, xx=True)
         # The key's TTL was set at acquire: without this, a unit longer than one lease
         # (a Blue prepare) loses the whole slot key, and with it its place.
         pipe.pexpire(slot_key, self.lease_ms)
-        renewed, _ = pipe.execute()
-        return bool(renewed)
+        pipe.zscore(slot_key, member)
+        _, _, score = pipe.execute()
+        return score is not None
 
     def wait_for_slot(self, slot_key: str, unit_id: str) -> None:
         """Queue up for the slot, first come first served (see next_waiter)."""

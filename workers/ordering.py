@@ -38,10 +38,15 @@ def my_turn(store: JobStore, target: str, key: str | None, unit_id: str) -> bool
         store.redis.lrem(order_key, 1, head_id)  # a finished or vanished job leaves the line
 
 
-def release(client: redis.Redis, job: JobView) -> None:
-    """A finished job leaves its line so the next one starts at once."""
+def release(client: redis.Redis, job: JobView) -> str | None:
+    """A finished job leaves its line; returns the job now at its head, to be woken."""
     from workers import targets
 
     key = targets.get(job.target).order_key(job.params)
-    if key:
-        client.lrem(keys.order(job.target, key), 1, job.id)
+    if not key:
+        return None
+    pipe = client.pipeline(transaction=True)
+    pipe.lrem(keys.order(job.target, key), 1, job.id)
+    pipe.lindex(keys.order(job.target, key), 0)
+    _, head = pipe.execute()
+    return as_text(head) if head is not None else None

@@ -32,6 +32,7 @@ from workers.jobs import JobState, JobStore, JobView, as_text, new_job_id
 from workers.targets.base import Located
 
 OPEN = keys.PREFIX + "pipelines"
+FINISHED_KEPT_SECONDS = 14 * 86400  # as long as a finished job by default (IMPORTQ_JOB_TTL)
 log = structlog.get_logger("importq.pipelines")
 
 
@@ -92,7 +93,7 @@ def publish_pipeline(
         pipe.set(pipeline_of(job_id), pipeline_id)
     pipe.zadd(OPEN, {pipeline_id: int(time.time() * 1000)})
     pipe.execute()
-    advance(store, pipeline_id, publish_unit, settings.visibility_timeout)
+    advance(store, pipeline_id, publish_unit, settings.rescue_seconds)
     return pipeline_id
 
 
@@ -119,8 +120,14 @@ def advance(
             continue
         _stop_rest(store, pipeline_id, steps, number, job, publish_unit, rescue_seconds)
         break
-    store.redis.hset(pipeline_key(pipeline_id), "finished_at", time.time())
-    store.redis.zrem(OPEN, pipeline_id)
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.hset(pipeline_key(pipeline_id), "finished_at", time.time())
+    pipe.zrem(OPEN, pipeline_id)
+    # A finished pipeline is only looked at, never advanced again: its keys go in time.
+    pipe.expire(pipeline_key(pipeline_id), FINISHED_KEPT_SECONDS)
+    for job_id in steps:
+        pipe.expire(pipeline_of(job_id), FINISHED_KEPT_SECONDS)
+    pipe.execute()
     log.info("pipeline finished", pipeline=pipeline_id)
 
 

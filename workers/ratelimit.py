@@ -3,8 +3,8 @@
 Celery's `rate_limit` is per worker process; a vendor's limit is global. So a
 moving window lives in Redis (the `limits` library's atomic Lua scripts,
 under the key prefix `importq:ratelimit`), and every HTTP request a target's
-client sends waits for a place in it: the client's httpx event hook asks the
-throttle that the runner made current for the unit being run.
+client sends waits for a place in it: the runner installs the target's
+throttle as a check before each request (workers/vendor_calls.py).
 
 Configure with IMPORTQ_RATE_LIMIT_<TARGET>, e.g. IMPORTQ_RATE_LIMIT_BLUESHIFT=5/second.
 """
@@ -12,12 +12,7 @@ Configure with IMPORTQ_RATE_LIMIT_<TARGET>, e.g. IMPORTQ_RATE_LIMIT_BLUESHIFT=5/
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any
 
-import httpx
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -25,8 +20,6 @@ from limits.strategies import MovingWindowRateLimiter
 from importq.errors import ConfigError
 from importq.settings import Settings
 from workers import keys
-
-_current: ContextVar[Throttle | None] = ContextVar("importq_throttle", default=None)
 
 
 class Throttle:
@@ -59,28 +52,7 @@ def throttle_for(target: str, settings: Settings, redis_url: str) -> Throttle | 
         raise ConfigError(
             f"{setting_name(target)}={raw!r} is not a rate; write e.g. 5/second or 100/minute"
         ) from None
-    storage = RedisStorage(redis_url, key_prefix=keys.PREFIX + "ratelimit")
+    # Timeouts: a half-open connection must not hang a unit inside the limiter forever.
+    storage = RedisStorage(redis_url, key_prefix=keys.PREFIX + "ratelimit",
+                           socket_timeout=5, socket_connect_timeout=5)  # fmt: skip
     return Throttle(target, rate, MovingWindowRateLimiter(storage))
-
-
-@contextmanager
-def applied(throttle: Throttle | None) -> Iterator[None]:
-    """Make `throttle` the one every request of this thread waits on."""
-    token = _current.set(throttle)
-    try:
-        yield
-    finally:
-        _current.reset(token)
-
-
-def _before_request(request: httpx.Request) -> None:
-    throttle = _current.get()
-    if throttle is not None:
-        throttle.wait()
-
-
-def http_client(**kwargs: Any) -> httpx.Client:
-    """An httpx.Client whose every request (resends included) respects the rate limit."""
-    hooks = kwargs.pop("event_hooks", {}) or {}
-    hooks = {**hooks, "request": [_before_request, *hooks.get("request", [])]}
-    return httpx.Client(event_hooks=hooks, **kwargs)

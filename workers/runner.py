@@ -17,17 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from celery.exceptions import SoftTimeLimitExceeded
 
+from importq import broker
 from importq.errors import (
     ConfigError,
     FinalError,
     HandBack,
     LeaseLost,
+    LeaseUnconfirmed,
     RetryableError,
     TargetError,
 )
 from importq.settings import Settings
-from workers import keys, ordering, ratelimit, targets
+from workers import breaker, keys, ordering, ratelimit, targets, vendor_calls
 from workers.heartbeat import Heartbeat, Slot
 from workers.jobs import JobStore, JobView, UnitState, encode_records, unit_fields
 from workers.leases import Claim, Finish, Leases, now_ms
@@ -37,9 +40,16 @@ from workers.targets.base import Delivered, Record, RunContext, Sink
 Publish = Callable[[str, str, float | None], None]  # unit id, target, countdown
 log = structlog.get_logger("importq.runner")
 
-DEFER_SECONDS = 1.0  # first wait of a unit whose slot or turn is taken; grows to DEFER_MAX
-DEFER_MAX = 10.0  # a freed slot wakes its longest waiter at once, so this only bounds churn
+WAIT_BASE = 1.0  # first wait of a unit whose slot or turn is taken; grows to WAIT_MAX
+WAIT_MAX = 10.0  # a freed slot or turn wakes its waiter at once, so this only bounds churn
+# A unit handed back at shutdown uses no attempt, this many times; after that each
+# hand-back counts one, so a worker restarted in a loop cannot keep a unit going forever.
+FREE_HANDBACKS = 3
 JOB_FINISHED = 2
+MISSING_PAYLOAD = (
+    "the unit's staged records are missing from Redis ({key}): deleted by hand, or evicted "
+    "by a Redis whose maxmemory-policy is not noeviction; publish the records again"
+)
 
 
 @dataclass
@@ -53,7 +63,8 @@ class UnitRun:
     params: dict[str, Any]
     records: list[Record]
     unit: dict[str, str]
-    hostname: str = ""
+    worker_id: str = ""  # whose shutdown signal hands this unit back (app.shutdown_id)
+    probing: bool = False  # its target is paused and this unit is the probe
 
 
 class Runner:
@@ -64,6 +75,12 @@ class Runner:
         self.redis_url = redis_url
         self.store = store
         self.leases = Leases(store.redis, settings.lease_seconds, settings.retry_grace)
+        # Heartbeats renew through a client that tries once and fails fast, so a stalled
+        # Redis shows up as an unconfirmed lease instead of a renewal hanging in retries.
+        beat_timeout = min(5.0, max(0.25, settings.lease_seconds / 6))
+        beat_client = broker.impatient(store.redis, beat_timeout)
+        self.beat_leases = Leases(beat_client, settings.lease_seconds, settings.retry_grace)
+        self.breaker = breaker.Breaker(store.redis, settings)
         self.publish = publish
         self._clients: dict[str, Any] = {}
         self._throttles: dict[str, ratelimit.Throttle | None] = {}
@@ -81,23 +98,25 @@ class Runner:
             self._throttles[target] = ratelimit.throttle_for(target, self.settings, self.redis_url)
         return self._throttles.get(target)
 
-    def run(self, target: str, unit_id: str, hostname: str = "") -> str:
+    def run(self, target: str, unit_id: str, worker_id: str = "") -> str:
         claim = self.leases.claim(unit_id, self.settings.max_crashes)
+        if claim.status == "early":
+            return self._early(unit_id, target, claim.due)
         if claim.status not in ("claimed", "poisoned"):
             # A duplicate or redelivered message: the unit is done or a live worker has it.
             log.info("message acknowledged without running", unit=unit_id, found=claim.status)
             return claim.status
         job = self.store.get(keys.job_of(unit_id))
-        records = self.store.payload(unit_id) or []
+        records = self.store.payload(unit_id)
         run = UnitRun(
             unit_id,
             target,
             targets.get(target),
             claim,
             job.params if job else {},
-            records,
+            records or [],
             self.store.unit(unit_id),
-            hostname,
+            worker_id,
         )
         context = {"job": keys.job_of(unit_id), "unit": unit_id, "target": target}
         with structlog.contextvars.bound_contextvars(**context, attempt=claim.attempts):
@@ -105,44 +124,72 @@ class Runner:
                 reason = f"the worker died {claim.crashes} times while running this unit"
                 return self._fail(run, reason)
             if job is None or job.cancelled:
-                return self._finish(run, Finish(UnitState.CANCELLED, terminal=True))
+                return self._cancel(run)
+            if records is None:  # never "zero records": that would send a bare trigger
+                return self._fail(run, MISSING_PAYLOAD.format(key=keys.payload(unit_id)))
             return self._run_claimed(run)
+
+    def _early(self, unit_id: str, target: str, due: float) -> str:
+        """A message came before the unit's due time: send it again for then, use nothing."""
+        delay = max(0.0, due - time.time())
+        log.info("message came before the unit is due; rescheduled without an attempt",
+                 unit=unit_id, due_in=round(delay, 2))  # fmt: skip
+        if delay <= self.settings.visibility_timeout / 4:  # longer waits: the reaper sends it
+            self.publish(unit_id, target, delay)
+        return "early"
+
+    def _cancel(self, run: UnitRun) -> str:
+        if self._left_open(run) and isinstance(settled := self._abandon(run), Delivered):
+            return self._delivered(run, settled)  # committed before the cancel came
+        return self._finish(run, Finish(UnitState.CANCELLED, terminal=True))
 
     def _run_claimed(self, run: UnitRun) -> str:
         if not ordering.my_turn(
             self.store, run.target, run.sink.order_key(run.params), run.unit_id
         ):
             log.info("an earlier job on the same order key is not finished; waiting")
-            return self._defer(run)
+            return self._defer(run, "turn")
+        verdict, probe_at = self.breaker.admit(run.target, run.claim.token)
+        if verdict == "wait":
+            return self._paused(run, probe_at)
+        run.probing = verdict == "probe"
         try:
             limits = run.sink.load_limits(self.settings)
             client = self.client(run.sink)
         except ConfigError as error:  # this worker's environment is wrong: no traceback
             log.error("the worker's configuration is incomplete", error=str(error))
-            return self._retry(run, RetryableError(f"worker configuration: {error}",
-                                                   target=run.target))  # fmt: skip
+            return self._target_failed(run, error) or self._fail(run, str(error))
         slot = self._slot(run, limits)
         token = run.claim.token
         if slot and not self.leases.acquire_slot(slot.key, token, slot.cap):
             self.leases.wait_for_slot(slot.key, run.unit_id)
-            return self._defer(run)
+            return self._defer(run, "slot")
         if slot:
             self.leases.stop_waiting(slot.key, run.unit_id)
         try:
             with (
-                Heartbeat(self.leases, run.unit_id, token, slot, run.hostname) as beat,
-                ratelimit.applied(self.throttle(run.target)),
+                Heartbeat(
+                    self.beat_leases, run.unit_id, token, slot, run.worker_id, run.claim.sent_at
+                ) as beat,
+                vendor_calls.before_each_request(beat.check_lease, self._wait_for_rate(run)),
             ):
                 delivered = run.sink.run(self._context(run, limits, client, beat))
         except HandBack:
-            log.info("worker shutting down: the unit goes back to the queue at its checkpoint")
-            return self._reschedule(run, 0.0, retry=False, attempts_delta=-1,
-                                    fields={"handed_back": "1"})  # fmt: skip
+            return self._hand_back(run)
+        except LeaseUnconfirmed as error:
+            # Stopped before the next vendor request; back to the queue if still ours (the
+            # fenced finish decides), with nothing to resume from and no attempt used.
+            log.warning("stopped without committing", reason=str(error))
+            return self._reschedule(run, 0.0, retry=False, attempts_delta=-1, error=str(error))
         except LeaseLost as error:
             log.warning("stopped without committing", reason=str(error))
             return "lease lost"
         except RetryableError as error:
             return self._retry(run, error)
+        except SoftTimeLimitExceeded:
+            limit = f"{self.settings.unit_time_limit:.0f} s (IMPORTQ_UNIT_TIME_LIMIT)"
+            return self._retry(run, RetryableError(f"the unit ran longer than {limit}",
+                                                   target=run.target))  # fmt: skip
         except FinalError as error:
             return self._refused(run, error)
         except Exception as error:
@@ -155,20 +202,74 @@ class Runner:
         finally:
             if slot:
                 self._release(run, slot, token)
+        self._answered(run)
         return self._delivered(run, delivered)
 
-    def _defer(self, run: UnitRun) -> str:
-        """Wait for a slot or a turn without using an attempt, a little longer each time."""
-        deferrals = int(run.unit.get("deferrals") or 0)
-        delay = min(DEFER_SECONDS * 1.5**deferrals, DEFER_MAX)
-        return self._reschedule(run, delay, retry=False, attempts_delta=-1,
-                                fields={"deferrals": str(deferrals + 1)})  # fmt: skip
+    def _hand_back(self, run: UnitRun) -> str:
+        """Back to the queue at the checkpoint where this worker was asked to stop."""
+        handbacks = int(run.unit.get("handbacks") or 0) + 1
+        free = handbacks <= FREE_HANDBACKS
+        log.info("worker shutting down: the unit goes back to the queue at its checkpoint",
+                 handbacks=handbacks, counts_attempt=not free)  # fmt: skip
+        if not free and run.claim.attempts >= self.settings.max_attempts:
+            return self._fail(run, f"handed back {handbacks} times by workers shutting down, "
+                                   f"and {run.claim.attempts} attempts are used up")  # fmt: skip
+        fields = {"handed_back": "1", "handbacks": str(handbacks)}
+        return self._reschedule(run, 0.0, retry=False, attempts_delta=-1 if free else 0,
+                                fields=fields)  # fmt: skip
+
+    def _target_failed(self, run: UnitRun, error: Exception) -> str | None:
+        """Count a failure that is not the unit's fault; wait paused if the target is now."""
+        probe_at = self.breaker.failed(run.target, run.unit_id, run.claim.token, error)
+        if probe_at is None:
+            return None
+        return self._paused(run, probe_at)
+
+    def _paused(self, run: UnitRun, probe_at: float) -> str:
+        """Wait, using no attempt and without a ceiling, until the target resumes."""
+        pause = self.breaker.pause(run.target)
+        why = pause.describe() if pause else f"target {run.target} paused"
+        log.warning("unit waits: its target is paused", reason=why,
+                    next_probe_in=round(max(0.0, probe_at - time.time()), 1))  # fmt: skip
+        delay = max(0.0, self.breaker.wait(run.target, run.unit_id, probe_at) - time.time())
+        return self._reschedule(run, delay, retry=False, attempts_delta=-1, error=why,
+                                fields={"waits_for": "breaker"})  # fmt: skip
+
+    def _answered(self, run: UnitRun) -> None:
+        """The vendor answered this unit: a probe that gets this far resumes its target."""
+        if not run.probing:
+            return
+        waiting = self.breaker.resume(run.target)
+        log.warning("target resumed: the probe reached the vendor", waking=len(waiting))
+        for unit_id in waiting:
+            if unit_id != run.unit_id and self.leases.wake(unit_id, "breaker"):
+                self.publish(unit_id, run.target, None)
+
+    def _wait_for_rate(self, run: UnitRun) -> Callable[[], float] | None:
+        throttle = self.throttle(run.target)
+        return throttle.wait if throttle else None
+
+    def _defer(self, run: UnitRun, waits_for: str, retry_after: float | None = None,
+               why: str = "") -> str:  # fmt: skip
+        """Wait without using an attempt (a slot, a turn, the vendor), bounded in total."""
+        since = float(run.unit.get("waiting_since") or time.time())
+        waited = time.time() - since
+        ceiling = self.settings.max_wait(run.target)
+        if waited > ceiling:
+            what = why or f"its {waits_for}"
+            limit = f"{ceiling:.0f} s allowed (IMPORTQ_MAX_WAIT_SECONDS)"
+            return self._fail(run, f"waited {waited:.0f} s for {what}, over the {limit}")
+        waits = int(run.unit.get("deferrals") or 0) + 1
+        delay = unit_delay(waits, WAIT_BASE, WAIT_MAX, retry_after)
+        fields = {"deferrals": str(waits), "waits_for": waits_for, "waiting_since": str(since)}
+        return self._reschedule(run, delay, retry=False, attempts_delta=-1, error=why,
+                                fields=fields)  # fmt: skip
 
     def _release(self, run: UnitRun, slot: Slot, token: str) -> None:
         """Give the slot back and wake the unit that has waited longest for it."""
         self.leases.release_slot(slot.key, token, slot.gap)
         waiter = self.leases.next_waiter(slot.key)
-        if waiter:  # a second message for it: harmless, its claim decides
+        if waiter and self.leases.wake(waiter, "slot"):  # a second message: its claim decides
             self.publish(waiter, run.target, slot.gap or None)
 
     def _slot(self, run: UnitRun, limits: Any) -> Slot | None:
@@ -199,7 +300,7 @@ class Runner:
             remember=remember,
             checkpoint=beat.checkpoint,
             redis=self.store.redis,
-            handed_back=run.unit.get("handed_back") == "1",
+            handed_back=run.claim.handed_back,
         )
 
     def _delivered(self, run: UnitRun, delivered: Delivered) -> str:
@@ -220,10 +321,13 @@ class Runner:
         return self._finish(run, outcome)
 
     def _retry(self, run: UnitRun, error: RetryableError) -> str:
+        if breaker.target_wide(error) and (paused := self._target_failed(run, error)):
+            return paused
+        if error.status and not breaker.target_wide(error):  # the vendor answered (429...)
+            self._answered(run)
         if not error.counts_attempt:
-            delay = error.retry_after or DEFER_SECONDS
-            log.info("unit waits", reason=str(error), delay=round(delay, 2))
-            return self._reschedule(run, delay, retry=False, attempts_delta=-1, error=str(error))
+            log.info("unit waits", reason=str(error), retry_after=error.retry_after)
+            return self._defer(run, "vendor", error.retry_after, str(error))
         if run.claim.attempts >= self.settings.max_attempts:
             return self._fail(run, f"gave up after {run.claim.attempts} attempts: {error}")
         delay = unit_delay(
@@ -236,9 +340,12 @@ class Runner:
         return self._reschedule(run, delay, retry=True, error=str(error))
 
     def _refused(self, run: UnitRun, error: FinalError) -> str:
+        if breaker.target_wide(error) and (paused := self._target_failed(run, error)):
+            return paused  # 401/403: nothing of this target can succeed until it is fixed
+        self._answered(run)
         if error.record_level and len(run.records) > 1 and run.sink.splittable:
             return self._split(run, error)
-        return self._fail(run, str(error))
+        return self._fail(run, str(error), settle=False)  # the sink settled before raising
 
     def _split(self, run: UnitRun, error: TargetError) -> str:
         half = len(run.records) // 2
@@ -261,7 +368,39 @@ class Runner:
                 self.publish(child_id, run.target, None)
         return status
 
-    def _fail(self, run: UnitRun, reason: str) -> str:
+    def _fail(self, run: UnitRun, reason: str, *, settle: bool = True) -> str:
+        """Dead-letter the unit's records, after settling what earlier attempts left open."""
+        if settle and self._left_open(run):
+            settled = self._abandon(run)
+            if isinstance(settled, Delivered):  # it had committed: not a failure at all
+                log.warning("the vendor had committed the unit", reason=reason)
+                return self._delivered(run, settled)
+            reason += settled
+        return self._dead_lettered(run, reason)
+
+    def _left_open(self, run: UnitRun) -> bool:
+        return any(k.startswith("remote.") and v for k, v in run.unit.items())
+
+    def _abandon(self, run: UnitRun) -> Delivered | str:
+        """Ask the sink to settle an earlier attempt's remote state; a note for the reason."""
+        try:
+            limits = run.sink.load_limits(self.settings)
+            client = self.client(run.sink)
+            with (
+                Heartbeat(self.beat_leases, run.unit_id, run.claim.token, None,
+                          leased_at=run.claim.sent_at) as beat,
+                vendor_calls.before_each_request(beat.check_lease, self._wait_for_rate(run)),
+            ):  # fmt: skip
+                settled = run.sink.abandon(self._context(run, limits, client, beat))
+        except (FinalError, ConfigError) as error:
+            return f"; {error}"
+        except Exception as error:  # vendor down, lease lost: say so, never guess
+            log.warning("could not settle what an earlier attempt left open", error=str(error))
+            return (f"; what an earlier attempt left open with the vendor could not be settled "
+                    f"({error}): check it there before replaying")  # fmt: skip
+        return settled if settled is not None else ""
+
+    def _dead_lettered(self, run: UnitRun, reason: str) -> str:
         dead = [self._dead_letter(run, record, reason) for record in run.records]
         log.error(
             "unit failed; records sent to the dead-letter store", reason=reason, records=len(dead)
@@ -305,8 +444,9 @@ class Runner:
         return status
 
     def _finish(self, run: UnitRun, outcome: Finish) -> str:
-        outcome.fields.setdefault("handed_back", "")  # a hand-back holds for one claim only
-        outcome.fields.setdefault("deferrals", "0")  # ran (or ended): the next wait starts short
+        # Ran (or ended): the next wait starts short and its ceiling counts from then.
+        for name in ("deferrals", "waits_for", "waiting_since"):
+            outcome.fields.setdefault(name, "")
         recorded = self.leases.finish(run.unit_id, run.claim.token, outcome)
         if not recorded:
             log.warning("lease lost before the outcome was recorded; another worker owns the unit")
@@ -321,7 +461,11 @@ class Runner:
             return
         log.info("job finished", job_state=str(job.state), delivered=job.records_delivered,
                  dead=job.records_dead)  # fmt: skip
-        ordering.release(self.store.redis, job)
+        next_job = ordering.release(self.store.redis, job)
+        if next_job:  # its units may be waiting for this turn: wake them now
+            for unit_id in self.store.unit_ids(next_job):
+                if self.leases.wake(unit_id, "turn"):
+                    self.publish(unit_id, job.target, None)
         if job.records_dead == 0:  # a job with dead letters stays until they are replayed
             self.store.expire(job.id, self.settings.job_ttl)
         for hook in self.job_finished_hooks:

@@ -127,6 +127,13 @@ class Sink(ABC):
     def run(self, ctx: RunContext) -> Delivered:
         """Deliver one unit; raise RetryableError or FinalError from importq.errors."""
 
+    def abandon(self, ctx: RunContext) -> Delivered | None:
+        """The unit ends without running again (out of attempts, poisoned, cancelled):
+        settle what an earlier attempt left open with the vendor (cancel an open item or
+        transaction). Return Delivered if the vendor shows the unit in fact committed; raise
+        FinalError to say why its records may still have been applied."""
+        return None
+
 
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 

@@ -223,7 +223,7 @@ class BlueClient:
             status = error.status_code or 0
             cls = FinalError if 400 <= status < 500 else RetryableError
             text = str(error.message).split("\n", 1)[0][:300]
-            raise cls(f"{operation}: HTTP {status}: {text}", target=TARGET) from None
+            raise cls(f"{operation}: {text}", target=TARGET, status=status or None) from None
         fields = fields_of(reply)
         check(fields, operation)
         return fields

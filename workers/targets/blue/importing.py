@@ -63,6 +63,21 @@ class BlueImport:
             raise
         return self._finalize(transaction_id, outcome)
 
+    def abandon(self) -> Delivered | None:
+        """The unit ends for good: cancel the transaction an earlier attempt left open, or
+        report it delivered if its FinalizeImport committed. Never finalizes on its own."""
+        transaction_id = int(self.ctx.remote.get("transaction_id") or 0)
+        if not transaction_id or self.ctx.remote.get("phase") == CANCELLED:
+            return None
+        current = self._call(self.client.current_import)
+        if current.open and current.transaction_id == transaction_id:
+            self._cancel_quietly(transaction_id)
+            return None
+        if self.ctx.remote.get("phase") not in (FINALIZING, FINALIZED):
+            return None  # closed without a FinalizeImport: it committed nothing
+        self.target = self._call(lambda: target_for(self.client, self.ctx.params, self.records))
+        return self._settle_earlier_attempt()
+
     # -- before RegisterImport -----------------------------------------------------------
 
     def _settle_earlier_attempt(self) -> Delivered | None:

@@ -104,6 +104,9 @@ class BlueSink(Sink):
     def run(self, ctx: RunContext) -> Delivered:
         return BlueImport(ctx).run()
 
+    def abandon(self, ctx: RunContext) -> Delivered | None:
+        return BlueImport(ctx).abandon()
+
 
 def _boolean(option: str, value: Any) -> bool:
     if isinstance(value, bool):

@@ -19,7 +19,7 @@ import httpx
 import zeep
 
 from importq.errors import ConfigError, FinalError
-from workers import ratelimit
+from workers import vendor_calls
 from workers.http import raise_for_status, transport_error
 
 TARGET = "blue"
@@ -54,7 +54,7 @@ class HttpxTransport(zeep.Transport):
         self._timeout: contextvars.ContextVar[httpx.Timeout | None] = contextvars.ContextVar(
             "blue_read_timeout", default=None
         )
-        self._http = ratelimit.http_client(
+        self._http = vendor_calls.http_client(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             transport=transport,
             headers={"User-Agent": "importq-blue"},

@@ -8,7 +8,7 @@ import httpx
 
 from importq.errors import ConfigError, FinalError, RejectedError, RetryableError
 from importq.settings import Secret, Settings
-from workers import ratelimit
+from workers import vendor_calls
 from workers.http import raise_for_status, transport_error, vendor_message
 
 TARGET = "blueshift"
@@ -36,7 +36,7 @@ class BlueshiftClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = ratelimit.http_client(
+        self._http = vendor_calls.http_client(
             base_url=self.base_url,
             # The doc: the User API Key is the Basic username, the password stays empty.
             auth=httpx.BasicAuth(api_key.reveal(), ""),

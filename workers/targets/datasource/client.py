@@ -12,7 +12,7 @@ import httpx
 
 from importq.errors import AuthError, ConfigError, FinalError, TargetError
 from importq.settings import Secret, Settings
-from workers import ratelimit
+from workers import vendor_calls
 from workers.http import raise_for_status, transport_error, vendor_message
 from workers.targets.datasource import xml
 
@@ -64,7 +64,7 @@ class DataSourceClient:
         self.company_id = company_id
         self.body_format = body_format
         self._key = integration_key
-        self._http = ratelimit.http_client(
+        self._http = vendor_calls.http_client(
             timeout=httpx.Timeout(timeout, connect=10.0), transport=transport
         )
         self._hints = {

@@ -9,7 +9,7 @@ import httpx
 
 from importq.errors import ConfigError, RetryableError
 from importq.settings import Secret, Settings
-from workers import ratelimit
+from workers import vendor_calls
 from workers.http import raise_for_status, transport_error
 
 TARGET = "sourcing_data"
@@ -69,7 +69,7 @@ class SourcingDataClient:
     ) -> None:
         self.agent_id = agent_id
         self.client_id = client_id
-        self._http = ratelimit.http_client(
+        self._http = vendor_calls.http_client(
             base_url=base_url.rstrip("/") + API,
             headers={"Authorization": f"Bearer {token.reveal()}"},
             timeout=httpx.Timeout(timeout, connect=10.0),

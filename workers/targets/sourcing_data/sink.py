@@ -91,6 +91,18 @@ class SourcingDataSink(Sink):
                 return finished
         return self._send_item(ctx, client)
 
+    def abandon(self, ctx: RunContext) -> Delivered | None:
+        """Cancel the item a dead attempt left Pending, or count it if it committed."""
+        client: SourcingDataClient = ctx.client
+        open_item = ctx.remote.get("queue_item_id")
+        if not open_item:
+            return None
+        item = self._call(ctx, lambda: client.status(open_item))
+        try:
+            return self._resume(ctx, client, item)
+        except RejectedError:  # the item failed on its own: it holds nothing
+            return None
+
     def _resume(
         self, ctx: RunContext, client: SourcingDataClient, item: QueueItem
     ) -> Delivered | None:

@@ -13,7 +13,7 @@ import yaml
 
 from importq.errors import ConfigError, FinalError, RejectedError
 from importq.settings import Secret, Settings
-from workers import ratelimit
+from workers import vendor_calls
 from workers.http import raise_for_status, transport_error
 
 TARGET = "workflow_import"
@@ -86,7 +86,7 @@ class WorkflowImportClient:
     ) -> None:
         self.url = url
         self.creation_path = creation_path
-        self._http = ratelimit.http_client(
+        self._http = vendor_calls.http_client(
             headers={"Authorization": f"apikey {api_key.reveal()}", "Content-Type": MEDIA_TYPE},
             timeout=httpx.Timeout(timeout, connect=10.0),
             transport=transport,

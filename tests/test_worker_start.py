@@ -1,0 +1,67 @@
+"""A worker that could not do its job right refuses to start, and says why.
+
+An evicting Redis would drop leases and staged records (doctor refuses it too);
+a target whose settings are missing would fail every unit it took.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from importq.cli import main
+from tests.conftest import Worker
+
+REFUSED = "maxmemory-policy allkeys-lru"
+
+
+@pytest.fixture
+def evicting(redis_client: redis.Redis) -> Iterator[None]:
+    """The session Redis with an evicting policy, put back afterwards."""
+    redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        yield
+    finally:
+        redis_client.config_set("maxmemory-policy", "noeviction")
+
+
+def test_a_worker_refuses_to_start_on_an_evicting_redis(evicting: None, tmp_path: Path) -> None:
+    worker = Worker(tmp_path / "w.log", "sourcing_data", 1, "evict@localhost", dict(os.environ))
+    try:
+        assert worker.process.wait(timeout=60) != 0
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text()
+    assert REFUSED in log and "IMPORTQ_ALLOW_EVICTION" in log
+    assert " ready." not in log
+
+
+def test_the_override_lets_a_worker_start_on_an_evicting_redis(
+    evicting: None, start_worker: Any
+) -> None:
+    worker = start_worker(concurrency=1, IMPORTQ_ALLOW_EVICTION="true")  # waits until ready
+    assert worker.process.poll() is None
+
+
+def test_doctor_fails_an_evicting_redis(evicting: None, sim: Any) -> None:
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code != 0
+    assert REFUSED in result.output and "noeviction" in result.output
+
+
+def test_a_worker_refuses_a_target_whose_settings_are_missing(tmp_path: Path) -> None:
+    env = {**os.environ, "SOURCING_DATA_AGENT_ID": ""}
+    worker = Worker(tmp_path / "w.log", "sourcing_data", 1, "unset@localhost", env)
+    try:
+        assert worker.process.wait(timeout=60) != 0
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text()
+    assert "SOURCING_DATA_AGENT_ID" in log and "fix these settings" in log
+    assert " ready." not in log

@@ -1,0 +1,161 @@
+"""A circuit breaker per target: pause the target, not the records, while it is down.
+
+A vendor outage, a revoked token or a bad setting fails every unit of a target
+alike; spending each unit's attempts on it would dead-letter a whole backlog
+within minutes. So failures that say nothing about the unit itself (the target
+unreachable, 5xx across units, 401/403, the worker's configuration) are counted
+per target. Once enough units hit them within a window (auth and configuration:
+at once) the target is *paused*: its units wait without using attempts, one
+probe unit runs at a growing interval, and the first probe that reaches the
+vendor resumes the target and wakes every waiting unit.
+
+    importq:breaker:{target}           hash  reason, since, probe_at, interval (s)
+    importq:breaker:{target}:failures  zset  unit id -> when it failed target-wide (ms)
+    importq:breaker:{target}:probe     string the probing unit's claim token, TTL = lease
+    importq:breaker:{target}:waiting   zset  unit id -> since (ms): units paused by it
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from importq.errors import AuthError, ConfigError, RetryableError, Unreachable
+from importq.settings import Settings
+from workers import keys
+
+# KEYS: breaker hash, failures zset, probe key.
+# ARGV: unit id, now ms, reason, threshold, window ms, first interval s, longest interval s,
+#       at once (1: open on this failure alone), probe token.
+# Returns {state, probe_at}: state 'closed' (below the threshold) or 'open'.
+_FAILED = """
+local now = tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- already paused: a failed probe doubles the interval; others change nothing
+  if redis.call('GET', KEYS[3]) == ARGV[9] then
+    local interval = math.min(tonumber(redis.call('HGET', KEYS[1], 'interval')) * 2,
+                              tonumber(ARGV[7]))
+    redis.call('HSET', KEYS[1], 'interval', interval, 'probe_at', now + interval * 1000,
+               'reason', ARGV[3])
+    redis.call('DEL', KEYS[3])
+  end
+  return {'open', redis.call('HGET', KEYS[1], 'probe_at')}
+end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[5]))
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if ARGV[8] ~= '1' and redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[4]) then
+  return {'closed', '0'}
+end
+local probe_at = now + tonumber(ARGV[6]) * 1000
+redis.call('HSET', KEYS[1], 'reason', ARGV[3], 'since', now, 'probe_at', probe_at,
+           'interval', ARGV[6])
+redis.call('DEL', KEYS[2])
+return {'open', tostring(probe_at)}
+"""
+
+# KEYS: breaker hash, probe key.  ARGV: now ms, token, lease ms.
+# Returns {'run'} (not paused), {'probe'} (paused, and this unit probes) or {'wait', probe_at}.
+_ADMIT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'run'} end
+local probe_at = redis.call('HGET', KEYS[1], 'probe_at')
+if tonumber(ARGV[1]) >= tonumber(probe_at) then
+  if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'probe'} end
+end
+return {'wait', probe_at}
+"""
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A paused target: why, since when, and when it is probed next (epoch seconds)."""
+
+    target: str
+    reason: str
+    since: float
+    probe_at: float
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        return f"target {self.target} paused since {since}: {self.reason}"
+
+
+def target_wide(error: BaseException) -> bool:
+    """True when the failure says the target is unusable, not that this unit is bad."""
+    if isinstance(error, AuthError | ConfigError | Unreachable):
+        return True
+    return isinstance(error, RetryableError) and (error.status or 0) >= 500
+
+
+def at_once(error: BaseException) -> bool:
+    """Failures one unit is enough to be sure of: credentials and configuration."""
+    return isinstance(error, AuthError | ConfigError)
+
+
+class Breaker:
+    """The breakers of every target, on one Redis."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.lease_ms = int(settings.lease_seconds * 1000)
+        self.threshold = settings.integer("IMPORTQ_BREAKER_FAILURES", 3)
+        self.window_ms = int(settings.number("IMPORTQ_BREAKER_WINDOW_SECONDS", 120) * 1000)
+        self.first_interval = settings.number("IMPORTQ_BREAKER_PROBE_SECONDS", 30)
+        self.longest_interval = settings.number("IMPORTQ_BREAKER_PROBE_MAX_SECONDS", 600)
+        self._failed = client.register_script(_FAILED)
+        self._admit = client.register_script(_ADMIT)
+
+    def admit(self, target: str, token: str) -> tuple[str, float]:
+        """('run', 0), ('probe', 0) or ('wait', probe_at) for a unit about to run."""
+        found = self._admit(keys=[keys.breaker(target), keys.breaker_probe(target)],
+                            args=[_now_ms(), token, self.lease_ms])  # fmt: skip
+        verdict = _text(found[0])
+        return verdict, float(_text(found[1])) / 1000 if len(found) > 1 else 0.0
+
+    def failed(self, target: str, unit_id: str, token: str, error: BaseException) -> float | None:
+        """Count a target-wide failure; the next probe time if the target is paused now."""
+        reason = str(error)[:500]
+        args: list[Any] = [unit_id, _now_ms(), reason, self.threshold, self.window_ms,
+                           self.first_interval, self.longest_interval,
+                           "1" if at_once(error) else "0", token]  # fmt: skip
+        state, probe_at = (_text(x) for x in self._failed(keys=self._keys(target), args=args))
+        return float(probe_at) / 1000 if state == "open" else None
+
+    def resume(self, target: str) -> list[str]:
+        """The target answered: unpause it; returns the units that waited, to be woken."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.breaker(target), keys.breaker_probe(target))
+        pipe.zrange(keys.breaker_waiting(target), 0, -1)
+        pipe.delete(keys.breaker_waiting(target))
+        _, waiting, _ = pipe.execute()
+        return [_text(unit_id) for unit_id in waiting]
+
+    def wait(self, target: str, unit_id: str, probe_at: float) -> float:
+        """Park a unit until the target resumes; returns when it should look again."""
+        self.redis.zadd(keys.breaker_waiting(target), {unit_id: _now_ms()}, nx=True)
+        # It is woken when the target resumes; until then it looks again after the next
+        # probe, spread out so a large backlog does not come back all at once.
+        spread = random.uniform(0, self.first_interval)
+        return max(probe_at, time.time()) + spread
+
+    def pause(self, target: str) -> Pause | None:
+        raw = {_text(k): _text(v) for k, v in self.redis.hgetall(keys.breaker(target)).items()}
+        if not raw:
+            return None
+        return Pause(target, raw.get("reason", ""), float(raw.get("since", 0)) / 1000,
+                     float(raw.get("probe_at", 0)) / 1000)  # fmt: skip
+
+    def _keys(self, target: str) -> list[str]:
+        return [keys.breaker(target), keys.breaker_failures(target), keys.breaker_probe(target)]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
