@@ -88,8 +88,11 @@ def test_a_unit_that_kills_its_worker_each_time_is_poisoned_after_max_crashes(
 ) -> None:
     max_crashes = 2
     # Every request of the unit hangs, so the unit is always caught mid-request; nothing
-    # reaches the simulator, whose ledger must stay empty.
+    # reaches the simulator, whose ledger must stay empty. A short lease only makes each
+    # crash noticed sooner: a live lease that lapsed on a slow machine would not add one
+    # (the worker is busy with the hanging unit; only a claim after a death counts).
     worker = start_worker(concurrency=1, IMPORTQ_MAX_CRASHES=str(max_crashes),
+                          IMPORTQ_LEASE_SECONDS="2",
                           SOURCING_DATA_URL=f"{black_hole}/api/asol/ds")  # fmt: skip
     job_id = publish_sourcing(sample_records(10))
     unit_id = f"{job_id}:0"

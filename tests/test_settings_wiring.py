@@ -272,3 +272,12 @@ def test_flower_port_and_address_come_from_the_environment(
     (argv,) = started
     assert "--port=5599" in argv and "--address=0.0.0.0" in argv
     assert not any("pw-1" in arg for arg in argv)  # the login stays off the command line
+
+
+def test_the_overall_queue_bound_applies_to_every_target_unless_one_has_its_own() -> None:
+    from producers.publish import max_queued_units
+
+    settings = load({"IMPORTQ_MAX_QUEUED_UNITS": "50", "IMPORTQ_MAX_QUEUED_UNITS_BLUE": "2"})
+    assert max_queued_units(settings, "blue") == 2
+    assert max_queued_units(settings, "sourcing_data") == 50
+    assert max_queued_units(load({}), "sourcing_data") == 0  # off by default
