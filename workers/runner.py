@@ -175,12 +175,13 @@ class Runner:
             ):
                 delivered = run.sink.run(self._context(run, limits, client, beat))
         except HandBack:
-            return self._hand_back(run)
+            log.info("worker shutting down: the unit goes back to the queue at its checkpoint")
+            return self._hand_back(run, exact=True)
         except LeaseUnconfirmed as error:
             # Stopped before the next vendor request; back to the queue if still ours (the
-            # fenced finish decides), with nothing to resume from and no attempt used.
+            # fenced finish decides), with no resume point: a request may have been cut.
             log.warning("stopped without committing", reason=str(error))
-            return self._reschedule(run, 0.0, retry=False, attempts_delta=-1, error=str(error))
+            return self._hand_back(run, exact=False, error=str(error))
         except LeaseLost as error:
             log.warning("stopped without committing", reason=str(error))
             return "lease lost"
@@ -205,18 +206,17 @@ class Runner:
         self._answered(run)
         return self._delivered(run, delivered)
 
-    def _hand_back(self, run: UnitRun) -> str:
-        """Back to the queue at the checkpoint where this worker was asked to stop."""
+    def _hand_back(self, run: UnitRun, *, exact: bool, error: str = "") -> str:
+        """Back to the queue now; `exact`: stopped at a checkpoint the next run may trust."""
         handbacks = int(run.unit.get("handbacks") or 0) + 1
         free = handbacks <= FREE_HANDBACKS
-        log.info("worker shutting down: the unit goes back to the queue at its checkpoint",
-                 handbacks=handbacks, counts_attempt=not free)  # fmt: skip
         if not free and run.claim.attempts >= self.settings.max_attempts:
-            return self._fail(run, f"handed back {handbacks} times by workers shutting down, "
-                                   f"and {run.claim.attempts} attempts are used up")  # fmt: skip
-        fields = {"handed_back": "1", "handbacks": str(handbacks)}
+            return self._fail(run, f"handed back {handbacks} times (workers shutting down or "
+                                   f"cut off from Redis), and {run.claim.attempts} attempts "
+                                   "are used up")  # fmt: skip
+        fields = {"handed_back": "1" if exact else "", "handbacks": str(handbacks)}
         return self._reschedule(run, 0.0, retry=False, attempts_delta=-1 if free else 0,
-                                fields=fields)  # fmt: skip
+                                error=error, fields=fields)  # fmt: skip
 
     def _target_failed(self, run: UnitRun, error: Exception) -> str | None:
         """Count a failure that is not the unit's fault; wait paused if the target is now."""
