@@ -57,3 +57,9 @@ compose-tools:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: chaos
+
+# The chaos suite of issue 10 at full strength: 20 faults per scenario (`make test` runs 2).
+chaos: $(STAMP)
+	CHAOS_ROUNDS=20 $(BIN)/pytest -q -m chaos tests/chaos

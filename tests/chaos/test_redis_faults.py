@@ -1,0 +1,82 @@
+"""Redis restarts (SIGTERM, SIGKILL) with AOF, and CLIENT KILL of every connection, mid-job."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from tests.chaos.harness import RANDOM, ROUNDS, Fleet, Site, mid_job, sourcing_data_job
+from tests.faults import AofRedis
+
+pytestmark = pytest.mark.chaos
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_redis_restarts_with_aof_mid_job_lose_nothing_and_commit_nothing_twice(
+    signum: signal.Signals,
+    fresh_simulators: dict[str, Any],
+    aof_redis: AofRedis,
+    aof_site: Site,
+    fleets: Callable[[str], Fleet],
+    figure: Callable[[str], None],
+) -> None:
+    spec = sourcing_data_job(4000 * 3, latency=0.1, concurrency=2)
+    spec.prepare(fresh_simulators)
+    fleet = fleets(aof_redis.url)
+    began = time.monotonic()
+    fleet.start("sourcing_data", spec.concurrency)
+    job_id = aof_site.publish_job(spec)
+    for _ in range(max(1, ROUNDS // 4)):
+        if not mid_job(spec, fresh_simulators, aof_site, job_id):
+            break
+        aof_redis.restart(signum, down_seconds=RANDOM.uniform(0.2, 2.0))
+    job = aof_site.wait_job(job_id)
+    verdict = spec.verdict(fresh_simulators, job, aof_site)
+    figure(f"chaos sourcing_data Redis {signum.name} restart x{aof_redis.restarts} (AOF): "
+           f"{verdict.line()}, {job.crashes} crashes recovered, job {job.state}, "
+           f"{time.monotonic() - began:.0f} s")  # fmt: skip
+    assert (verdict.lost, verdict.twice) == (0, 0), verdict
+    assert job.state == "succeeded", job
+
+
+def test_client_kill_of_every_connection_mid_job_loses_nothing_and_commits_nothing_twice(
+    fresh_simulators: dict[str, Any],
+    session_site: Site,
+    fleets: Callable[[str], Fleet],
+    figure: Callable[[str], None],
+) -> None:
+    spec = sourcing_data_job(4000 * 3, latency=0.1, concurrency=2)
+    spec.prepare(fresh_simulators)
+    fleet = fleets(session_site.url)
+    began = time.monotonic()
+    fleet.start("sourcing_data", spec.concurrency)
+    job_id = session_site.publish_job(spec)
+    kills, dropped = 0, 0
+    for _ in range(ROUNDS):
+        if not mid_job(spec, fresh_simulators, session_site, job_id):
+            break
+        dropped += kill_every_client(session_site.redis)
+        kills += 1
+    job = session_site.wait_job(job_id)
+    verdict = spec.verdict(fresh_simulators, job, session_site)
+    figure(f"chaos sourcing_data CLIENT KILL x{kills} ({dropped} connections): "
+           f"{verdict.line()}, job {job.state}, {time.monotonic() - began:.0f} s")  # fmt: skip
+    assert (verdict.lost, verdict.twice) == (0, 0), verdict
+    assert job.state == "succeeded", job
+
+
+def kill_every_client(client: redis.Redis) -> int:
+    """CLIENT KILL of every connection but the caller's; how many were dropped."""
+    mine = int(client.client_id())
+    dropped = 0
+    for entry in client.client_list():
+        if int(entry["id"]) != mine:
+            with contextlib.suppress(redis.ResponseError):  # it went away by itself
+                dropped += int(client.client_kill_filter(_id=str(entry["id"])))
+    return dropped
