@@ -115,3 +115,19 @@ def test_a_unit_that_kills_its_worker_each_time_is_poisoned_after_max_crashes(
     assert len(letters) == 10
     assert all(f"died {max_crashes} times" in entry["reason"] for entry in letters)
     assert sim.ledger()["requests"] == 0
+
+
+def test_a_unit_that_never_ends_is_cut_at_the_unit_time_limit_and_counts_attempts(
+    sim: Any, start_worker: Any, black_hole: str
+) -> None:
+    # The vendor never answers and the read timeout is far away: only the time limit ends
+    # a run. Each cut run is an attempt; the last one dead-letters the records.
+    start_worker(concurrency=1, IMPORTQ_UNIT_TIME_LIMIT="2", IMPORTQ_MAX_ATTEMPTS="2",
+                 SOURCING_DATA_URL=f"{black_hole}/api/asol/ds")  # fmt: skip
+    job_id = publish_sourcing(sample_records(10))
+    job = wait_for_job(job_id, timeout=90)
+    unit = store().unit(f"{job_id}:0")
+    assert job.state == "failed", (job, unit)
+    assert unit["attempts"] == "2" and unit.get("crashes", "0") == "0", unit
+    assert "IMPORTQ_UNIT_TIME_LIMIT" in unit["last_error"]
+    assert job.records_dead == 10
