@@ -59,6 +59,9 @@ def _reserve_simulator_ports() -> dict[str, int]:
     return ports
 
 
+pytest_plugins = ["tests.scripted"]  # the scripted target and in-process runner fixtures
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The session's Redis and environment, before any test module imports workers.app."""
     global REDIS_URL, SIM_PORTS, SIM_URL

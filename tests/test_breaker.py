@@ -4,13 +4,11 @@ The runner runs in this process against the session Redis with a scripted sink
 (tests/test_unit_waits.py): the sink raises what a vendor outage becomes.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_unit_waits)
 from __future__ import annotations
 
 import json
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,21 +18,11 @@ from importq.errors import AuthError, FinalError, RetryableError, Unreachable
 from importq.settings import load
 from tests.conftest import CANARY_TOKEN
 from tests.helpers import publish_sourcing, sample_records, wait_for_job, wait_until
-from tests.test_unit_waits import (  # noqa: F401 (fixtures)
-    TARGET,
-    Published,
-    ScriptedSink,
-    make_runner,
-    published,
-    sink,
-    staged_unit,
-)
+from tests.scripted import TARGET, MakeRunner, Published, ScriptedSink, staged_unit
 from workers import keys
 from workers.breaker import Breaker
 from workers.jobs import JobStore
-from workers.runner import Runner
 
-MakeRunner = Callable[..., tuple[Runner, JobStore]]
 BREAKER = {"IMPORTQ_BREAKER_FAILURES": "3", "IMPORTQ_BREAKER_PROBE_SECONDS": "30",
            "IMPORTQ_MAX_ATTEMPTS": "2"}  # fmt: skip
 DOWN = Unreachable("POST /start failed: ConnectError: connection refused", target=TARGET)

@@ -5,33 +5,22 @@ The runner runs in this process against the session Redis with a scripted sink
 `runner.run` call, which is all a duplicate Celery message amounts to.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.test_unit_waits)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
 
 from importq.errors import HandBack, LeaseUnconfirmed, RetryableError
 from tests.faults import StallableProxy
-from tests.test_unit_waits import (  # noqa: F401 (fixtures)
-    TARGET,
-    Published,
-    ScriptedSink,
-    make_runner,
-    published,
-    sink,
-    staged_unit,
-)
+from tests.scripted import TARGET, MakeRunner, Published, ScriptedSink, staged_unit
 from workers import keys
 from workers.heartbeat import Heartbeat
 from workers.jobs import JobStore, UnitState
 from workers.leases import Finish, Leases
-from workers.runner import FREE_HANDBACKS, MISSING_PAYLOAD, Runner
+from workers.runner import FREE_HANDBACKS, MISSING_PAYLOAD
 
-MakeRunner = Callable[..., tuple[Runner, JobStore]]
 LATER = 40.0  # seconds: a due time far enough ahead that no test run reaches it
 
 

@@ -10,95 +10,19 @@ attempt or not.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-import pytest
 import redis
 
-from importq import settings as importq_settings
 from importq.errors import RetryableError
-from importq.settings import Settings
-from workers import keys, targets
+from tests.scripted import TARGET, Published, ScriptedSink, staged_unit
+from workers import keys
 from workers.jobs import JobStore
 from workers.runner import Runner
-from workers.targets.base import Delivered, Located, Record, RunContext, Sink
 
-TARGET = "scripted"
 # Far above the tests' backoff (IMPORTQ_BACKOFF_MAX=0.5): only Retry-After can explain a wait
 # this long, and far below the visibility timeout, so the countdown message is still sent.
 RETRY_AFTER = 40.0
-
-
-class ScriptedSink(Sink):
-    """A target whose every run raises `error`, or delivers every record when it is None."""
-
-    name = TARGET
-
-    def __init__(self) -> None:
-        self.error: Exception | None = None
-        self.runs = 0
-
-    def load_limits(self, settings: Settings) -> None:
-        return None
-
-    def make_client(self, settings: Settings) -> None:
-        return None
-
-    def plan(
-        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
-    ) -> Iterator[list[Record]]:
-        yield [record for record, _ in records]
-
-    def run(self, ctx: RunContext) -> Delivered:
-        self.runs += 1
-        if self.error is not None:
-            raise self.error
-        return Delivered(len(ctx.records))
-
-
-class Published:
-    """The runner's publish function: keeps (unit, target, countdown) instead of sending."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, float | None]] = []
-
-    def __call__(self, unit_id: str, target: str, countdown: float | None) -> None:
-        self.calls.append((unit_id, target, countdown))
-
-
-@pytest.fixture
-def sink(monkeypatch: pytest.MonkeyPatch) -> ScriptedSink:
-    scripted = ScriptedSink()
-    monkeypatch.setitem(targets.SINKS, TARGET, scripted)
-    return scripted
-
-
-@pytest.fixture
-def published() -> Published:
-    return Published()
-
-
-@pytest.fixture
-def make_runner(
-    redis_client: redis.Redis, published: Published
-) -> Callable[..., tuple[Runner, JobStore]]:
-    def make(**env: str) -> tuple[Runner, JobStore]:
-        settings = importq_settings.load(
-            {"IMPORTQ_BACKOFF_BASE": "0.05", "IMPORTQ_BACKOFF_MAX": "0.5", **env}
-        )
-        store = JobStore(redis_client)
-        return Runner(settings, store, published), store
-
-    return make
-
-
-def staged_unit(store: JobStore, count: int = 3) -> str:
-    job_id = store.create(TARGET, {})
-    records = [{"n": n} for n in range(count)]
-    unit_id = store.stage_unit(job_id, TARGET, 0, records, rescue_ms=60_000)
-    store.open(job_id)
-    return unit_id
 
 
 def due_of(store: JobStore, unit_id: str) -> float:
