@@ -1,7 +1,7 @@
 """A target that fails as a whole is paused, not drained into the dead-letter store.
 
 The runner runs in this process against the session Redis with a scripted sink
-(tests/test_unit_waits.py): the sink raises what a vendor outage becomes.
+(tests/scripted.py): the sink raises what a vendor outage becomes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the runner promises whoever sends the message: due times, resume points, budgets.
 
 The runner runs in this process against the session Redis with a scripted sink
-(tests/test_unit_waits.py); a second message for a unit is simply a second
+(tests/scripted.py); a second message for a unit is simply a second
 `runner.run` call, which is all a duplicate Celery message amounts to.
 """
 
