@@ -8,6 +8,13 @@ injection, and a ledger of transactions: most open at once (an attempt to open
 one more counting as open), overlaps, rows committed per datasource, rows
 committed twice. The SOAP side (WCF's
 envelopes, faults, the WSDL) is in simulators/blue_soap.py.
+
+Its answers follow what the real service sends (shared/targets/blue-facts.md),
+not what the client's bundled WSDL says: RegisterImport answers ProgressStatus
+with the TransactionID, FinalizeImport a Message in the body (or a header,
+`finalize_message_in`), each data block its columns as ColumnNamesList (or
+ColumnNames, `columns_element`); `extra_answer_elements` adds an element no
+WSDL declares, ahead of the declared ones.
 """
 
 from __future__ import annotations
@@ -57,6 +64,9 @@ class SimConfig:
     ip_denied: bool = False
     datasources: dict[str, Any] = field(default_factory=default_datasources)
     report_columns: bool = True  # GetDataBlockInformation tells each block's columns
+    columns_element: str = "ColumnNamesList"  # in DataBlockInfo: or "ColumnNames"
+    finalize_message_in: str = "body"  # FinalizeImportResponse's Message; or "header"
+    extra_answer_elements: bool = False  # answers carry an element no WSDL declares
     prepare_operation: str = "PrepareDataToFinzalizeImportV2"  # the service's own typo
     prepare_seconds: float = 0.05
     finalize_seconds: float = 0.0

@@ -227,13 +227,17 @@ def _call(sim: Any, soap: SoapRequest) -> httpx.Response:
     try:
         body = _body(sim, soap, name)
     except Refusal as refusal:
-        return refused(soap, name, str(refusal))
-    if name == "FinalizeImport":  # its Message travels in a header
-        return answer(
-            soap, ANSWERS[name][0], "", {"APIKeyHeader": "Valid API_KEY", "Message": "Success"}
-        )
+        return refused(sim, soap, name, str(refusal))
     headers = {"APIKeyHeader": "Valid API_KEY"} if ANSWERS[name][2] else {}
-    return answer(soap, ANSWERS[name][0], body, headers)
+    if name == "FinalizeImport" and sim.config.finalize_message_in == "header":
+        return answer(soap, ANSWERS[name][0], _extra(sim), {**headers, "Message": "Success"})
+    return answer(soap, ANSWERS[name][0], _extra(sim) + body, headers)
+
+
+def _extra(sim: Any) -> str:
+    """An element the service's contract grew after a client's WSDL was made (a WCF data
+    contract serializes members in alphabetical order, so it can come before known ones)."""
+    return element("AnswerTime", "2026-01-01T00:00:00") if sim.config.extra_answer_elements else ""
 
 
 def _refuse_early(sim: Any, soap: SoapRequest, name: str) -> httpx.Response | None:
@@ -249,20 +253,20 @@ def _refuse_early(sim: Any, soap: SoapRequest, name: str) -> httpx.Response | No
             return httpx.Response(503, text="<h1>Service Unavailable</h1>", headers=headers)
         if kind == "http500":
             raise SoapFault("The server was unable to process the request.", sender=False)
-        return refused(soap, name, "Cannot connect to the database for Blue application.")
+        return refused(sim, soap, name, "Cannot connect to the database for Blue application.")
     if cfg.ip_denied:
-        return refused(soap, name, "IP_ADDR_DENIED")
+        return refused(sim, soap, name, "IP_ADDR_DENIED")
     if soap.header("APIKeyHeader") != cfg.api_key:
-        return refused(soap, name, "INVALID_APIKEY", key="Invalid API_KEY")
+        return refused(sim, soap, name, "INVALID_APIKEY", key="Invalid API_KEY")
     return None
 
 
 def refused(
-    soap: SoapRequest, name: str, message: str, key: str = "Valid API_KEY"
+    sim: Any, soap: SoapRequest, name: str, message: str, key: str = "Valid API_KEY"
 ) -> httpx.Response:
     body_name, result_style, echo_key = ANSWERS[name]
     headers = {"APIKeyHeader": key} if echo_key else {}
-    if name == "FinalizeImport":
+    if name == "FinalizeImport" and sim.config.finalize_message_in == "header":
         return answer(soap, body_name, "", {**headers, "Message": message})
     body = element("Message", message)
     if result_style:
@@ -276,10 +280,13 @@ def _body(sim: Any, soap: SoapRequest, name: str) -> str:
     if name == "GetDataSourceList":
         return _datasources(sim.datasources()) + SUCCESS
     if name == "GetDataBlockInformation":
-        return _blocks(sim.blocks(soap.header("DatasourceId") or "")) + SUCCESS
+        found = sim.blocks(soap.header("DatasourceId") or "")
+        return _blocks(found, sim.config.columns_element) + SUCCESS
     if name == "RegisterImport":
         abort = (soap.field("AbortOnEmpty") or "true").strip().lower() == "true"
-        return SUCCESS + element("TransactionID", sim.register(soap.field("DataSourceID"), abort))
+        registered = sim.register(soap.field("DataSourceID"), abort)
+        # As the service answers: the new transaction's status (-4) comes with its id.
+        return SUCCESS + element("ProgressStatus", -4) + element("TransactionID", registered)
     if name == "PushObjectDataV2":
         block = soap.header("DataBlockName") or ""
         return _result(sim.push(soap.header("TransactionId"), block, *_table(soap)))
@@ -288,7 +295,7 @@ def _body(sim: Any, soap: SoapRequest, name: str) -> str:
         return _result([])
     if name == "FinalizeImport":
         sim.finalize(transaction)
-        return ""
+        return "" if sim.config.finalize_message_in == "header" else SUCCESS
     if name == "CancelImport":
         sim.cancel(transaction)
         return SUCCESS
@@ -307,11 +314,14 @@ def _datasources(found: list[tuple[str, str]]) -> str:
     return f'<DataSources xmlns:b="{BLUE}">{items}</DataSources>'
 
 
-def _blocks(found: list[tuple[str, list[str] | None]]) -> str:
+def _blocks(found: list[tuple[str, list[str] | None]], columns_element: str) -> str:
+    """DataBlockInfo items; a block's columns as an ArrayOfstring named `columns_element`
+    (the service's ColumnNamesList, or ColumnNames), absent when not reported."""
     items = []
+    tag = f"b:{columns_element}"
     for name, columns in found:
         listed = "".join(element("string", c, "c:") for c in columns or ())
-        reported = f'<b:Columns xmlns:c="{ARRAYS}">{listed}</b:Columns>' if columns else ""
+        reported = f'<{tag} xmlns:c="{ARRAYS}">{listed}</{tag}>' if columns else ""
         items.append(
             f"<b:DataBlockInfo>{reported}{element('ConnectorType', 'CSVFile', 'b:')}"
             f"{element('DataBlockName', name, 'b:')}</b:DataBlockInfo>"

@@ -14,7 +14,7 @@ from simulators.blue import FAKE_API_KEY, BlueSimulator
 from workers.targets.blue.answers import ImportOptions
 from workers.targets.blue.client import BlueClient
 from workers.targets.blue.limits import BlueLimits, instance_of
-from workers.targets.blue.refusals import BlueBusy
+from workers.targets.blue.refusals import BlueBusy, TransactionLost
 
 SVC = "http://blue.test/BlueWebService.svc"
 USERS = ["USER_ID", "FIRST_NAME", "LAST_NAME", "EMAIL"]
@@ -224,3 +224,108 @@ def test_every_address_of_one_instance_shares_one_slot() -> None:
         instance_of("https://user:pw@blue.example.edu/ws/BlueWebService.svc?wsdl"),
     }
     assert names == {"https://blue.example.edu/ws/BlueWebService.svc"}
+
+
+# -- the service as it answers (blue-facts.md), and answers no WSDL foresaw --------------------
+
+
+@pytest.mark.parametrize("element", ["ColumnNamesList", "ColumnNames"])
+def test_block_columns_are_read_as_the_service_names_them(element: str) -> None:
+    sim = BlueSimulator()
+    sim.configure(columns_element=element)
+    assert client_for(sim).data_blocks("Data1")[0].columns == tuple(USERS)
+    sim.configure(report_columns=False)
+    assert client_for(sim).data_blocks("Data1")[0].columns is None  # none reported: None
+
+
+def test_register_answers_its_status_beside_the_transaction_id() -> None:
+    sim = BlueSimulator()
+    transaction_id = client_for(sim).register("Data1", ImportOptions())
+    assert transaction_id == sim.ledger()["timeline"][0]["id"]
+
+
+@pytest.mark.parametrize("where", ["body", "header"])
+def test_finalize_reads_blues_message_wherever_it_comes(where: str) -> None:
+    sim = BlueSimulator()
+    sim.configure(finalize_message_in=where)
+    client = client_for(sim)
+    import_two_users(client)  # Success
+    with pytest.raises(TransactionLost, match="Transaction cannot be found"):
+        client.finalize(12345)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_answer_elements_no_wsdl_declares_are_tolerated(version: str) -> None:
+    sim = BlueSimulator()
+    # An element before the declared ones: in order alone, zeep would lose what follows it.
+    sim.configure(extra_answer_elements=True)
+    client = client_for(sim, version=version)
+    assert [s.source_id for s in client.datasources()] == ["Data1", "Data2", "Data3"]
+    import_two_users(client)
+    assert sim.ledger()["committed"] == {"Data1": 2}
+    assert client.current_import().progress == 100
+    with pytest.raises(TransactionLost):
+        client.finalize(12345)
+
+
+def test_a_malformed_answer_is_unreadable_not_recovered() -> None:
+    """Lax about the schema, strict about XML: a cut-off answer is never half-read."""
+    sim = BlueSimulator()
+    client = client_for(sim)
+    transaction_id = client.register("Data1", ImportOptions())
+    client.push(transaction_id, "Users", USERS, [["u1", "A", "B", "a@x"]])
+    client.prepare(transaction_id)
+
+    def cut(request: httpx.Request) -> httpx.Response:
+        answer = sim(request)
+        return httpx.Response(answer.status_code, content=answer.content[:-40],
+                              headers=answer.headers)  # fmt: skip
+
+    with pytest.raises(RetryableError, match="unreadable answer"):
+        client_for(cut).finalize(transaction_id)
+
+
+def test_the_bundled_wsdl_declares_what_the_service_answers() -> None:
+    from lxml import etree
+
+    from workers.targets.blue.client import BUNDLED_WSDL
+
+    xs = "{http://www.w3.org/2001/XMLSchema}"
+    tree = etree.parse(str(BUNDLED_WSDL))
+
+    def members(name: str) -> list[str]:
+        found = tree.xpath(f"//*[local-name()='element' or local-name()='complexType']"
+                           f"[@name='{name}']")  # fmt: skip
+        declared = [[e.get("name") for e in f.iter(f"{xs}element") if e is not f] for f in found]
+        return next(members for members in declared if members)  # the type, not a use of it
+
+    assert members("RegisterImportResponse") == ["Message", "ProgressStatus", "TransactionID"]
+    assert "Message" in members("FinalizeImportResponse")
+    assert {"ColumnNames", "ColumnNamesList", "ConnectorType", "DataBlockName"} == set(
+        members("DataBlockInfo")
+    )
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "http://127.0.0.1:8080/Blue/BlueWebService.svc",
+        "http://LOCALHOST:8080/Blue/BlueWebService.svc/",
+        "http://[::1]:8080/Blue/BlueWebService.svc/file",
+        "http://localhost.:8080/Blue/BlueWebService.svc?singleWsdl",
+    ],
+)
+def test_every_spelling_of_a_local_instance_is_one_instance(spelling: str) -> None:
+    assert instance_of(spelling) == instance_of("http://localhost:8080/Blue/BlueWebService.svc")
+
+
+def test_default_ports_and_case_do_not_make_another_instance() -> None:
+    assert instance_of("https://Blue.Example.edu:443/ws/BlueWebService.svc") == instance_of(
+        "HTTPS://blue.example.edu/ws/BlueWebService.svc/"
+    )
+    assert instance_of("http://blue.example.edu:80/ws/BlueWebService.svc") == instance_of(
+        "http://blue.example.edu/ws/BlueWebService.svc"
+    )
+    assert instance_of("http://blue.example.edu:8080/ws/BlueWebService.svc") != instance_of(
+        "http://blue.example.edu/ws/BlueWebService.svc"
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -190,3 +192,53 @@ def test_the_producer_refuses_ids_blue_would_skip(
 
 def _cli(*args: str) -> Any:
     return CliRunner().invoke(main, list(args))
+
+
+def test_a_worker_stopped_during_prepare_finalizes_before_it_goes(
+    blue: Any, start_worker: Any
+) -> None:
+    """A prepared transaction is never handed back: the next attempt would cancel it and
+    prepare again (20-45 minutes on a real instance)."""
+    blue.configure(prepare_seconds=2.0)
+    stopping = start_worker(queues="blue", concurrency=1, **BLUE_ENV)
+    job_id = publish_blue(users(30))
+    wait_until("the import to prepare", lambda: blue.ledger()["transactions"].get("preparing"))
+    os.kill(stopping.process.pid, signal.SIGTERM)  # a warm shutdown, as `docker stop` sends
+    stopping.process.wait(timeout=60)
+    start_worker(queues="blue", concurrency=1, **BLUE_ENV)  # would carry on a handed-back unit
+    job = wait_for_job(job_id, timeout=60)
+    ledger = blue.ledger()
+    assert job.state == "succeeded", unit_of(job_id)
+    assert ledger["transactions"] == {"finalized": 1}  # nothing cancelled, nothing redone
+    assert ledger["requests"]["RegisterImport"] == 1
+    assert ledger["requests"]["PrepareDataToFinzalizeImportV2"] == 1
+    assert ledger["committed_rows"] == 30 and ledger["duplicates"] == 0
+
+
+def test_workers_naming_one_instance_differently_share_it_as_importq(
+    blue: Any, start_worker: Any
+) -> None:
+    """localhost and 127.0.0.1, a trailing slash, the host's case: one instance, one slot,
+    and never "a foreign import" for another importq worker's transaction."""
+    from tests.conftest import SIM_PORTS
+
+    port = SIM_PORTS["blue"]
+    blue.configure(prepare_seconds=0.5)
+    spellings = [f"http://127.0.0.1:{port}/BlueWebService.svc",
+                 f"http://LOCALHOST:{port}/BlueWebService.svc/"]  # fmt: skip
+    for spelling in spellings:  # a foreign wait would last longer than this test
+        start_worker(queues="blue", concurrency=1, BLUE_ENDPOINT_URL=spelling,
+                     BLUE_FOREIGN_RETRY="300", BLUE_BUSY_RETRY="0.2")  # fmt: skip
+    jobs = [publish_blue(users(20, start=20 * n)) for n in range(4)]
+
+    def settled() -> bool:
+        errors = [unit_of(job_id).get("last_error", "") for job_id in jobs]
+        foreign = [e for e in errors if "foreign" in e]
+        assert not foreign, foreign  # an importq transaction taken for someone else's
+        return all(store().get(job_id).finished for job_id in jobs)  # type: ignore[union-attr]
+
+    wait_until("every job to finish", settled, timeout=90)
+    ledger = blue.ledger()
+    assert all(wait_for_job(job_id).state == "succeeded" for job_id in jobs)
+    assert ledger["transactions"] == {"finalized": 4}
+    assert (ledger["max_open"], ledger["overlaps"]) == (1, 0)  # one slot for both spellings

@@ -7,6 +7,7 @@ the worker-process tests are in test_blue_e2e.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -14,8 +15,9 @@ import httpx
 import pytest
 import redis
 import structlog
+import structlog.testing
 
-from importq.errors import InputError, RetryableError
+from importq.errors import FinalError, HandBack, InputError, RetryableError
 from importq.settings import Secret, Settings
 from producers.publish import locate
 from simulators.blue import FAKE_API_KEY, BlueSimulator
@@ -39,7 +41,10 @@ def users(count: int, start: int = 0) -> list[dict[str, Any]]:
 
 
 def context(
-    sim: BlueSimulator, client: redis.Redis, records: list[dict[str, Any]], **remote: str
+    sim: Callable[[httpx.Request], httpx.Response],
+    client: redis.Redis,
+    records: list[dict[str, Any]],
+    **remote: str,
 ) -> RunContext:
     blue = BlueClient(Secret(FAKE_API_KEY), endpoint=LIMITS.instance, limits=LIMITS,
                       transport=httpx.MockTransport(sim))  # fmt: skip
@@ -228,10 +233,17 @@ def test_a_failure_after_registering_cancels_the_transaction(redis_client: redis
     sim = BlueSimulator()
     sim.configure(report_columns=False)  # the column check falls to Blue's push
     rows = [{"USER_ID": "u1", "FIRST_NAME": "F", "LAST_NAME": "L"}]
-    with pytest.raises(Exception, match="Missing value on EMAIL field"):
+    with (
+        structlog.testing.capture_logs() as logs,
+        pytest.raises(FinalError, match="Missing value on EMAIL field") as caught,
+    ):
         SINK.run(context(sim, redis_client, rows))
+    assert "checked at the first push" in str(caught.value)
     assert sim.ledger()["transactions"] == {"cancelled": 1}
+    assert sim.ledger()["requests"]["PushObjectDataV2"] == 1
     assert redis_client.hkeys(registry(redis_client).key) == []
+    said = [e for e in logs if "does not report" in e["event"]]
+    assert said and said[0]["block"] == "Users" and said[0]["log_level"] == "warning"
 
 
 def test_blues_progress_is_followed_while_prepare_blocks(redis_client: redis.Redis) -> None:
@@ -260,3 +272,107 @@ def test_a_unit_waiting_on_a_lost_finalize_answer_keeps_its_transaction(
     assert not registry.alive(other)  # a dead push or prepare: cancel it
     redis_client.hset(keys.unit(other.unit), "remote.phase", "finalizing")
     assert registry.alive(other)  # it may be committing: only its unit settles it
+
+
+# -- Blue as the vendor ships it (issue 11) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        (lambda row: row.pop("EMAIL"), r"missing \['EMAIL'\]"),
+        (lambda row: row.update(NICKNAME="x"), r"not in the block \['NICKNAME'\]"),
+    ],
+)
+def test_columns_are_checked_before_anything_is_registered(
+    redis_client: redis.Redis, change: Callable[[dict[str, Any]], Any], phrase: str
+) -> None:
+    sim = BlueSimulator()  # reports each block's columns as ColumnNamesList, as Blue does
+    rows = users(2)
+    for row in rows:
+        change(row)
+    with pytest.raises(FinalError, match=phrase) as caught:
+        SINK.run(context(sim, redis_client, rows))
+    assert "no transaction was opened" in str(caught.value)
+    assert sim.ledger()["requests"].get("RegisterImport") is None
+
+
+class Garble:
+    """The simulator, with the answer to one operation spoiled after Blue acted on it."""
+
+    def __init__(self, sim: BlueSimulator, operation: str, spoil: Callable[[bytes], bytes]):
+        self.sim, self.operation, self.spoil = sim, operation, spoil
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        answer = self.sim(request)
+        action = request.headers.get("Content-Type", "") + request.headers.get("SOAPAction", "")
+        if f"/{self.operation}" in action and request.method == "POST":
+            return httpx.Response(answer.status_code, content=self.spoil(answer.content),
+                                  headers=answer.headers)  # fmt: skip
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("spoil", "error"),
+    [
+        (lambda xml: xml[: len(xml) // 2], RetryableError),  # cut off: unreadable
+        (lambda xml: xml.replace(b"TransactionID>", b"TransactionNo>"), FinalError),  # no id
+    ],
+)
+def test_a_registration_whose_answer_is_unusable_is_cancelled_at_once(
+    redis_client: redis.Redis, spoil: Callable[[bytes], bytes], error: type[Exception]
+) -> None:
+    sim = BlueSimulator()
+    with pytest.raises(error):
+        SINK.run(context(Garble(sim, "RegisterImport", spoil), redis_client, users(3)))
+    assert sim.ledger()["transactions"] == {"cancelled": 1}  # not left open to block Blue
+    assert redis_client.hkeys(registry(redis_client).key) == []
+
+
+def test_giving_up_after_a_lost_registration_answer_cancels_it(redis_client: redis.Redis) -> None:
+    sim = BlueSimulator()
+    blue = BlueClient(Secret(FAKE_API_KEY), endpoint=LIMITS.instance,
+                      transport=httpx.MockTransport(sim))  # fmt: skip
+    redis_client.hset(registry(redis_client).key, "registering", Owner(UNIT, "old").encode())
+    blue.register("Data1", ImportOptions())  # its answer died with the attempt: no id kept
+    ctx = context(sim, redis_client, users(2), phase="registering")  # as the attempt left it
+    assert SINK.abandon(ctx) is None  # the unit ends for good (out of attempts, cancelled)
+    assert sim.ledger()["transactions"] == {"cancelled": 1}
+    assert redis_client.hkeys(registry(redis_client).key) == []
+
+
+def test_a_shutdown_between_prepare_and_finalize_does_not_hand_the_unit_back(
+    redis_client: redis.Redis,
+) -> None:
+    sim = BlueSimulator()
+    ctx = context(sim, redis_client, users(3))
+
+    def checkpoint() -> None:  # the worker was asked to stop while Blue prepared
+        if sim.ledger()["requests"].get("PrepareDataToFinzalizeImportV2"):
+            raise HandBack("the worker is shutting down")
+
+    ctx.checkpoint = checkpoint
+    assert SINK.run(ctx).count == 3
+    ledger = sim.ledger()
+    assert ledger["transactions"] == {"finalized": 1} and ledger["committed_rows"] == 3
+
+
+@pytest.mark.parametrize("alive", [False, True])
+def test_a_transaction_recorded_under_another_spelling_of_the_instance_is_ours(
+    redis_client: redis.Redis, alive: bool
+) -> None:
+    sim = BlueSimulator()
+    opened = open_transaction(sim)
+    # A worker given another address of this Blue (an alias no normalising can know).
+    elsewhere = Registry(redis_client, "http://blue-alias.test/BlueWebService.svc", "job0:0")
+    redis_client.hset(elsewhere.key, str(opened), Owner("job0:0", "token0").encode())
+    if alive:
+        redis_client.set(keys.lease("job0:0"), "token0")
+        with pytest.raises(RetryableError, match="of importq unit job0:0") as caught:
+            SINK.run(context(sim, redis_client, users(3)))
+        assert caught.value.retry_after == LIMITS.busy_retry_seconds  # not the foreign wait
+        assert sim.ledger()["foreign_cancelled"] == []
+        return
+    assert SINK.run(context(sim, redis_client, users(3))).count == 3
+    assert sim.ledger()["transactions"] == {"cancelled": 1, "finalized": 1}
+    assert redis_client.hkeys(elsewhere.key) == []

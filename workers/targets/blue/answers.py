@@ -68,7 +68,10 @@ def fields_of(reply: Any) -> dict[str, Any]:
         return {}
     if set(data) == {"header", "body"}:
         merged = {k: v for k, v in (data["header"] or {}).items() if k != "_raw_elements"}
-        merged.update(data["body"] or {})
+        body = data["body"] if isinstance(data["body"], dict) else {}
+        for key, value in body.items():  # a value the body leaves out never hides the header's
+            if value is not None or key not in merged:
+                merged[key] = value
         return merged
     return dict(data)
 

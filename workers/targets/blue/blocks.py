@@ -20,6 +20,8 @@ class ImportTarget:
     block: str
     columns: list[str]
     id_column: str
+    columns_reported: bool = True
+    """False: Blue did not say the block's columns, so the first push is their check."""
 
 
 def find_datasource(client: BlueClient, wanted: str) -> DataSource:
@@ -75,12 +77,13 @@ def target_for(client: BlueClient, params: dict[str, Any], records: list[Record]
     given = list(records[0]) if records else list(block.columns or ())
     columns = check_columns(source, block, given)
     id_columns = params.get("id_columns") or columns[:1]
-    return ImportTarget(source, block.name, columns, id_columns[0] if id_columns else "")
+    return ImportTarget(source, block.name, columns, id_columns[0] if id_columns else "",
+                        columns_reported=block.columns is not None)  # fmt: skip
 
 
 def check_columns(source: DataSource, block: DataBlock, given: list[str]) -> list[str]:
     """The block's column order when Blue reports it, after checking the rows match it."""
-    if block.columns is None:  # this Blue does not say: its own push check decides
+    if block.columns is None:  # this Blue does not say: the first push is the check
         return given
     missing = [c for c in block.columns if c not in given]
     extra = [c for c in given if c not in block.columns]

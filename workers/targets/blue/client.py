@@ -1,10 +1,17 @@
 """A zeep client for Blue's import web service: datasources, data blocks, one import's calls.
 
 The service description comes from BLUE_WSDL_URL, or from the WSDL bundled
-next to this module (reconstructed from public integrations), and
+next to this module (rebuilt from the vendor doc and blue-facts.md), and
 BLUE_ENDPOINT_URL overrides its address. Header names and the prepare
 operation's spelling are read from the WSDL, never assumed. Every answer goes
 through zeep's parser with DTDs, entities and external fetches forbidden.
+
+Answers are read leniently: an element the WSDL does not declare (a member the
+service grew since, or one a reconstructed WSDL lacks) is skipped, and declared
+ones are found in any order (zeep's strict=False with xsd_ignore_sequence_order,
+for answers only: the WSDL itself is loaded strictly). zeep's lenient mode also
+turns on lxml's recover mode, which would half-read a cut-off answer, so the
+transport first refuses any answer that is not well-formed XML.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import zeep
+from lxml import etree
 from zeep import exceptions as soap_errors
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
@@ -47,6 +55,10 @@ NAMESPACES = {
 # The service's real action carries a typo; a corrected WSDL may declare the other one.
 PREPARE_SPELLINGS = ("PrepareDataToFinzalizeImportV2", "PrepareDataToFinalizeImportV2")
 BINDINGS = {"1.1": Soap11Binding, "1.2": Soap12Binding}
+# Answers: skip undeclared elements, find declared ones in any order (zeep's documented
+# workarounds for servers whose answers outgrow their WSDL).
+LENIENT_ANSWERS = {"strict": False, "xsd_ignore_sequence_order": True}
+COLUMN_MEMBERS = ("ColumnNamesList", "ColumnNames")  # a data block's columns, per service
 _HOSTILE_XML = (
     soap_errors.DTDForbidden,
     soap_errors.EntitiesForbidden,
@@ -84,7 +96,7 @@ class BlueClient:
         )
         # Imports of a remote WCF ?wsdl come from its own host (checked by the transport).
         self._settings = zeep.Settings(
-            strict=True,
+            strict=True,  # the WSDL; answers are parsed under LENIENT_ANSWERS
             xml_huge_tree=False,
             forbid_dtd=True,
             forbid_entities=True,
@@ -127,18 +139,14 @@ class BlueClient:
 
     def data_blocks(self, source_id: str) -> list[DataBlock]:
         fields = self._call("GetDataBlockInformation", {"DatasourceId": source_id})
-        blocks = []
-        for item in items(fields.get("DataBlockInfoList"), "DataBlockInfo"):
-            columns = item.get("Columns")
-            names = tuple(str(c) for c in items(columns, "string")) if columns else None
-            blocks.append(
-                DataBlock(
-                    str(item.get("DataBlockName") or ""),
-                    str(item.get("ConnectorType") or ""),
-                    names,
-                )
+        return [
+            DataBlock(
+                str(item.get("DataBlockName") or ""),
+                str(item.get("ConnectorType") or ""),
+                column_names(item),
             )
-        return blocks
+            for item in items(fields.get("DataBlockInfoList"), "DataBlockInfo")
+        ]
 
     def register(self, source_id: str, options: ImportOptions) -> int:
         fields = self._call(
@@ -152,7 +160,12 @@ class BlueClient:
         )
         transaction_id = int(fields.get("TransactionID") or 0)
         if transaction_id <= 0:
-            raise FinalError(f"RegisterImport answered no TransactionID: {fields}", target=TARGET)
+            shown = {k: v for k, v in fields.items() if not k.startswith("_")}
+            raise FinalError(
+                f"RegisterImport answered no TransactionID ({shown}): Blue may have opened a "
+                "transaction importq cannot name; check the WSDL (BLUE_WSDL_URL)",
+                target=TARGET,
+            )
         return transaction_id
 
     def push(
@@ -204,7 +217,7 @@ class BlueClient:
         soap_headers.update({self._header(operation, k): v for k, v in headers.items()})
         timeout = self.limits.long_timeout_seconds if long else self.limits.read_timeout_seconds
         try:
-            with self._transport.read_timeout(timeout):
+            with self._transport.read_timeout(timeout), self._settings(**LENIENT_ANSWERS):
                 reply = getattr(service, operation)(_soapheaders=soap_headers, **body)
         except soap_errors.Fault as fault:
             raise refusal(str(fault.message or ""), what=operation, fault=True) from None
@@ -271,3 +284,18 @@ class BlueClient:
                 raise ConfigError(f"the Blue WSDL's {operation} has no {name} header ({parts})")
             self._headers[key] = found[0]
         return self._headers[key]
+
+
+def column_names(block: dict[str, Any]) -> tuple[str, ...] | None:
+    """A DataBlockInfo's columns, as ColumnNamesList or ColumnNames, declared in the WSDL or
+    not (an undeclared one is among zeep's raw elements); None when the service names none."""
+    for member in COLUMN_MEMBERS:
+        listed = items(block.get(member), "string")
+        if listed:
+            return tuple(str(name) for name in listed)
+    for raw in block.get("_raw_elements") or ():
+        if etree.QName(raw).localname in COLUMN_MEMBERS:
+            listed = [child.text or "" for child in raw if etree.QName(child).localname == "string"]
+            if listed:
+                return tuple(listed)
+    return None

@@ -6,7 +6,11 @@
 
 A failure after RegisterImport cancels the transaction before it is raised, except
 once FinalizeImport was sent: its outcome is then unknown, and the next attempt
-asks Blue whether it committed instead of importing the rows a second time.
+asks Blue whether it committed instead of importing the rows a second time. A
+RegisterImport whose answer is lost or names no transaction cancels the one it
+just opened (-4, recorded by no other importq unit), and so does a unit that ends
+for good after such an answer. Between prepare and finalize the unit does not
+stop for a shutdown: it finalizes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from importq.errors import FinalError, ImportqError, RetryableError, TargetError
+from importq.errors import (
+    AuthError,
+    FinalError,
+    ImportqError,
+    NotFoundError,
+    RetryableError,
+    TargetError,
+)
 from workers.retry import resend
 from workers.targets.base import Delivered, RunContext
 from workers.targets.blue.answers import DONE, CurrentImport, ImportOptions
@@ -30,7 +41,9 @@ from workers.targets.blue.row_warnings import Outcome
 from workers.targets.blue.stale import REGISTERED, settle_open
 
 T = TypeVar("T")
-PUSHING, PREPARING = "pushing", "preparing"  # phases in job state (and FINALIZING)
+# Phases in job state (and FINALIZING). REGISTERING: RegisterImport was sent and its
+# answer is not in yet; a transaction it opened has no id in job state.
+REGISTERING, PUSHING, PREPARING = "registering", "pushing", "preparing"
 FINALIZED, CANCELLED = "finalized", "cancelled"
 
 
@@ -47,6 +60,14 @@ class BlueImport:
 
     def run(self) -> Delivered:
         self.target = self._call(lambda: target_for(self.client, self.ctx.params, self.records))
+        if not self.target.columns_reported:
+            self.ctx.log.warning(
+                "Blue does not report the columns of this data block: the rows' columns are "
+                "checked at the first push",
+                datasource=self._source_id,
+                block=self.target.block,
+                columns=self.target.columns,
+            )
         earlier = self._settle_earlier_attempt()
         if earlier is not None:
             return earlier
@@ -66,6 +87,13 @@ class BlueImport:
     def abandon(self) -> Delivered | None:
         """The unit ends for good: cancel the transaction an earlier attempt left open, or
         report it delivered if its FinalizeImport committed. Never finalizes on its own."""
+        if self.ctx.remote.get("phase") == REGISTERING:
+            # An attempt's RegisterImport answer was lost. If the registry still holds that
+            # attempt's intent, nobody has cancelled what it may have opened: do it now.
+            intent = self.registry.dead_intent() if self.registry else None
+            if intent is not None and intent.unit == self.ctx.unit_id:
+                self._cancel_unnamed_registration()
+            return None
         transaction_id = int(self.ctx.remote.get("transaction_id") or 0)
         if not transaction_id or self.ctx.remote.get("phase") == CANCELLED:
             return None
@@ -133,12 +161,45 @@ class BlueImport:
         options = import_options(self.ctx.params)
         if self.registry:
             self.registry.intend()
+        # Job state says so too: a unit that ends for good with this phase settles it.
+        self.ctx.remember({"phase": REGISTERING})
         try:
             return self._call(lambda: self.client.register(self._source_id, options))
-        except (FinalError, BlueBusy):
+        except TargetError as error:
+            if not _registered_nothing(error):
+                # Sent, but the answer is lost, unreadable or names no transaction: Blue
+                # may hold one open that nobody can name. Giving up must not leave it.
+                self._cancel_unnamed_registration()
+                raise
             if self.registry:  # Blue answered, so no transaction of ours is pending
                 self.registry.drop_intent()
+            with contextlib.suppress(ImportqError):  # a lost lease must not hide the refusal
+                self.ctx.remember({"phase": ""})
             raise
+
+    def _cancel_unnamed_registration(self) -> None:
+        """Cancel the transaction a RegisterImport opened whose answer never named it: the
+        one just registered (-4) that no other importq unit recorded. Left to the next
+        attempt (the registry's intent) when Blue cannot be asked now."""
+        try:
+            current = self._call(self.client.current_import)
+        except TargetError as error:
+            self.ctx.log.warning("could not ask Blue for the transaction a lost RegisterImport "
+                                 "answer may have opened", error=str(error))  # fmt: skip
+            return
+        cancelled = True
+        claimed = self.registry.find(current.transaction_id) if self.registry else None
+        if current.open and current.progress == REGISTERED and claimed is None:
+            self.ctx.log.warning(
+                "cancelling the transaction whose RegisterImport answer was lost",
+                transaction_id=current.transaction_id,
+            )
+            cancelled = self._cancel_quietly(current.transaction_id)
+        if cancelled:
+            if self.registry:
+                self.registry.drop_intent()
+            with contextlib.suppress(ImportqError):
+                self.ctx.remember({"phase": CANCELLED})
 
     # -- the transaction -----------------------------------------------------------------
 
@@ -169,11 +230,15 @@ class BlueImport:
             self.ctx.checkpoint()
             sent = range(start, min(start + self.limits.rows_per_push, total))
             rows = [[_cell(self.records[i].get(c)) for c in target.columns] for i in sent]
-            result = self._call(
-                functools.partial(
-                    self.client.push, transaction_id, target.block, target.columns, rows
-                )
+            push = functools.partial(
+                self.client.push, transaction_id, target.block, target.columns, rows
             )
+            try:
+                result = self._call(push)
+            except FinalError as error:
+                if start == 0 and not target.columns_reported:
+                    raise _columns_refused(error, target) from None
+                raise
             outcome.add(result.warnings, self.records, sent, target.id_column)
             # The bar of `importq status`: pushing is the first half, prepare the second.
             percent = 50 * sent.stop // total
@@ -190,7 +255,10 @@ class BlueImport:
         self._remember_progress()
 
     def _finalize(self, transaction_id: int, outcome: Outcome) -> Delivered:
-        self.ctx.checkpoint()
+        # No checkpoint between prepare and finalize: a unit handed back here would leave a
+        # prepared transaction that the next attempt cancels and prepares again (20-45
+        # minutes on a real instance). A worker shutting down finishes the unit first; the
+        # lease is still checked before FinalizeImport is sent.
         if self.registry:
             self.registry.save_skipped(outcome.rejected)
         self.ctx.remember({"phase": FINALIZING})
@@ -222,19 +290,20 @@ class BlueImport:
         )
         return Delivered(count, rejected, outcome.warnings)
 
-    def _cancel_quietly(self, transaction_id: int) -> None:
+    def _cancel_quietly(self, transaction_id: int) -> bool:
         try:
             self._call(lambda: self.client.cancel(transaction_id))
         except TargetError as error:  # the next attempt finds it open and cancels it then
             self.ctx.log.warning(
                 "could not cancel the transaction", transaction_id=transaction_id, error=str(error)
             )
-            return
+            return False
         self.ctx.log.info("transaction cancelled", transaction_id=transaction_id)
         if self.registry:
             self.registry.forget(transaction_id)
         with contextlib.suppress(ImportqError):  # a lost lease must not hide the first error
             self.ctx.remember({"phase": CANCELLED, "progress": "-3"})
+        return True
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -287,6 +356,26 @@ def import_options(params: dict[str, Any]) -> ImportOptions:
         replace_blue_role=bool(params.get("replace_blue_role", False)),
         replace_datasource_access_key=bool(params.get("replace_datasource_access_key", False)),
         replace_language_preferences=bool(params.get("replace_language_preferences", False)),
+    )
+
+
+def _registered_nothing(error: TargetError) -> bool:
+    """True when RegisterImport's failure says Blue opened no transaction: Blue's own
+    refusal (busy, unknown datasource, bad key) or a request that never arrived."""
+    if isinstance(error, (BlueBusy, AuthError, NotFoundError)):
+        return True
+    return isinstance(error, RetryableError) and error.resendable
+
+
+def _columns_refused(error: FinalError, target: ImportTarget) -> FinalError:
+    """The first push's refusal, said as the column check it stands in for."""
+    return type(error)(
+        f"{error.message}. The rows' columns ({', '.join(target.columns)}) were checked at the "
+        f"first push, as Blue does not report the columns of data block '{target.block}' of "
+        f"datasource {target.source.source_id} '{target.source.caption}'; the transaction is "
+        "cancelled. Fix the input's column names",
+        target=error.target,
+        status=error.status,
     )
 
 

@@ -7,6 +7,7 @@ on busy instances. Public integrations give prepare and finalize 600-3,600 s.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -56,14 +57,39 @@ def instance_of(address: str) -> str:
     """One name per Blue instance, whichever of its addresses a worker was given.
 
     The SOAP 1.2 address (.svc), the SOAP 1.1 one (.svc/file) and the WSDL (.svc?wsdl)
-    are the same instance, so they must share one slot; credentials in the URL and
-    the query are dropped so the slot key never carries them.
+    are the same instance, and so are the spellings of one host: its case, a trailing
+    dot or slash, the scheme's default port, and every loopback name (localhost,
+    127.0.0.1, ::1) on one machine. They must share one slot and one registry of open
+    transactions. Credentials in the URL and the query are dropped so the key never
+    carries them. (An alias no rule can know, a second DNS name, is still recognised
+    when its transactions are found: see registry.Registry.find.)
     """
-    parts = urlsplit(address)
+    parts = urlsplit(address.strip())
+    scheme = parts.scheme.lower()
     path = parts.path
     cut = path.lower().find(".svc")
     if cut >= 0:
         path = path[: cut + 4]
-    host = (parts.hostname or "").lower()
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme.lower()}://{host}{port}{path.rstrip('/')}"
+    host = _host(parts.hostname or "")
+    try:
+        port = parts.port
+    except ValueError:  # not a number: keep it as written, the address will not work anyway
+        port = None
+    shown_port = f":{port}" if port and port != DEFAULT_PORTS.get(scheme) else ""
+    return f"{scheme}://{host}{shown_port}{path.rstrip('/')}"
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host(name: str) -> str:
+    host = name.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "localhost"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.is_loopback:
+        return "localhost"
+    return f"[{address.compressed}]" if address.version == 6 else address.compressed

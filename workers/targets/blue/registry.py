@@ -6,7 +6,8 @@ recorded here whose owner (a unit and the claim token of the attempt that
 registered it) no longer holds that unit's lease. Anything else open on the
 instance was started by someone else, and is left alone.
 
-    importq:blue:transactions:{instance}  hash  transaction id -> {"unit", "token"};
+    importq:blue:transactions:{instance}  hash  transaction id -> {"unit", "token"}; the
+                                                instance is limits.instance_of(address)
                                                 "registering" -> the owner about to
                                                 call RegisterImport (its answer may be lost)
     importq:blue:skipped:{unit}           string JSON [[index, reason], ...] of the rows
@@ -76,6 +77,26 @@ class Registry:
 
     def owner(self, transaction_id: int) -> Owner | None:
         return Owner.decode(self.redis.hget(self.key, str(transaction_id)))
+
+    def find(self, transaction_id: int) -> tuple[str, Owner] | None:
+        """(registry key, owner) of a transaction any importq worker recorded: under this
+        instance's name first, then under any other name (a worker that reaches this Blue
+        by an address the names cannot tell apart, such as a second DNS name)."""
+        owner = self.owner(transaction_id)
+        if owner is not None:
+            return self.key, owner
+        for key in self.redis.scan_iter(match=f"{PREFIX}transactions:*", count=100):
+            name = as_text(key)
+            if name == self.key:
+                continue
+            found = Owner.decode(self.redis.hget(name, str(transaction_id)))
+            if found is not None:
+                return name, found
+        return None
+
+    def forget_in(self, key: str, transaction_id: int) -> None:
+        """Forget a transaction found under another name of the instance (see find)."""
+        self.redis.hdel(key, str(transaction_id))
 
     def dead_intent(self) -> Owner | None:
         """An attempt that was registering an import when it died, if there is one."""

@@ -2,7 +2,8 @@
 
 Asked before RegisterImport and whenever Blue says it is busy. An open
 transaction is ours when this very unit remembered it (its earlier attempt,
-dead since this attempt holds the unit now) or when the registry recorded it;
+dead since this attempt holds the unit now) or when the registry recorded it
+(under this instance's name, or under another name a worker gave the same Blue);
 its owner is dead when the owner's lease is gone or held by another attempt.
 Anything else was started by someone else (by hand, in Blue): never touched,
 the unit waits and says so in job state and in the log.
@@ -34,7 +35,12 @@ def settle_open(
 ) -> None:
     """Cancel `current` if it is a dead one of ours; else raise RetryableError to wait."""
     transaction_id, progress = current.transaction_id, current.progress
-    state, owner = owner_of(current, remembered, registry)
+    state, owner, key = owner_of(current, remembered, registry)
+    if registry and key and key != registry.key:
+        log.warning("an importq worker names this Blue instance otherwise, so the two do not "
+                    "share one import slot: give every worker the same BLUE_ENDPOINT_URL",
+                    transaction_id=transaction_id, recorded_under=key,
+                    here=registry.key)  # fmt: skip
     if state == "dead":
         log.warning("cancelling a transaction of ours whose worker died",
                     transaction_id=transaction_id, progress=progress,
@@ -43,6 +49,8 @@ def settle_open(
             cancel(transaction_id)
         if registry:
             registry.forget(transaction_id)
+            if key and key != registry.key:
+                registry.forget_in(key, transaction_id)
         return
     if state == "alive":
         raise RetryableError(
@@ -66,18 +74,19 @@ def settle_open(
 
 def owner_of(
     current: CurrentImport, remembered: int, registry: Registry | None
-) -> tuple[str, Owner | None]:
-    """("dead" | "alive" | "foreign", owner) of the open transaction."""
+) -> tuple[str, Owner | None, str]:
+    """("dead" | "alive" | "foreign", owner, the registry key it was found under)."""
     if current.transaction_id == remembered:
-        return "dead", None  # this unit's earlier attempt
+        return "dead", None, ""  # this unit's earlier attempt
     if registry is None:
-        return "foreign", None
-    owner = registry.owner(current.transaction_id)
-    if owner is not None:
-        return ("alive" if registry.alive(owner) else "dead"), owner
+        return "foreign", None, ""
+    found = registry.find(current.transaction_id)
+    if found is not None:
+        key, owner = found
+        return ("alive" if registry.alive(owner) else "dead"), owner, key
     intent = registry.dead_intent()
     if intent is not None and current.progress == REGISTERED:
         # Its RegisterImport's answer died with it: a just-registered import is that one.
         registry.drop_intent()
-        return "dead", intent
-    return "foreign", None
+        return "dead", intent, ""
+    return "foreign", None, ""

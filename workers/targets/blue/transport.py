@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import zeep
+from lxml import etree
 
-from importq.errors import ConfigError, FinalError
+from importq.errors import ConfigError, FinalError, RetryableError
 from workers import vendor_calls
 from workers.http import raise_for_status, transport_error
 
@@ -30,6 +31,12 @@ HINTS = {
     415: "the endpoint speaks the other SOAP version: the .svc address is SOAP 1.2, "
     ".svc/file is SOAP 1.1; set BLUE_SOAP_VERSION to match",
 }
+
+
+# No DTD, no entities, no network, no recovery: only a check that the answer is whole.
+_STRICT_XML = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=False
+)
 
 
 class HttpxTransport(zeep.Transport):
@@ -89,6 +96,7 @@ class HttpxTransport(zeep.Transport):
                 "(entity expansion). Check that BLUE_ENDPOINT_URL is the Blue web service",
                 target=TARGET,
             )
+        well_formed(response.content, what)
         return response
 
     def get(self, address: str, params: dict[str, str], headers: dict[str, str]) -> httpx.Response:
@@ -118,6 +126,17 @@ class HttpxTransport(zeep.Transport):
             raise transport_error(error, target=TARGET, what="loading the WSDL") from None
         raise_for_status(response, target=TARGET, hints=HINTS)
         return response.content
+
+
+def well_formed(content: bytes, what: str) -> None:
+    """Refuse an answer that is not well-formed XML (cut off, say) before zeep reads it:
+    answers are parsed leniently, and zeep's lenient mode would recover half of one."""
+    if not content.strip():
+        return
+    try:
+        etree.fromstring(content, parser=_STRICT_XML)
+    except etree.XMLSyntaxError as error:
+        raise RetryableError(f"{what}: unreadable answer: {error}", target=TARGET) from None
 
 
 def operation_of(headers: dict[str, str]) -> str:
