@@ -40,16 +40,21 @@ def publish(
     check_target: bool = False,
     notify: Callable[[str], None] = lambda message: None,
     hold: bool = False,
+    first_in_line: bool = False,
 ) -> str:
     """Create a job from located records; returns the job id once every unit is enqueued.
 
     `records` may be None for targets whose jobs need none (`Sink.records_optional`).
     With `check_target`, a harmless call to the target first refuses bad credentials
     or an unknown id before anything is staged. With `hold`, the job is staged and
-    listed but its units are not sent until `release(job_id)` (pipelines use this).
+    listed but its units are not sent until `release(job_id)` (pipelines use this). With
+    `first_in_line` the job goes ahead of the others on its order key and lifts the key's
+    hold (the replay of the job that holds it).
     """
     sink = targets.get(target)
+    refuse_unknown_params(sink, params, settings)
     params = sink.check_params(dict(params), settings)
+    sink.check_job(params, settings, has_records=records is not None)
     if check_target:
         preflight(sink, settings, params, notify)
     wait_for_room(store, target, max_queued_units(settings, target), notify)
@@ -62,7 +67,7 @@ def publish(
     if not hold:  # watched before it is listed: a producer dying now strands nothing
         store.watch(unit_ids, settings.rescue_seconds)
     store.open(job_id)
-    ordering.enqueue(store.redis, target, sink.order_key(params), job_id)
+    ordering.enqueue(store.redis, target, sink.order_key(params), job_id, first=first_in_line)
     if not hold:
         release(store, job_id, publish_unit, settings.rescue_seconds)
     return job_id

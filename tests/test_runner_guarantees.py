@@ -201,3 +201,22 @@ def test_a_job_waiting_for_its_turn_is_woken_when_the_job_before_it_finishes(
     assert runner.run(TARGET, first) == "succeeded"
     assert (second, TARGET, None) in published.calls  # woken at once, not after its backoff
     assert runner.run(TARGET, second) == "succeeded"
+
+
+def test_a_lease_that_ran_out_unclaimed_is_still_the_holders(
+    store_and_leases: tuple[JobStore, Leases], redis_client: redis.Redis
+) -> None:
+    store, _ = store_and_leases
+    leases = Leases(redis_client, lease_seconds=0.2, grace_seconds=5)
+    starved, taken = staged_unit(store), staged_unit(store)
+    late = leases.claim(starved, max_crashes=5)
+    time.sleep(0.4)  # its heartbeat was starved past the TTL; nobody claimed the unit
+    assert leases.renew(starved, late.token)  # still its own: no crash to count
+    assert leases.finish(starved, late.token, Finish(UnitState.SUCCEEDED, terminal=True))
+    first = leases.claim(taken, max_crashes=5)
+    time.sleep(0.4)
+    second = leases.claim(taken, max_crashes=5)  # a successor took it over
+    assert second.status == "claimed" and second.crashes == 1
+    assert not leases.renew(taken, first.token)
+    assert not leases.remember(taken, first.token, {"remote.x": "1"})
+    assert not leases.finish(taken, first.token, Finish(UnitState.SUCCEEDED, terminal=True))

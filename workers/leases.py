@@ -21,6 +21,19 @@ from workers import keys
 
 TERMINAL = ("succeeded", "failed", "split", "cancelled")
 
+# Is the unit still this attempt's? Its lease key says so while it lives. A lease that
+# expired while nobody claimed the unit since (the claim rewrites `owner`) is still ours:
+# only a successor makes a late holder a zombie, and a heartbeat starved past the TTL
+# on a busy machine must not turn into a "crash" that counts toward the poison pill.
+MINE = """
+local function mine(lease, unit, token)
+  local holder = redis.call('GET', lease)
+  if holder then return holder == token end
+  return redis.call('HGET', unit, 'state') == 'running' and
+         redis.call('HGET', unit, 'owner') == token
+end
+"""
+
 # KEYS: unit hash, lease, watch zset, job hash.
 # ARGV: token, lease ms, now ms, unit id, max crashes, early tolerance ms
 # A waiting unit is never claimed before its due time (next_attempt_at), whoever sent the
@@ -67,17 +80,17 @@ redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[1])
 return 1
 """
 
-# KEYS: lease, watch.  ARGV: token, lease ms, now ms, unit id
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# KEYS: lease, watch, unit hash.  ARGV: token, lease ms, now ms, unit id
+_RENEW = MINE + """
+if not mine(KEYS[1], KEYS[3], ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
 return 1
 """
 
 # KEYS: unit hash, lease.  ARGV: token, field, value, field, value...
-_REMEMBER = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+_REMEMBER = MINE + """
+if not mine(KEYS[2], KEYS[1], ARGV[1]) then return 0 end
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
@@ -87,8 +100,8 @@ return 1
 # Returns 0 when the lease is not ours, 1 when recorded, 2 when that also finished the job.
 # The finish JSON: state, fields{}, delivered, dead, attempts_delta, deadline (ms or null),
 # dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[5..]).
-_FINISH = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+_FINISH = MINE + """
+if not mine(KEYS[2], KEYS[1], ARGV[1]) then return 0 end
 local f = cjson.decode(ARGV[4])
 local now = tonumber(ARGV[2])
 redis.call('DEL', KEYS[2])
@@ -266,7 +279,8 @@ class Leases:
 
     def renew(self, unit_id: str, token: str) -> bool:
         args: list[Any] = [token, self.lease_ms, now_ms(), unit_id]
-        return bool(self._renew(keys=[keys.lease(unit_id), keys.WATCH], args=args))
+        renew_keys = [keys.lease(unit_id), keys.WATCH, keys.unit(unit_id)]
+        return bool(self._renew(keys=renew_keys, args=args))
 
     def remember(self, unit_id: str, token: str, values: dict[str, str]) -> bool:
         flat: list[str] = [token]
