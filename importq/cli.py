@@ -72,6 +72,11 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("--no-check", is_flag=True, help="Skip the call that checks credentials first.")
 @click.option("--manifest", type=click.Path(), help="A YAML/JSON list of steps run in order.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate and plan only: stage nothing, report up to IMPORTQ_DRY_RUN_MAX_ERRORS errors.",
+)
 def publish(
     target: str,
     file: str,
@@ -82,6 +87,7 @@ def publish(
     as_json: bool,
     no_check: bool,
     manifest: str | None,
+    dry_run: bool,
 ) -> None:
     """Validate FILE (JSON Lines, JSON array or CSV) and enqueue it for TARGET.
 
@@ -93,10 +99,14 @@ def publish(
     from producers.readers import read_records
     from workers.jobs import JobStore
 
-    app = _app()
     options: dict[str, Any] = _parse_params(params)
     if operation_id:
         options["operation_id"] = operation_id
+    if dry_run:
+        if manifest:
+            raise click.UsageError("--dry-run checks one FILE; it does not take --manifest")
+        _dry_run(target, file, fmt, options, as_json, no_check)
+    app = _app()
     store = JobStore(app.redis_client())
     _say(f"redis: {broker.safe_url(app.REDIS_URL)}")
     if manifest:
@@ -121,6 +131,39 @@ def publish(
         job = wait_for_job(store, job_id, as_json)
     _show(job, as_json)
     sys.exit(EXIT_CODES.get(job.state, STILL_RUNNING) if wait else 0)
+
+
+def _dry_run(
+    target: str,
+    file: str | None,
+    fmt: str | None,
+    options: dict[str, Any],
+    as_json: bool,
+    no_check: bool,
+) -> None:
+    """Validate and plan FILE as a publish would, without Redis; exit 1 if it has errors."""
+    from importq import settings as importq_settings
+    from producers.dryrun import MAX_ERRORS_SETTING, dry_run, error_budget
+    from producers.readers import read_records
+
+    settings = importq_settings.load()  # not workers.app: that would pick (or start) a Redis
+    problems = error_budget(settings)
+    records = read_records(file, fmt, target=target, problems=problems) if file else None
+    report = dry_run(target, records, options, settings=settings, problems=problems,
+                     check_target=not no_check, notify=_say)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif not report.errors:
+        units = "unit" if report.units == 1 else "units"
+        click.echo(f"dry run: {report.records} records in {report.units} {units} for "
+                   f"{target}; nothing was staged")  # fmt: skip
+    else:
+        for error in report.errors:
+            click.echo(f"  {error}")
+        more = (f"; stopped after {len(report.errors)} errors ({MAX_ERRORS_SETTING}), there "
+                "may be more" if report.stopped_early else "")  # fmt: skip
+        click.echo(f"dry run: refused, {len(report.errors)} error(s){more}; nothing was staged")
+    sys.exit(1 if report.errors else 0)
 
 
 def _publish_pipeline(

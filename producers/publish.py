@@ -17,7 +17,7 @@ from importq.settings import Settings
 from producers.validate import validate
 from workers import ordering, targets
 from workers.jobs import JobStore
-from workers.targets.base import Located, Record, Sink
+from workers.targets.base import Located, Record, Sink, refuse_unknown_params
 
 Publish = Callable[[str, str, float | None], None]
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import csv
 import difflib
-import io
+import gzip
 import json
+import re
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import ijson
 
 from importq.errors import InputError
+from producers.problems import Problems, refuse
 from workers.targets.base import CsvColumns
 
 __all__ = [
@@ -37,6 +40,8 @@ _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "
 _ALIASES = {"ndjson": "jsonl"}
 _STDIN = "-"
 _BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_SUFFIX = ".gz"
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -63,6 +68,8 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
     if str(path) == _STDIN:
         raise InputError(f"reading from stdin needs a format ({', '.join(FORMATS)})")
     suffix = Path(path).suffix.lower()
+    if suffix == _GZIP_SUFFIX:  # in.csv.gz: the format is the extension inside
+        suffix = Path(path).with_suffix("").suffix.lower()
     try:
         return _EXTENSIONS[suffix]
     except KeyError:
@@ -75,24 +82,29 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
 
 
 def read_records(
-    path: str | Path, fmt: str | None = None, *, target: str | None = None
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    target: str | None = None,
+    problems: Problems | None = None,
 ) -> Iterator[Located]:
     """Stream the records of `path` ("-" for stdin) as (record, where) pairs.
 
     Format, file and CSV-mapping problems raise here, before iteration starts;
-    problems inside the data raise while iterating, at the record concerned.
+    problems inside the data raise while iterating, at the record concerned; with
+    `problems` (a dry run), those of one record are noted there and the record skipped.
     """
     kind = detect_format(path, fmt)
     name = "<stdin>" if str(path) == _STDIN else str(path)
     if str(path) != _STDIN:
         _check_file(Path(path))
     if kind == "jsonl":
-        return _read_jsonl(path, name)
+        return _read_jsonl(path, name, problems)
     if kind == "json":
-        return _read_json_array(path, name)
+        return _read_json_array(path, name, problems)
     if target is None:
         raise InputError("CSV input needs a target (it decides how columns map to fields)")
-    return _read_csv(path, name, csv_columns_for(target))
+    return _read_csv(path, name, csv_columns_for(target), problems)
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -117,26 +129,39 @@ def _os_reason(error: OSError) -> str:
 
 @contextmanager
 def _open_binary(path: str | Path, name: str) -> Iterator[BinaryIO]:
+    """The input's bytes; gzip (by its .gz name or its magic bytes) decompressed as a stream."""
     if str(path) == _STDIN:
-        yield sys.stdin.buffer  # not ours to close
+        with _decompressed(sys.stdin.buffer, name) as f:  # stdin is not ours to close
+            yield f
         return
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, after the open error is translated
+        raw = open(path, "rb")  # noqa: SIM115 - closed below, after the open error is translated
     except OSError as e:
         raise InputError(_os_reason(e), where=name) from None
-    with f:
+    with raw, _decompressed(raw, name) as f:
         yield f
 
 
 @contextmanager
-def _open_csv_text(path: str | Path, name: str) -> Iterator[IO[str]]:
-    with _open_binary(path, name) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        try:
-            yield text
-        finally:
-            # Detach so the wrapper never closes stdin; files close with _open_binary.
-            text.detach()
+def _decompressed(raw: BinaryIO, name: str) -> Iterator[BinaryIO]:
+    stream: BinaryIO
+    if hasattr(raw, "peek"):  # files and sys.stdin.buffer: look without consuming
+        head = raw.peek(len(_GZIP_MAGIC))[: len(_GZIP_MAGIC)]
+        stream = raw
+    else:
+        head = raw.read(len(_GZIP_MAGIC))
+        stream = _Prefixed(head, raw)  # type: ignore[assignment]
+    if head != _GZIP_MAGIC and not name.lower().endswith(_GZIP_SUFFIX):
+        yield stream
+        return
+    try:
+        with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+            yield unzipped  # type: ignore[misc]
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise InputError(
+            f"not a valid gzip stream ({e}); check the file is complete, or give it uncompressed",
+            where=name,
+        ) from None
 
 
 def json_type(value: object) -> str:
@@ -171,7 +196,7 @@ def _parse_line(line: bytes, where: str) -> Record:
     return value
 
 
-def _read_jsonl(path: str | Path, name: str) -> Iterator[Located]:
+def _read_jsonl(path: str | Path, name: str, problems: Problems | None) -> Iterator[Located]:
     with _open_binary(path, name) as f:
         for lineno, line in enumerate(f, 1):
             if lineno == 1 and line.startswith(_BOM):
@@ -179,7 +204,12 @@ def _read_jsonl(path: str | Path, name: str) -> Iterator[Located]:
             if not line or line.isspace():
                 continue
             where = f"{name}:{lineno}"
-            yield _parse_line(line, where), where
+            try:
+                record = _parse_line(line, where)
+            except InputError as error:
+                refuse(error, problems)
+                continue
+            yield record, where
 
 
 # -- JSON array -------------------------------------------------------------------------------
@@ -199,6 +229,18 @@ class _Prefixed:
             return self._f.read(size)
         head, self._head = self._head, b""
         return head
+
+    def readline(self) -> bytes:
+        head, self._head = self._head, b""
+        if b"\n" in head:
+            end = head.index(b"\n") + 1
+            self._head = head[end:]
+            return head[:end]
+        return head + self._f.readline()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
 
 
 def _skip_leading_space(f: BinaryIO) -> tuple[bytes, int]:
@@ -231,7 +273,7 @@ def _ijson_reason(error: Exception) -> str:
     return f"{what} near {excerpt!r}" if excerpt else what
 
 
-def _read_json_array(path: str | Path, name: str) -> Iterator[Located]:
+def _read_json_array(path: str | Path, name: str, problems: Problems | None) -> Iterator[Located]:
     with _open_binary(path, name) as f:
         head, line = _skip_leading_space(f)
         if not head:
@@ -246,7 +288,9 @@ def _read_json_array(path: str | Path, name: str) -> Iterator[Located]:
                 n += 1
                 where = f"{name}:item {n}"
                 if not isinstance(item, dict):
-                    raise InputError(f"expected a JSON object, got {json_type(item)}", where)
+                    got = f"expected a JSON object, got {json_type(item)}"
+                    refuse(InputError(got, where), problems)
+                    continue
                 yield item, where
         except ijson.JSONError as e:
             raise InputError(
@@ -315,14 +359,13 @@ def _parse_bool(value: str, column: str, where: str) -> bool:
         ) from None
 
 
-def _csv_record(row: dict[str | Any, Any], plan: list[_Step], where: str) -> Record:
+def _csv_record(cells: list[str], plan: list[_Step], where: str) -> Record:
     record: Record = {}
-    for column, kind, field in plan:
-        value = row[column]
+    for (column, kind, field), value in zip(plan, cells, strict=False):
         if kind == _CELL:
-            record[field] = value or ""
+            record[field] = value
             continue
-        if not value:  # empty cell, or missing at the end of a short row
+        if not value:  # empty cell
             continue
         if kind == _FIELD:
             record[field] = value
@@ -330,24 +373,110 @@ def _csv_record(row: dict[str | Any, Any], plan: list[_Step], where: str) -> Rec
             record[field] = _parse_bool(value, column, where)
         else:
             record.setdefault(kind, {})[field] = value
+    for _, kind, field in plan[len(cells) :]:  # a short row: its last cells are empty
+        if kind == _CELL:
+            record[field] = ""
     return record
 
 
-def _read_csv(path: str | Path, name: str, columns: CsvColumns) -> Iterator[Located]:
-    with _open_csv_text(path, name) as f:
-        reader = csv.DictReader(f)
+# A lone CR ends a line too (files from old Mac tools); CRLF is one line end.
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+
+
+class _PhysicalLines:
+    """The text lines of a CSV file as the csv module reads them, counted as they are read.
+
+    Decoding line by line names the exact line of bad UTF-8, and a count of quotes per line
+    says where a quoted cell that never closes was opened (a doubled quote counts twice).
+    """
+
+    def __init__(self, raw: BinaryIO, name: str) -> None:
+        self._raw = raw
+        self._name = name
+        self.number = 0  # physical lines handed to the csv module so far
+        self.quote_opened_at = 0  # the line where the quote still open was opened, else 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._raw:
+            if self.number == 0 and line.startswith(_BOM):
+                line = line[len(_BOM) :]
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                where = f"{self._name}:{self.number + 1}"
+                reason = f"not valid UTF-8: {e.reason} at byte {e.start + 1}"
+                raise InputError(reason, where) from None
+            pieces = _LONE_CR.split(text) if "\r" in text else (text,)
+            for piece in pieces:
+                self.number += 1
+                if piece.count('"') % 2:
+                    self.quote_opened_at = 0 if self.quote_opened_at else self.number
+                yield piece
+
+    def record_ended(self) -> None:
+        self.quote_opened_at = 0
+
+
+def _unclosed_quote(lines: _PhysicalLines, start: int, name: str, error: csv.Error) -> InputError:
+    opened = lines.quote_opened_at or start
+    limit = csv.field_size_limit()
+    how = f"within {limit} characters" if "field limit" in str(error) else "before the file ends"
+    return InputError(
+        f"a quoted cell opens on this line and is never closed {how}: a stray '\"'? "
+        'Close the quote where the cell ends, or write a quote inside a cell as two ("")',
+        f"{name}:{opened}",
+    )
+
+
+def _line_break_refusal(header: list[str], cells: list[str], end: int, where: str) -> InputError:
+    index = next(i for i, cell in enumerate(cells) if "\n" in cell or "\r" in cell)
+    column = header[index] if index < len(header) else f"cell {index + 1}"
+    return InputError(
+        f"column {column}: a quoted cell opens on this line and runs on to line {end}, but "
+        "this target takes no line breaks in a cell: a stray '\"'? Close the quote where "
+        'the cell ends, or write a quote inside a cell as two ("")',
+        where,
+    )
+
+
+def _read_csv(
+    path: str | Path, name: str, columns: CsvColumns, problems: Problems | None
+) -> Iterator[Located]:
+    with _open_binary(path, name) as raw:
+        lines = _PhysicalLines(raw, name)
+        # strict: text after a closing quote, or a quote never closed, is an error rather than
+        # a cell that quietly swallows the rows after it.
+        reader = csv.reader(lines, strict=True)
+        start = 1
         try:
-            plan = _csv_plan(reader.fieldnames, columns, name)
+            header = next(reader, None)
+            plan = _csv_plan(header, columns, name)
+            assert header is not None
             width = len(plan)
-            for row in reader:
-                where = f"{name}:{reader.line_num}"
-                if None in row:  # DictReader files surplus cells under the key None
-                    extra = len(row[None])
-                    raise InputError(f"{width + extra} cells but the header has {width}", where)
-                yield _csv_record(row, plan, where), where
+            while True:
+                lines.record_ended()
+                start = lines.number + 1
+                cells = next(reader, None)
+                if cells is None:
+                    return
+                if not cells:  # a blank line
+                    continue
+                where = f"{name}:{start}"
+                try:
+                    if len(cells) > width:
+                        raise InputError(f"{len(cells)} cells but the header has {width}", where)
+                    if lines.number > start and not columns.line_breaks:
+                        raise _line_break_refusal(header, cells, lines.number, where)
+                    record = _csv_record(cells, plan, where)
+                except InputError as error:
+                    refuse(error, problems)
+                    continue
+                yield record, where
         except csv.Error as e:
-            raise InputError(f"not valid CSV: {e}", f"{name}:{reader.line_num}") from None
-        except UnicodeDecodeError as e:
-            # Decoding runs ahead of the csv module, so the line is approximate.
-            where = f"{name}:{reader.line_num + 1}"
-            raise InputError(f"not valid UTF-8: {e.reason}", where) from None
+            if "expected after" in str(e):
+                raise InputError(
+                    f"not valid CSV: {e} (text follows a closing quote; quote the whole cell "
+                    'and write a quote inside it as two ("")',
+                    f"{name}:{lines.number}",
+                ) from None
+            raise _unclosed_quote(lines, start, name, e) from None

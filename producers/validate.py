@@ -15,6 +15,7 @@ from jsonschema.exceptions import ValidationError, best_match, by_relevance
 
 import schemas
 from importq.errors import InputError
+from producers.problems import Problems, refuse
 from producers.readers import json_type
 
 __all__ = ["describe", "record_targets", "validate"]
@@ -31,30 +32,42 @@ def record_targets() -> list[str]:
 
 
 def validate(
-    target: str, records: Iterable[tuple[dict[str, Any], str]], *, source: str | None = None
+    target: str,
+    records: Iterable[tuple[dict[str, Any], str]],
+    *,
+    source: str | None = None,
+    problems: Problems | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Pass `records` through, raising InputError at the first one `target`'s schema refuses.
 
     Lazy: records before the bad one have already been yielded when it raises.
-    `source` names the input in the "no records" error.
+    `source` names the input in the "no records" error. With `problems` (a dry run), a
+    refused record is noted there and skipped instead.
     """
     if target not in record_targets():
         known = ", ".join(record_targets())
         raise InputError(f"no record schema for target {target!r} (known: {known})")
-    return _validate(target, records, source)
+    return _validate(target, records, source, problems)
 
 
 def _validate(
-    target: str, records: Iterable[tuple[dict[str, Any], str]], source: str | None
+    target: str,
+    records: Iterable[tuple[dict[str, Any], str]],
+    source: str | None,
+    problems: Problems | None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     is_valid = _fast_check(target)
     empty = True
     for record, where in records:
-        if not is_valid(record):
-            _refuse(target, record, where)
         empty = False
+        if not is_valid(record):
+            try:
+                _refuse(target, record, where)
+            except InputError as error:
+                refuse(error, problems)
+                continue
         yield record, where
-    if empty:
+    if empty and not (problems and problems.errors):
         raise InputError("no records in input (it is empty or holds no data rows)", source)
 
 

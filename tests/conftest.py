@@ -35,6 +35,9 @@ TEST_ENV = {
     "SOURCING_DATA_TOKEN": CANARY_TOKEN,
     "SOURCING_DATA_AGENT_ID": AGENT,
     "SOURCING_DATA_POLL_INTERVAL": "0.02",
+    # Producers refuse Blueshift records without a bucket to stage them in; the tests that
+    # upload give their workers moto's S3 (test_blueshift_e2e.s3_env).
+    "BLUESHIFT_S3_BUCKET": "importq-test",
 }
 
 

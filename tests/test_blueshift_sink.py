@@ -15,6 +15,7 @@ import structlog
 
 from importq.errors import (
     AuthError,
+    ConfigError,
     FinalError,
     InputError,
     NotFoundError,
@@ -284,11 +285,14 @@ def test_records_that_make_no_row_are_refused(
 def test_limits_come_from_settings_with_s3_part_floor() -> None:
     limits = BlueshiftLimits.from_settings(load({
         "BLUESHIFT_405_ATTEMPTS": "5", "BLUESHIFT_405_RETRY_SECONDS": "0.5",
-        "BLUESHIFT_S3_MULTIPART_CHUNKSIZE": "1000", "BLUESHIFT_MAX_IMPORT_BYTES": "0",
+        "BLUESHIFT_S3_MULTIPART_CHUNKSIZE": str(S3_MIN_PART_BYTES),
+        "BLUESHIFT_MAX_IMPORT_BYTES": "1",
     }))  # fmt: skip
     assert (limits.busy_attempts, limits.busy_retry_seconds) == (5, 0.5)
     assert limits.multipart_chunk_bytes == S3_MIN_PART_BYTES
     assert limits.max_import_bytes == 1
+    with pytest.raises(ConfigError, match="BLUESHIFT_S3_MULTIPART_CHUNKSIZE='1000'"):
+        BlueshiftLimits.from_settings(load({"BLUESHIFT_S3_MULTIPART_CHUNKSIZE": "1000"}))
 
 
 # -- the CSV -------------------------------------------------------------------------------

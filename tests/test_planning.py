@@ -111,7 +111,7 @@ def test_records_per_request_setting_may_only_tighten_the_vendor_limit(
     assert limits(SOURCING_DATA_RECORDS_PER_REQUEST=setting).records_per_request == effective
 
 
-@pytest.mark.parametrize(("setting", "effective"), [("9000", 4000), ("1000", 1000), ("0", 1)])
+@pytest.mark.parametrize(("setting", "effective"), [("9000", 4000), ("1000", 1000), ("1", 1)])
 def test_records_per_item_setting_may_only_tighten_the_vendor_limit(
     setting: str, effective: int
 ) -> None:

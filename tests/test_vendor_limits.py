@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from importq.errors import InputError
+from importq.errors import ConfigError, InputError
 from importq.settings import load
 from workers.targets.base import Record
 from workers.targets.datasource.limits import DataSourceLimits
@@ -43,11 +43,13 @@ def test_a_setting_cannot_raise_a_vendor_limit(
 
 
 @pytest.mark.parametrize(("limits", "variable", "field", "vendor"), LIMITS)
-def test_a_setting_may_lower_a_vendor_limit_to_one_at_least(
+def test_a_setting_may_lower_a_vendor_limit_to_one_but_not_to_zero(
     limits: Any, variable: str, field: str, vendor: int
 ) -> None:
     assert getattr(limits.from_settings(load({variable: str(vendor // 4)})), field) == vendor // 4
-    assert getattr(limits.from_settings(load({variable: "0"})), field) == 1
+    assert getattr(limits.from_settings(load({variable: "1"})), field) == 1
+    with pytest.raises(ConfigError, match=f"{variable}='0' must be at least 1"):
+        limits.from_settings(load({variable: "0"}))
 
 
 def rows(count: int, width: int = 3) -> Iterator[tuple[Record, str]]:

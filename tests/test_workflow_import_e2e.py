@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -64,8 +65,12 @@ def worker(start_worker: Any) -> Any:
 
 
 def test_five_thousand_records_land_once_each_in_batches_listed_by_status(
-    sim: Any, worker: Any
+    sim: Any, worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from workers import app
+
+    env = {**app.SETTINGS.env, "WORKFLOW_IMPORT_QUERY_PARAMS": "importType"}
+    monkeypatch.setattr(app, "SETTINGS", dataclasses.replace(app.SETTINGS, env=env))
     started = worker(concurrency=4)
     job = wait_for_job(publish(people(5000), importType="Onboarding"))
     assert job.state == "succeeded", job

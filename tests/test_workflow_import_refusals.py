@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -33,7 +34,7 @@ CASES: list[tuple[str, str, str, list[str]]] = [
 
 PARAMS: list[tuple[str, list[str], list[str]]] = [
     ("api-key-as-param", ["--param", "apikey=abc"], ["credentials do not travel"]),
-    ("bad-param-name", ["--param", "import type=x"], ["query parameter name"]),
+    ("bad-param-name", ["--param", "import type=x"], ["unknown workflow_import option"]),
     ("empty-creation-path", ["--param", "creationPath="], ["creationPath", "1 to 1000"]),
     ("operation-id", ["--operation-id", "op1"], ["sourcing_data option"]),
 ]
@@ -65,8 +66,12 @@ def test_bad_options_are_refused(
 
 
 def test_good_file_with_params_is_enqueued_in_batches(
-    tmp_path: Path, redis_client: redis.Redis
+    tmp_path: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from workers import app
+
+    env = {**app.SETTINGS.env, "WORKFLOW_IMPORT_QUERY_PARAMS": "importType"}
+    monkeypatch.setattr(app, "SETTINGS", dataclasses.replace(app.SETTINGS, env=env))
     content = jsonl(*({"EmployeeId": f"E{n}", "Active": n % 2 == 0} for n in range(2500)))
     result = publish_file(
         tmp_path,

@@ -19,7 +19,7 @@ from importq import broker
 from importq import logging as importq_logging
 from importq import settings as importq_settings
 from importq.errors import ConfigError
-from workers import keys, pipelines, targets
+from workers import keys, pipelines, ratelimit, targets
 from workers.jobs import JobStore
 from workers.leases import Leases
 from workers.runner import Runner
@@ -189,6 +189,7 @@ def configuration_problems(names: list[str]) -> list[str]:
             continue
         try:
             sink.load_limits(SETTINGS)
+            ratelimit.rate_for(name, SETTINGS)
             client = sink.make_client(SETTINGS)
         except ConfigError as error:
             problems.append(f"{name}: {error}")

@@ -41,17 +41,29 @@ def setting_name(target: str) -> str:
     return f"IMPORTQ_RATE_LIMIT_{target.upper()}"
 
 
-def throttle_for(target: str, settings: Settings, redis_url: str) -> Throttle | None:
-    """The target's throttle, or None when no limit is configured."""
-    raw = settings.get(setting_name(target))
+def rate_for(target: str, settings: Settings) -> RateLimitItem | None:
+    """The target's configured rate, or None; ConfigError when the setting is not a rate.
+
+    Needs no Redis, so a worker checks it before it starts (workers/app.py).
+    """
+    name = setting_name(target)
+    raw = settings.get(name).strip()
     if not raw:
         return None
     try:
-        rate = parse(raw)
+        return parse(raw)
     except ValueError:
         raise ConfigError(
-            f"{setting_name(target)}={raw!r} is not a rate; write e.g. 5/second or 100/minute"
+            f"{name}={raw!r} is not a rate; write e.g. 5/second or 100/minute "
+            "(requests per window, across all workers), or unset it for no limit"
         ) from None
+
+
+def throttle_for(target: str, settings: Settings, redis_url: str) -> Throttle | None:
+    """The target's throttle, or None when no limit is configured."""
+    rate = rate_for(target, settings)
+    if rate is None:
+        return None
     # Timeouts: a half-open connection must not hang a unit inside the limiter forever.
     storage = RedisStorage(redis_url, key_prefix=keys.PREFIX + "ratelimit",
                            socket_timeout=5, socket_connect_timeout=5)  # fmt: skip

@@ -7,6 +7,7 @@ sink owns batching within the vendor's limits and the calls of one unit.
 
 from __future__ import annotations
 
+import difflib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -38,11 +39,27 @@ class CsvColumns:
     other_columns: str | None = None
     """Where columns not listed above go: None refuses them; "" makes each a field of the
     same name (free-form records); "Vals" puts column C in record["Vals"]["C"]."""
+    line_breaks: bool = True
+    """False: a cell may not hold a line break, so a quoted cell running over lines (most
+    often a stray quote swallowing the rows after it) is refused at the line it opens."""
 
     def allowed(self) -> list[str]:
         """Every accepted column name, prefixed ones shown as "prefix.<Name>"."""
         free = ["<any column>"] if self.other_columns is not None else []
         return [*self.fields, *self.booleans, *(f"{p}.<Name>" for p in self.prefixes), *free]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One `--param name=value` option a target takes."""
+
+    name: str
+    type: str
+    """What the value is, in words: "text", "uuid", "list of names"..."""
+    help: str
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.type}): {self.help}"
 
 
 @dataclass
@@ -89,6 +106,14 @@ class Sink(ABC):
     # not mean the same, so a record-level refusal fails it instead of bisecting it.
     splittable = True
 
+    params: tuple[Param, ...] = ()
+    """The --param options the target takes; any other is refused (refuse_unknown_params)."""
+    params_hint = ""  # said after the list of params when an unknown one is refused
+
+    def declared_params(self, settings: Settings) -> tuple[Param, ...]:
+        """`params`, plus any the settings declare (a vendor's undocumented query options)."""
+        return self.params
+
     @abstractmethod
     def load_limits(self, settings: Settings) -> Any:
         """The vendor's limits, tightened by settings."""
@@ -100,6 +125,10 @@ class Sink(ABC):
     def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
         """Normalise job parameters before anything is staged (raise InputError)."""
         return params
+
+    def check_job(self, params: dict[str, Any], settings: Settings, *, has_records: bool) -> None:
+        """Refuse at publish a job the workers would refuse for certain (raise InputError)."""
+        return None
 
     def preflight(self, client: Any, params: dict[str, Any]) -> None:
         """A harmless call that fails fast on bad credentials or ids (raise FinalError)."""
@@ -133,6 +162,40 @@ class Sink(ABC):
         transaction). Return Delivered if the vendor shows the unit in fact committed; raise
         FinalError to say why its records may still have been applied."""
         return None
+
+
+# Names that would put a credential into job state, Flower and the logs.
+_CREDENTIAL_WORDS = ("apikey", "api_key", "authorization", "password", "secret", "token")
+
+
+def refuse_unknown_params(sink: Sink, params: dict[str, Any], settings: Settings) -> None:
+    """InputError for a param `sink` does not declare, suggesting the one probably meant.
+
+    A typo (creationpath for creationPath) would otherwise be forwarded, or ignored, while
+    the default is used. Targets that declare no params check their own (Blue).
+    """
+    declared = sink.declared_params(settings)
+    if not declared:
+        return
+    names = [param.name for param in declared]
+    for name in params:
+        if name in names:
+            continue
+        if name == "operation_id":
+            raise InputError(f"--operation-id is a sourcing_data option; {sink.name} has none")
+        if any(word in name.lower() for word in _CREDENTIAL_WORDS):
+            raise InputError(
+                f"--param {name}: credentials do not travel in job parameters; set them in "
+                "the workers' environment (see the README's configuration table)"
+            )
+        by_case = [known for known in names if known.lower() == name.lower()]
+        close = by_case or difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        meant = f"did you mean {close[0]}? " if close else ""
+        takes = "; ".join(param.describe() for param in declared)
+        raise InputError(
+            f"unknown {sink.name} option {name!r}: {meant}{sink.name} takes --param "
+            f"{takes}{sink.params_hint}"
+        )
 
 
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

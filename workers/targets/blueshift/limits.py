@@ -36,7 +36,7 @@ class BlueshiftLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> BlueshiftLimits:
         def at_least_one(name: str, default: int) -> int:
-            return max(1, settings.integer(name, default))
+            return settings.integer(name, default, minimum=1)
 
         return cls(
             max_import_bytes=at_least_one("BLUESHIFT_MAX_IMPORT_BYTES", cls.max_import_bytes),
@@ -46,13 +46,15 @@ class BlueshiftLimits:
             ),
             server_error_attempts=at_least_one("BLUESHIFT_500_ATTEMPTS", cls.server_error_attempts),
             request_timeout_seconds=settings.number(
-                "BLUESHIFT_TIMEOUT", cls.request_timeout_seconds
+                "BLUESHIFT_TIMEOUT", cls.request_timeout_seconds, above=0
             ),
             multipart_threshold_bytes=at_least_one(
                 "BLUESHIFT_S3_MULTIPART_THRESHOLD", cls.multipart_threshold_bytes
             ),
-            multipart_chunk_bytes=max(
-                S3_MIN_PART_BYTES,
-                settings.integer("BLUESHIFT_S3_MULTIPART_CHUNKSIZE", cls.multipart_chunk_bytes),
+            # S3 refuses parts under 5 MiB (all but the last): a smaller size means nothing.
+            multipart_chunk_bytes=settings.integer(
+                "BLUESHIFT_S3_MULTIPART_CHUNKSIZE",
+                cls.multipart_chunk_bytes,
+                minimum=S3_MIN_PART_BYTES,
             ),
         )

@@ -23,6 +23,7 @@ from workers.targets.base import (
     CsvColumns,
     Delivered,
     Located,
+    Param,
     Record,
     RunContext,
     Sink,
@@ -95,7 +96,13 @@ class BlueshiftSink(Sink):
     name = TARGET
     splittable = False  # one unit is one whole publish
     records_optional = True  # a bare trigger: the import's S3 files are written elsewhere
-    csv_columns = CsvColumns(fields=(), other_columns="")  # CSV columns are the attributes
+    # CSV columns are the attributes; a line break in one is far likelier a stray quote.
+    csv_columns = CsvColumns(fields=(), other_columns="", line_breaks=False)
+    params = (
+        Param("uuid", "uuid", f"the customer import to trigger ({WHERE_UUID})"),
+        Param("columns", "list of names", "the CSV's columns in order, e.g. email,first_name"),
+        Param("s3_prefix", "text", "the S3 folder of this job's CSV (default BLUESHIFT_S3_PREFIX)"),
+    )
 
     def load_limits(self, settings: Settings) -> BlueshiftLimits:
         return BlueshiftLimits.from_settings(settings)
@@ -120,6 +127,16 @@ class BlueshiftSink(Sink):
         if prefix:
             checked["s3_prefix"] = prefix
         return checked
+
+    def check_job(self, params: dict[str, Any], settings: Settings, *, has_records: bool) -> None:
+        # The producer reads the same deployment settings as the workers: without a bucket
+        # here, records would be staged, then fail on the worker.
+        if has_records and not settings.get("BLUESHIFT_S3_BUCKET").strip():
+            raise InputError(
+                "records for blueshift are staged as a CSV in S3, but BLUESHIFT_S3_BUCKET is "
+                "not set: set it (and BLUESHIFT_S3_PREFIX, the import's S3 folder) here and on "
+                "the workers, or publish a bare trigger without FILE"
+            )
 
     def plan(
         self, records: Iterable[Located], limits: Any, params: dict[str, Any]

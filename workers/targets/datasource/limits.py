@@ -46,6 +46,6 @@ class DataSourceLimits:
                 "DATASOURCE_MAX_ROWS", VENDOR_ROWS_PER_DATA_SOURCE
             ),
             request_timeout_seconds=settings.number(
-                "DATASOURCE_TIMEOUT", cls.request_timeout_seconds
+                "DATASOURCE_TIMEOUT", cls.request_timeout_seconds, above=0
             ),
         )

@@ -20,7 +20,7 @@ from typing import Any
 from importq.errors import FinalError, InputError
 from importq.settings import Settings
 from workers.retry import resend
-from workers.targets.base import CsvColumns, Delivered, Located, Record, RunContext, Sink
+from workers.targets.base import CsvColumns, Delivered, Located, Param, Record, RunContext, Sink
 from workers.targets.datasource.client import (
     DISPLAY_AT,
     TARGET,
@@ -213,6 +213,13 @@ class DataSourceSink(Sink):
     splittable = False  # one unit is one whole publish
     # Columns are the headers ("Code,Name"), or "Vals.Code" as written in the JSON form.
     csv_columns = CsvColumns(fields=(), prefixes=("Vals",), other_columns="Vals")
+    params = (
+        Param("mode", "replace|upsert|delete", "replace the rows, add or update, or delete by key"),
+        Param("external_id", "text", "the data source's ExternalId (or give id)"),
+        Param("id", "GUID", "the data source's Id, instead of external_id"),
+        Param("name", "text", "the data source's Name (the vendor overwrites it)"),
+        Param("headers", "list", "the columns in order, each :Title/:SubLeft/:Thumb optional"),
+    )
 
     def load_limits(self, settings: Settings) -> DataSourceLimits:
         return DataSourceLimits.from_settings(settings)

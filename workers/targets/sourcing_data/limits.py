@@ -38,20 +38,19 @@ class SourcingDataLimits:
             records_per_item=settings.tightened(
                 "SOURCING_DATA_RECORDS_PER_ITEM", VENDOR_RECORDS_PER_ITEM
             ),
-            bytes_per_item=settings.integer("SOURCING_DATA_BYTES_PER_ITEM", DEFAULT_BYTES_PER_ITEM),
-            items_in_flight_per_operation=max(
-                1,
-                settings.integer(
-                    "SOURCING_DATA_ITEMS_IN_FLIGHT", cls.items_in_flight_per_operation
-                ),
+            bytes_per_item=settings.integer(
+                "SOURCING_DATA_BYTES_PER_ITEM", DEFAULT_BYTES_PER_ITEM, minimum=1
+            ),
+            items_in_flight_per_operation=settings.integer(
+                "SOURCING_DATA_ITEMS_IN_FLIGHT", cls.items_in_flight_per_operation, minimum=1
             ),
             poll_budget_seconds=settings.number(
-                "SOURCING_DATA_POLL_BUDGET", cls.poll_budget_seconds
+                "SOURCING_DATA_POLL_BUDGET", cls.poll_budget_seconds, above=0
             ),
             poll_interval_seconds=settings.number(
-                "SOURCING_DATA_POLL_INTERVAL", cls.poll_interval_seconds
+                "SOURCING_DATA_POLL_INTERVAL", cls.poll_interval_seconds, above=0
             ),
             request_timeout_seconds=settings.number(
-                "SOURCING_DATA_TIMEOUT", cls.request_timeout_seconds
+                "SOURCING_DATA_TIMEOUT", cls.request_timeout_seconds, above=0
             ),
         )

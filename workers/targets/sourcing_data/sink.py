@@ -15,7 +15,16 @@ from typing import Any
 from importq.errors import FinalError, InputError, RejectedError, RetryableError
 from importq.settings import Settings
 from workers.retry import resend
-from workers.targets.base import CsvColumns, Delivered, Located, Record, RunContext, Sink, batched
+from workers.targets.base import (
+    CsvColumns,
+    Delivered,
+    Located,
+    Param,
+    Record,
+    RunContext,
+    Sink,
+    batched,
+)
 from workers.targets.sourcing_data.client import (
     TARGET,
     QueueItem,
@@ -50,6 +59,7 @@ class SourcingDataSink(Sink):
         prefixes=("data", "customData"),
         required=("entityId", "recordId"),
     )
+    params = (Param("operation_id", "text", "the queue items' operationId (also --operation-id)"),)
 
     def load_limits(self, settings: Settings) -> SourcingDataLimits:
         return SourcingDataLimits.from_settings(settings)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from importq.errors import ConfigError
 from importq.settings import Settings
 
 DEFAULT_RECORDS_PER_BATCH = 1000
@@ -18,8 +17,6 @@ DEFAULT_RECORDS_PER_BATCH = 1000
 DEFAULT_BYTES_PER_BATCH = 4_000_000
 DEFAULT_BATCHES_IN_FLIGHT = 8
 DEFAULT_TIMEOUT_SECONDS = 120.0  # one POST inserts every row of the batch before answering
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,7 @@ class WorkflowImportLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowImportLimits:
         def at_least_one(name: str, default: int) -> int:
-            return max(1, settings.integer(name, default))
+            return settings.integer(name, default, minimum=1)
 
         return cls(
             records_per_batch=at_least_one(
@@ -48,17 +45,7 @@ class WorkflowImportLimits:
                 "WORKFLOW_IMPORT_BATCHES_IN_FLIGHT", DEFAULT_BATCHES_IN_FLIGHT
             ),
             request_timeout_seconds=settings.number(
-                "WORKFLOW_IMPORT_TIMEOUT", DEFAULT_TIMEOUT_SECONDS
+                "WORKFLOW_IMPORT_TIMEOUT", DEFAULT_TIMEOUT_SECONDS, above=0
             ),
-            repost_unknown=flag(settings, "WORKFLOW_IMPORT_REPOST_UNKNOWN"),
+            repost_unknown=settings.flag("WORKFLOW_IMPORT_REPOST_UNKNOWN"),
         )
-
-
-def flag(settings: Settings, name: str) -> bool:
-    """A true/false setting; anything else is a ConfigError rather than a silent default."""
-    raw = settings.get(name).strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false")

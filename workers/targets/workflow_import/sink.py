@@ -19,11 +19,21 @@ from importq.errors import FinalError, InputError, RetryableError
 from importq.settings import Settings
 from workers import keys
 from workers.retry import resend
-from workers.targets.base import CsvColumns, Delivered, Located, Record, RunContext, Sink, batched
+from workers.targets.base import (
+    CsvColumns,
+    Delivered,
+    Located,
+    Param,
+    Record,
+    RunContext,
+    Sink,
+    batched,
+)
 from workers.targets.workflow_import.client import TARGET, QueueBatch, WorkflowImportClient
 from workers.targets.workflow_import.limits import WorkflowImportLimits
 
 CREATION_PATH = "creationPath"
+QUERY_PARAMS = "WORKFLOW_IMPORT_QUERY_PARAMS"
 # Query parameter names as the vendor spells them (creationPath); nothing that needs escaping.
 _PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 # Credentials go in the Authorization header from the environment, never in job params.
@@ -68,7 +78,21 @@ def check_param(name: str, value: Any) -> str:
 class WorkflowImportSink(Sink):
     name = TARGET
     # A batch row is free-form: every CSV header column becomes a field of the same name.
-    csv_columns = CsvColumns(fields=(), other_columns="")
+    csv_columns = CsvColumns(fields=(), other_columns="", line_breaks=False)
+    params = (
+        Param(CREATION_PATH, "text", "this job's creationPath (default "
+              "WORKFLOW_IMPORT_CREATION_PATH); its batches are found by "
+              "IMPORT_QUEUE_API:<creationPath>"),
+    )  # fmt: skip
+    params_hint = f"; another query parameter the API takes is allowed once named in {QUERY_PARAMS}"
+
+    def declared_params(self, settings: Settings) -> tuple[Param, ...]:
+        # The vendor doc names only creationPath; the other "control data" of the query
+        # string are whatever the operator's instance takes, so the operator names them.
+        extra = [name.strip() for name in settings.get(QUERY_PARAMS).split(",") if name.strip()]
+        return self.params + tuple(
+            Param(name, "text", f"a query parameter named in {QUERY_PARAMS}") for name in extra
+        )
 
     def load_limits(self, settings: Settings) -> WorkflowImportLimits:
         return WorkflowImportLimits.from_settings(settings)
