@@ -62,4 +62,4 @@ clean:
 
 # The chaos suite of issue 10 at full strength: 20 faults per scenario (`make test` runs 2).
 chaos: $(STAMP)
-	CHAOS_ROUNDS=20 $(BIN)/pytest -q -m chaos tests/chaos
+	CHAOS_ROUNDS=20 CHAOS_OUTAGE_SECONDS=300 $(BIN)/pytest -q -m chaos tests/chaos
