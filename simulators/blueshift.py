@@ -3,8 +3,11 @@
 Each import uuid has a state (launched, not_s3, not_launched, processing); the
 last three answer 405 with the vendor's one message, as Blueshift does. An
 accepted trigger can keep the import "processing" for a while, so triggers in
-that window get 405 too. The ledger counts triggers per uuid, how many ran at
-once, and triggers that came back before a 429's Retry-After had passed.
+that window get 405 too. A lost answer (`lose_next`) is a trigger Blueshift
+accepted whose answer a gateway replaced with a 502 or 504 (`lost_answer`).
+The ledger counts triggers per uuid, those accepted (two for one job: the
+import ran twice), how many ran at once, and triggers that came back before a
+429's Retry-After had passed.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class SimConfig:
     busy_triggers: dict[str, int] = field(default_factory=dict)  # first N find a run going
     answers: dict[str, list[int]] = field(default_factory=dict)  # statuses of the first triggers
     processing_seconds: float = 0.0  # how long an accepted trigger keeps the import busy
+    lose_next: int = 0  # the next N accepted triggers are answered `lost_answer` instead
+    lost_answer: str = "504"  # "502" or "504": the gateway's answer after Blueshift took it
     latency_seconds: float = 0.0
     fault_rate: float = 0.0
     fault_statuses: tuple[int, ...] = (429, 500, 502, 503, 504)
@@ -107,6 +112,7 @@ class BlueshiftSimulator(SimulatorBase):
                     "max_concurrent",
                     "early",
                     "faults",
+                    "lost_answers",
                 )
             }
             for state in (self._in_flight, self._statuses, self._limited_until, self._busy_until):
@@ -126,6 +132,7 @@ class BlueshiftSimulator(SimulatorBase):
                 "early_triggers": counts["early"],
                 "statuses": {str(status): n for status, n in sorted(self._statuses.items())},
                 "faults": sum(counts["faults"].values()),
+                "lost_answers": sum(counts["lost_answers"].values()),
             }
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -190,6 +197,10 @@ class BlueshiftSimulator(SimulatorBase):
             return answer(405)
         self._counts["accepted"][uuid] += 1
         self._busy_until[uuid] = now + cfg.processing_seconds
+        if cfg.lose_next > 0:  # accepted; the gateway's error goes back instead of the 200
+            cfg.lose_next -= 1
+            self._counts["lost_answers"][uuid] += 1
+            return answer(int(cfg.lost_answer))
         return answer(200)
 
     def _fault(self, uuid: str, status: int) -> httpx.Response:

@@ -217,6 +217,22 @@ def injected_fault(
     return problem(status, "Simulated fault", f"Injected {status}; nothing was done.", headers)
 
 
+GATEWAY_ERRORS = {
+    502: ("Bad Gateway", "The upstream server answered badly; the request may have been applied."),
+    504: ("Gateway Timeout", "The upstream server did not answer in time."),
+}
+
+
+def gateway_error(status: int | str) -> httpx.Response:
+    """What a gateway answers when the application behind it took the request but its
+    answer was lost on the way back: the `lost_answer` knob of the simulators."""
+    code = int(status)
+    if code not in GATEWAY_ERRORS:
+        raise ValueError(f"a lost answer is a 502 or a 504, not {status!r}")
+    title, detail = GATEWAY_ERRORS[code]
+    return problem(code, title, detail)
+
+
 def config_json(config: Any) -> dict[str, Any]:
     """A config dataclass as JSON: sets become sorted lists, tuples lists."""
 

@@ -20,6 +20,7 @@ from simulators.http import (
     Reject,
     SimulatorBase,
     admin_response,
+    gateway_error,
     injected_fault,
     int_param,
     problem,
@@ -56,6 +57,10 @@ class SimConfig:
     retry_after_seconds: int = 1
     seed: int | None = None
     poison_record_ids: set[str] = field(default_factory=set)
+    # Lost answers: the next N requests of a kind ("start", "append", "cancel"...) are
+    # applied, then a gateway answers `lost_answer` ("502" or "504") instead of the vendor.
+    lose_next: dict[str, int] = field(default_factory=dict)
+    lost_answer: str = "504"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -168,6 +173,7 @@ class SourcingDataSimulator(SimulatorBase):
                 "max_records_in_item": self._stats["max_records_in_item"],
                 "max_item_bytes": self._stats["max_item_bytes"],
                 "faults": self._stats["faults"],
+                "lost_answers": self._stats["lost_answers"],
                 "items": {status: statuses[status] for status in STATUSES},
                 "requests_by_kind": {kind: self._kinds[kind] for kind in KINDS},
                 "max_open_items_per_operation": self._stats["max_open_items_per_operation"],
@@ -188,9 +194,19 @@ class SourcingDataSimulator(SimulatorBase):
             time.sleep(self.config.latency_seconds)
         with self._lock:
             try:
-                return self._vendor(kind, match["item"], request)
+                response = self._vendor(kind, match["item"], request)
             except Reject as reject:
                 return reject.response()
+            return self._lose(kind, response)
+
+    def _lose(self, kind: str, response: httpx.Response) -> httpx.Response:
+        """The vendor's answer, or a gateway's error in its place once the request was applied."""
+        left = self.config.lose_next.get(kind, 0)
+        if left <= 0 or not response.is_success:
+            return response
+        self.config.lose_next = {**self.config.lose_next, kind: left - 1}
+        self._stats["lost_answers"] += 1
+        return gateway_error(self.config.lost_answer)
 
     def _count_rate(self, now: float) -> None:
         """The most requests seen in any one-second window (checks shared rate limits)."""

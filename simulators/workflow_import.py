@@ -3,9 +3,9 @@
 Faults come in two kinds. Injected faults (429 with Retry-After, 502, 503,
 504, or `fail_next` of `fail_status`) are answered before anything happens.
 A lost answer (`lose_next`, `lose_answer_rate`) happens after the batch was
-created: a 504, or an answer held back for `stall_seconds` so the client times
-out. The ledger counts every record per (creationPath, record key), so a batch
-posted twice shows up as duplicates.
+created: a gateway's 504 or 502 (`lost_answer`), or an answer held back for
+`stall_seconds` so the client times out. The ledger counts every record per
+(creationPath, record key), so a batch posted twice shows up as duplicates.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from simulators.http import (
     Reject,
     SimulatorBase,
     admin_response,
+    gateway_error,
     injected_fault,
     problem,
 )
@@ -45,14 +46,16 @@ class SimConfig:
     max_body_bytes: int = 4 * 1024 * 1024  # ASP.NET's default request cap: 413 above it
     latency_seconds: float = 0.0
     fault_rate: float = 0.0
-    # 504 is left out of random faults: a client cannot tell it from a lost answer.
-    fault_statuses: tuple[int, ...] = (429, 502, 503)
+    # 502 and 504 are left out of random faults: a client cannot tell them from a lost
+    # answer (a gateway answering after the batch was created), so it holds them for review.
+    fault_statuses: tuple[int, ...] = (429, 503)
     retry_after_seconds: int = 1
     fail_next: int = 0  # the next N POSTs get fail_status, before any effect
     fail_status: int = 503
     lose_next: int = 0  # the next N batches are created and their answer lost
     lose_answer_rate: float = 0.0
-    lost_answer: str = "504"  # "504" after creating, or "stall": answer after stall_seconds
+    # "504" or "502": a gateway's answer after creating; "stall": answer after stall_seconds
+    lost_answer: str = "504"
     stall_seconds: float = 5.0
     key_column: str = ""  # a record's ledger key: this column, or else the whole record
     poison_values: set[str] = field(default_factory=set)  # a cell holding one: 400 at its line
@@ -227,7 +230,7 @@ class WorkflowImportSimulator(SimulatorBase):
         self._stats["lost_answers"] += 1
         if cfg.lost_answer == "stall":
             return httpx.Response(200, json=body), cfg.stall_seconds
-        return problem(504, "Gateway Timeout", "The upstream server did not answer in time."), 0.0
+        return gateway_error(cfg.lost_answer), 0.0
 
     def _key(self, record: dict[str, Any]) -> str:
         column = self.config.key_column

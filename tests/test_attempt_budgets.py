@@ -91,8 +91,10 @@ def test_a_unit_that_kills_its_worker_each_time_is_poisoned_after_max_crashes(
     # reaches the simulator, whose ledger must stay empty. A short lease only makes each
     # crash noticed sooner: a live lease that lapsed on a slow machine would not add one
     # (the worker is busy with the hanging unit; only a claim after a death counts).
+    # The start may have opened an item, so the unit's end asks the (silent) vendor once
+    # more: a read timeout well inside the wait below bounds that.
     worker = start_worker(concurrency=1, IMPORTQ_MAX_CRASHES=str(max_crashes),
-                          IMPORTQ_LEASE_SECONDS="2",
+                          IMPORTQ_LEASE_SECONDS="2", SOURCING_DATA_TIMEOUT="20",
                           SOURCING_DATA_URL=f"{black_hole}/api/asol/ds")  # fmt: skip
     job_id = publish_sourcing(sample_records(10))
     unit_id = f"{job_id}:0"
@@ -122,7 +124,10 @@ def test_a_unit_that_never_ends_is_cut_at_the_unit_time_limit_and_counts_attempt
 ) -> None:
     # The vendor never answers and the read timeout is far away: only the time limit ends
     # a run. Each cut run is an attempt; the last one dead-letters the records.
+    # The read timeout bounds the unit's end, which looks for the item a cut start may
+    # have opened (the time limit cuts runs, not that settlement).
     start_worker(concurrency=1, IMPORTQ_UNIT_TIME_LIMIT="2", IMPORTQ_MAX_ATTEMPTS="2",
+                 SOURCING_DATA_TIMEOUT="20",
                  SOURCING_DATA_URL=f"{black_hole}/api/asol/ds")  # fmt: skip
     job_id = publish_sourcing(sample_records(10))
     job = wait_for_job(job_id, timeout=90)

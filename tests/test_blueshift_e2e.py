@@ -160,6 +160,41 @@ def test_bad_key_and_unknown_import_fail_at_once_with_what_to_fix(
     assert "BLUESHIFT_API_KEY was refused" in refused["last_error"]
 
 
+def test_gateway_error_after_an_accepted_trigger_is_not_resent_while_the_import_runs(
+    blueshift: Any, start_worker: Any
+) -> None:
+    # Blueshift accepted the trigger and runs the import; the gateway answered 502.
+    blueshift.configure(lose_next=1, lost_answer="502", processing_seconds=600)
+    start(start_worker)
+    job = wait_for_job(publish())
+    ledger = blueshift.ledger()
+    assert ledger["accepted"] == {UUID: 1}  # never a second run
+    assert ledger["triggers"] == {UUID: 2}  # one more trigger, which found it processing
+    unit = only_unit(job.id)
+    assert (job.state, unit["state"]) == ("failed", "failed")
+    for phrase in ("502", "may have started the import", "does not trigger it again",
+                   unit["remote.trigger_unknown_at"], f"import_show/{UUID}"):  # fmt: skip
+        assert phrase in unit["last_error"]
+
+
+@pytest.mark.parametrize("lost", ["502", "504"])
+def test_trigger_sent_again_after_an_unknown_outcome_warns_that_the_import_may_run_twice(
+    lost: str, blueshift: Any, start_worker: Any
+) -> None:
+    # The import finished before the next attempt: Blueshift accepts the trigger again.
+    blueshift.configure(lose_next=1, lost_answer=lost)
+    start(start_worker)
+    job = wait_for_job(publish())
+    ledger = blueshift.ledger()
+    assert ledger["accepted"] == {UUID: 2}  # the documented double-trigger window
+    assert (ledger["triggers"], ledger["lost_answers"]) == ({UUID: 2}, 1)
+    unit = only_unit(job.id)
+    assert job.state == "succeeded"
+    warnings = json.loads(unit["warnings"])
+    assert len(warnings) == 1 and f"HTTP {lost}" in warnings[0]
+    assert "may have run twice" in warnings[0]
+
+
 def test_rate_limit_is_waited_out_as_retry_after_says(blueshift: Any, start_worker: Any) -> None:
     blueshift.configure(answers={UUID: [429]}, retry_after_seconds=1)
     start(start_worker)

@@ -41,7 +41,7 @@ def raised(response: httpx.Response, hints: dict[int, str] | None = None) -> Tar
         (409, RejectedError, False, None),
         (429, RateLimited, True, True),
         (500, RetryableError, True, False),
-        (502, RetryableError, True, True),
+        (502, RetryableError, True, False),  # a gateway's answer: the app may have applied it
         (503, RetryableError, True, True),
         (504, RetryableError, True, False),
     ],
@@ -58,6 +58,26 @@ def test_status_maps_to_its_error_class(
         assert error.resendable is resendable
     assert (error.status, error.target) == (status, TARGET)
     assert str(error).startswith(f"{TARGET}: HTTP {status}: ")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("status", [502, 504])
+def test_gateway_error_after_a_request_that_changes_something_is_an_unknown_outcome(
+    method: str, status: int
+) -> None:
+    request = httpx.Request(method, "http://vendor/start")
+    error = raised(httpx.Response(status, json=PROBLEM, request=request))
+    assert isinstance(error, RetryableError) and error.resendable is False
+    assert error.status == status  # kept: the runner counts 5xx target-wide
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_gateway_error_after_a_read_may_be_resent(method: str, status: int) -> None:
+    request = httpx.Request(method, "http://vendor/status/1")
+    error = raised(httpx.Response(status, json=PROBLEM, request=request))
+    assert isinstance(error, RetryableError) and error.resendable is True
+    assert error.status == status
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 import redis
 from click.testing import CliRunner
 
@@ -47,6 +48,43 @@ def test_faults_with_retry_after_deliver_everything_once(sim: Any, start_worker:
     assert job.state == "succeeded", job
     assert ledger["committed_records"] == 10_000
     assert ledger["duplicates"] == 0
+
+
+@pytest.mark.parametrize("lost", ["502", "504"])
+def test_lost_answers_to_starts_leave_no_item_pending_and_no_sibling_cancelled(
+    lost: str, sim: Any, start_worker: Any
+) -> None:
+    # Two starts are applied (a Pending item each) and a gateway error goes back instead;
+    # five units of one operation run side by side, so the orphans sit among live items.
+    sim.configure(lose_next={"start": 2}, lost_answer=lost, latency_seconds=0.01)
+    start_worker(concurrency=4)
+    job = wait_for_job(publish_sourcing(sample_records(20_000)))
+    ledger = sim.ledger()
+    assert ledger["lost_answers"] == 2
+    assert job.state == "succeeded", job
+    assert (ledger["committed_records"], ledger["duplicates"]) == (20_000, 0)
+    # The two orphans were found and cancelled; nothing else was (no unit was split).
+    assert ledger["items"] == {"Pending": 0, "Completed": 0, "Success": 5, "Failed": 0,
+                               "Canceled": 2}  # fmt: skip
+    assert job.units_total == 5
+
+
+def test_lost_answer_to_a_start_without_an_operation_id_is_found_by_its_own_operation(
+    sim: Any, start_worker: Any
+) -> None:
+    from producers.publish import locate, publish
+    from workers import app
+    from workers.jobs import JobStore
+
+    sim.configure(lose_next={"start": 1}, lost_answer="504")
+    start_worker(concurrency=2)
+    job_id = publish("sourcing_data", locate(sample_records(6000)), {}, settings=app.SETTINGS,
+                     store=JobStore(app.redis_client()), publish_unit=app.publish_unit)  # fmt: skip
+    job = wait_for_job(job_id)
+    ledger = sim.ledger()
+    assert job.state == "succeeded", job
+    assert (ledger["committed_records"], ledger["duplicates"]) == (6000, 0)
+    assert (ledger["items"]["Pending"], ledger["items"]["Canceled"]) == (0, 1)
 
 
 def test_killed_worker_commits_nothing_twice(sim: Any, start_worker: Any) -> None:

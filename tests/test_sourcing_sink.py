@@ -8,10 +8,12 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+import redis
 import structlog
 
 from importq.errors import (
@@ -23,6 +25,7 @@ from importq.errors import (
 )
 from importq.settings import Secret, Settings
 from simulators.sourcing_data import SimConfig, SourcingDataSimulator
+from workers import keys
 from workers.retry import resend
 from workers.targets.base import Delivered, Record, RunContext
 from workers.targets.sourcing_data import sink as sink_module
@@ -213,7 +216,10 @@ def test_1234_records_go_out_as_500_500_234_in_one_queue_item(
     item_id = run.remote["queue_item_id"]
     assert [s.item for s in wire.sent if s.kind == "append"] == [item_id, item_id]
     # the item's id and how many chunks it holds (a clean hand-back resumes from there)
-    assert run.remote == {"queue_item_id": item_id, "chunks_sent": "3"}
+    assert {k: v for k, v in run.remote.items() if v} == {
+        "queue_item_id": item_id,
+        "chunks_sent": "3",
+    }
     assert set(wire.kinds()[3:]) == {"status"}  # then only polls until it is processed
 
     ledger = sim.ledger()
@@ -264,7 +270,10 @@ def test_unit_of_one_request_is_opened_incomplete_and_completed_by_an_append(
         data[len(data) - chunks[1][1] :],
     ]
     assert set(wire.kinds()[2:]) == {"status"}  # then polled until it is processed
-    assert run.remote == {"queue_item_id": item_id, "chunks_sent": "2"}
+    assert {k: v for k, v in run.remote.items() if v} == {
+        "queue_item_id": item_id,
+        "chunks_sent": "2",
+    }
     assert sim.ledger()["items"]["Success"] == 1
     assert committed_once(sim, data)
 
@@ -276,9 +285,12 @@ def test_queue_item_id_is_remembered_before_the_completing_append(
     data = records(10)
     run = unit(client, data, remember=lambda values: remembered.append((values, wire.kinds())))
     assert run.run().count == 10
-    (values, sent_by_then), (progress, sent_later) = remembered
+    (note, sent_before), (values, sent_by_then), (progress, sent_later) = remembered
+    assert sent_before == [] and set(note) == {"start_sent_at", "start_operation_id"}
+    assert note["start_operation_id"] == OPERATION  # what finds the item if the answer is lost
     assert sent_by_then == ["start"]  # remembered while the item is still Pending
-    assert values == {"queue_item_id": wire.sent[1].item, "chunks_sent": "1"}
+    assert values == {"queue_item_id": wire.sent[1].item, "chunks_sent": "1",
+                      "start_sent_at": "", "start_operation_id": ""}  # fmt: skip
     assert (progress, sent_later) == ({"chunks_sent": "2"}, ["start", "append"])
     assert committed_once(sim, data)
 
@@ -522,24 +534,55 @@ class WorkerDied(BaseException):
     """Stands for SIGKILL: nothing after this point runs, nothing is caught."""
 
 
-def test_worker_dying_right_after_a_one_request_start_commits_nothing_twice(
-    sim: SourcingDataSimulator, wire: Recorder, client: SourcingDataClient
+@pytest.mark.parametrize("failure", [WorkerDied, LeaseLost])
+def test_item_whose_id_was_never_recorded_is_found_and_cancelled_by_the_next_attempt(
+    failure: type[BaseException],
+    sim: SourcingDataSimulator,
+    wire: Recorder,
+    client: SourcingDataClient,
 ) -> None:
     data = records(10)
     stored: dict[str, str] = {}
 
-    def remember_then_die(values: dict[str, str]) -> None:
-        raise WorkerDied  # the HTTP answer arrived; the write to Redis never happened
+    def forget_the_id(values: dict[str, str]) -> None:
+        if "queue_item_id" in values:
+            raise failure("the answer arrived; the write to Redis never happened")
+        stored.update(values)
 
-    with pytest.raises(WorkerDied):
-        unit(client, data, remember=remember_then_die).run()
+    with pytest.raises(failure):
+        unit(client, data, remember=forget_the_id).run()
     assert wire.chunks() == [("start", 9, True)]
     assert sim.ledger()["items"]["Pending"] == 1  # the orphan holds nothing committed
 
-    unit(client, data, stored).run()
+    wire.sent.clear()
+    assert unit(client, data, stored).run().count == 10
+    assert wire.kinds()[:3] == ["list", "cancel", "start"]
     ledger = sim.ledger()
-    assert (ledger["items"]["Pending"], ledger["items"]["Success"]) == (1, 1)
+    assert (ledger["items"]["Pending"], ledger["items"]["Canceled"]) == (0, 1)
     assert committed_once(sim, data)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_lost_answer_to_the_start_is_not_resent_and_its_item_is_cancelled_next_time(
+    status: int, sim: SourcingDataSimulator, wire: Recorder, client: SourcingDataClient
+) -> None:
+    other = client.start(records(3, first=100), operation_id=OPERATION, incomplete=True)
+    sim._items[other.id].created_on -= timedelta(minutes=10)  # someone's, from before
+    sim.configure(lose_next={"start": 1}, lost_answer=str(status))
+    wire.sent.clear()
+    data = records(700)
+    first = unit(client, data)
+    with pytest.raises(RetryableError) as caught:
+        first.run()
+    assert (caught.value.status, caught.value.resendable) == (status, False)
+    assert wire.kinds() == ["start"]  # not resent in place: it may have opened an item
+    assert sim.ledger()["items"]["Pending"] == 2
+
+    abandoned = unit(client, data, first.remote)
+    assert SourcingDataSink().abandon(abandoned.ctx) is None  # the unit ends: orphan cancelled
+    ledger = sim.ledger()
+    assert (ledger["items"]["Pending"], ledger["items"]["Canceled"]) == (1, 1)
+    assert client.status(other.id).status == "Pending"  # created before the attempt began
 
 
 def test_worker_dying_before_the_completing_append_is_cancelled_by_the_next_attempt(
@@ -622,3 +665,38 @@ def test_resume_of_an_item_the_last_attempt_cancelled_sends_the_unit_afresh(
     wire.intercept = None
     assert unit(client, data, stored).run().count == 10
     assert committed_once(sim, data)
+
+
+# --- a shared operation's start turn --------------------------------------------------------
+
+
+def test_start_turn_left_by_a_dead_worker_passes_on_and_the_item_is_registered(
+    wire: Recorder, client: SourcingDataClient, redis_client: redis.Redis
+) -> None:
+    turn = keys.sourcing_start_turn(AGENT, None, OPERATION)
+    redis_client.set(turn, "job:9 token-of-a-worker-that-died", px=600_000)  # no lease: dead
+    redis_client.set(keys.lease("job:0"), "our-token")
+    run = unit(client, records(10))
+    run.ctx.redis = redis_client
+    assert run.run().count == 10
+    assert redis_client.get(turn) is None  # released by its holder
+    registered = redis_client.zrange(keys.sourcing_items(AGENT, None, OPERATION), 0, -1)
+    assert registered == [run.remote["queue_item_id"].encode()]
+
+
+def test_start_turn_of_a_live_unit_is_waited_for_without_an_attempt(
+    wire: Recorder,
+    client: SourcingDataClient,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sink_module, "START_TURN_WAIT", 0.1)
+    turn = keys.sourcing_start_turn(AGENT, None, OPERATION)
+    redis_client.set(turn, "job:9 live-token", px=600_000)
+    redis_client.set(keys.lease("job:9"), "live-token")  # its unit is alive: it starts now
+    run = unit(client, records(10))
+    run.ctx.redis = redis_client
+    with pytest.raises(RetryableError) as caught:
+        run.run()
+    assert caught.value.counts_attempt is False
+    assert wire.kinds() == []  # nothing sent beside the other start

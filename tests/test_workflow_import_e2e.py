@@ -122,6 +122,21 @@ def test_lost_answer_is_held_for_review_and_never_posted_twice(sim: Any, worker:
     assert f"importq dlq replay {job.id}" in letters[0]["reason"]
 
 
+def test_bad_gateway_after_the_batch_was_created_is_held_for_review_not_resent(
+    sim: Any, worker: Any
+) -> None:
+    # A gateway answers 502 after the application queued the batch: like a timeout.
+    sim.configure(lose_next=1, lost_answer="502")
+    worker(concurrency=1)
+    job = wait_for_job(publish(people(2000)))
+    ledger = sim.ledger()
+    assert (ledger["batches"], ledger["lost_answers"], ledger["duplicates"]) == (2, 1, 0)
+    assert job.state == "partial", job
+    assert (job.records_delivered, job.records_dead) == (1000, 1000)
+    held = [u for u in units(job.id).values() if u.get("remote.possible_duplicate")]
+    assert len(held) == 1 and SEARCH in held[0]["remote.possible_duplicate"]
+
+
 def test_timed_out_post_is_posted_again_when_repost_is_on(sim: Any, worker: Any) -> None:
     # The stalled answer outlasts the timeout many times over, and the timeout is long
     # enough for every other POST on a loaded machine: only the stalled one times out.

@@ -23,8 +23,12 @@ from importq.errors import (
 )
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-# Answered by gateways before the application saw the request: resending is safe.
-NOT_APPLIED_STATUSES = frozenset({429, 502, 503})
+# Refusals that say the request was not processed: sending it again is safe whatever it does.
+NOT_APPLIED_STATUSES = frozenset({429, 503})
+# A gateway's 502 or 504 may come after the application behind it processed the request
+# (retries-outages-ha.md: an unknown outcome), so only a read may be sent again in place.
+GATEWAY_STATUSES = frozenset({502, 504})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -71,6 +75,23 @@ def _error_text(error: object) -> str:
     return str(error)
 
 
+def is_read(response: httpx.Response) -> bool:
+    """True when the answered request only read (GET, HEAD, OPTIONS); unknown: False."""
+    try:
+        method = response.request.method
+    except RuntimeError:  # a Response built by hand carries no request
+        return False
+    return method.upper() in READ_METHODS
+
+
+def resendable(response: httpx.Response) -> bool:
+    """True when the same request may go again in place: the vendor certainly did not apply
+    it (429, 503), or it only read. A 502/504 after a POST (a Workflow batch, a Blueshift
+    trigger, a SourcingData start) is an unknown outcome, like a timeout: never resent."""
+    status = response.status_code
+    return status in NOT_APPLIED_STATUSES or (status in GATEWAY_STATUSES and is_read(response))
+
+
 def raise_for_status(
     response: httpx.Response, *, target: str, hints: Mapping[int, str] | None = None
 ) -> None:
@@ -85,7 +106,7 @@ def raise_for_status(
     if status in RETRYABLE_STATUSES:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         cls = RateLimited if status == 429 else RetryableError
-        raise cls(message, retry_after=retry_after, resendable=status in NOT_APPLIED_STATUSES,
+        raise cls(message, retry_after=retry_after, resendable=resendable(response),
                   target=target, status=status)  # fmt: skip
     if status in (401, 403):
         raise AuthError(message, target=target, status=status)

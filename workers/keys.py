@@ -20,6 +20,10 @@
     importq:pipeline...           ordered pipelines of jobs (listed in workers/pipelines.py)
     importq:blue:...              Blue's registry of importq's open transactions and skipped
                                   rows (listed in workers/targets/blue/registry.py)
+    importq:sourcing_data:start:{agent}:{client}:{operation}  string  one SourcingData start
+                                  of a shared operationId at a time (holder's token, TTL)
+    importq:sourcing_data:items:{agent}:{client}:{operation}  zset  queue item id -> when
+                                  (ms): items of that operation whose id a unit recorded
     importq:stats:{target}        hash   running totals for the Prometheus metrics
     importq:breaker:{target}...   a paused target and its probe (listed in workers/breaker.py)
 
@@ -98,3 +102,11 @@ def breaker_probe(target: str) -> str:
 
 def breaker_waiting(target: str) -> str:
     return f"{PREFIX}breaker:{target}:waiting"
+
+
+def sourcing_start_turn(agent: str, client: str | None, operation: str) -> str:
+    return f"{PREFIX}sourcing_data:start:{agent}:{client or ''}:{operation}"
+
+
+def sourcing_items(agent: str, client: str | None, operation: str) -> str:
+    return f"{PREFIX}sourcing_data:items:{agent}:{client or ''}:{operation}"

@@ -1,10 +1,13 @@
 """The backoff policy: exponential with full jitter, bounded, honouring Retry-After.
 
 Two levels use it. Inside a unit, a request the vendor refused *before
-processing it* (429, 502, 503, connection refused) is sent again in place with
-tenacity. A unit whose outcome is unknown (timeout, 504 mid-item) is handed
-back to the core, which cancels what it left open and reschedules the whole
-unit through job state after `unit_delay`.
+processing it* (429, 503, connection refused), or a read (GET) that failed at a
+gateway (502, 504), is sent again in place with tenacity (workers/http.py sets
+`resendable`). A request whose outcome is unknown (a timeout, a reset, a 502 or
+504 after a POST, which the application behind the gateway may have applied)
+is never resent in place: the unit goes back to the core, which reschedules it
+after `unit_delay`, and its next attempt settles what the last one may have
+left with the vendor before it sends anything.
 """
 
 from __future__ import annotations

@@ -5,6 +5,14 @@ job without records is a bare trigger of an import whose files someone else
 writes. Blueshift answers 405 while an import is processing, so triggers of one
 import run one at a time and in publish order, and a 405 is tried again a few
 times after a long wait before it fails with the vendor's three possible causes.
+
+A trigger whose answer is lost (a timeout, a gateway's 502 or 504: Blueshift
+may have started the import) is never resent in place, and the API has no call
+to ask. The next attempt triggers again: a 405 then most likely means the import
+is running that trigger, so the unit fails for review instead of triggering once
+the run ends; a 200 delivers, warning that the import may have run twice. That
+double-trigger window, from the lost answer to the next attempt, is the unit's
+first retry backoff (about a second) unless the target is paused.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from importq.errors import FinalError, InputError, RetryableError, TargetError
@@ -175,10 +184,10 @@ class BlueshiftSink(Sink):
         if ctx.records:
             self._stage(ctx, connections.staging, uuid)
             ctx.checkpoint()  # a worker that lost its lease while uploading must not trigger
-        self._trigger(ctx, connections.api, uuid)
+        warnings = self._trigger(ctx, connections.api, uuid)
         ctx.remember({"triggered_at": f"{time.time():.3f}"})
         ctx.log.info("import triggered", uuid=uuid, records=len(ctx.records))
-        return Delivered(len(ctx.records))
+        return Delivered(len(ctx.records), warnings=warnings)
 
     def _stage(self, ctx: RunContext, staging: S3Staging | None, uuid: str) -> None:
         if staging is None:
@@ -197,11 +206,14 @@ class BlueshiftSink(Sink):
         ctx.remember({"staged": uri})
         ctx.log.info("records staged as CSV", s3=uri, rows=len(ctx.records), bytes=size)
 
-    def _trigger(self, ctx: RunContext, api: BlueshiftClient, uuid: str) -> None:
+    def _trigger(self, ctx: RunContext, api: BlueshiftClient, uuid: str) -> list[str]:
+        """Trigger the import; the warnings of a delivery that may have run it twice."""
         limits: BlueshiftLimits = ctx.limits
+        unknown_at = ctx.remote.get("trigger_unknown_at")
 
         def resend_now(error: BaseException) -> bool:
             # A Retry-After longer than the cap reschedules the unit instead of blocking here.
+            # Only refusals are resent: a lost answer (502, 504, timeout) may have triggered.
             wait = getattr(error, "retry_after", None) or 0.0
             return safe_to_resend(error) and wait <= limits.resend_wait_cap_seconds
 
@@ -213,11 +225,40 @@ class BlueshiftSink(Sink):
                 when=resend_now,
             )
         except ImportNotTriggerable as error:
+            if unknown_at:
+                raise self._maybe_running(ctx, uuid, error) from None
             raise self._not_triggerable(ctx, uuid, error) from None
         except RetryableError as error:
             if error.status == 500:
                 raise self._server_error(ctx, uuid, error) from None
+            if not error.resendable and not unknown_at:
+                # Blueshift may have taken it: the next attempt knows, and says so.
+                ctx.remember({"trigger_unknown_at": _now(), "trigger_unknown": _what(error)})
             raise
+        if not unknown_at:
+            return []
+        return [
+            f"the trigger of import {uuid} at {unknown_at} got no answer Blueshift vouched for "
+            f"({ctx.remote.get('trigger_unknown', 'unknown outcome')}); it was sent again and "
+            "accepted. Blueshift offers no way to look a trigger up: if the first one had "
+            "started the import, the import may have run twice over the same file"
+        ]
+
+    def _maybe_running(self, ctx: RunContext, uuid: str, error: ImportNotTriggerable) -> FinalError:
+        """405 after a lost answer: most likely the import runs that trigger. Triggering
+        again once the run ends would run it twice, so a person decides."""
+        unknown_at = ctx.remote["trigger_unknown_at"]
+        return FinalError(
+            f"the trigger of import {uuid} at {unknown_at} got no clear answer "
+            f"({ctx.remote.get('trigger_unknown', 'unknown outcome')}), so Blueshift may have "
+            f"started the import then; now it answers 405 ({error.message}): most likely that "
+            "run is still processing, and importq does not trigger it again (that could run "
+            f"the import twice). Check the import's runs in the Blueshift dashboard "
+            f"(.../customer/import_show/{uuid}): if none started at {unknown_at}, publish the "
+            f"trigger again (`importq dlq replay {keys.job_of(ctx.unit_id)}` if it had records)",
+            target=TARGET,
+            status=405,
+        )
 
     def _not_triggerable(
         self, ctx: RunContext, uuid: str, error: ImportNotTriggerable
@@ -255,6 +296,15 @@ class BlueshiftSink(Sink):
             target=TARGET,
             status=500,
         )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _what(error: RetryableError) -> str:
+    """How a trigger's answer was lost, for the unit's state and the warning."""
+    return f"HTTP {error.status}" if error.status else error.message
 
 
 def _count(ctx: RunContext, name: str) -> int:

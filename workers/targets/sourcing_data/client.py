@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ class QueueItem:
     error_message: str | None = None
     was_success: bool = False
     was_failure: bool = False
+    operation_id: str = ""
+    created_on: str = ""  # the vendor's clock, ISO 8601 UTC
 
     @property
     def succeeded(self) -> bool:
@@ -43,14 +46,19 @@ class QueueItem:
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> QueueItem:
-        body: dict[str, Any] = response.json()
+        return cls.from_body(response.json(), response.status_code)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], http_status: int = 200) -> QueueItem:
         return cls(
             id=str(body.get("queueItemId", "")),
             status=str(body.get("status") or ""),
-            http_status=response.status_code,
+            http_status=http_status,
             error_message=body.get("errorMessage"),
             was_success=bool(body.get("wasSuccess")),
             was_failure=bool(body.get("wasFailure")),
+            operation_id=str(body.get("operationId") or ""),
+            created_on=str(body.get("createdOn") or ""),
         )
 
 
@@ -120,6 +128,19 @@ class SourcingDataClient:
         params = self._query(offset=offset, limit=limit)
         body: dict[str, Any] = self._send("GET", "", "list", params=params).json()
         return body
+
+    def recent_items(self, pages: int, page_size: int = 100) -> Iterator[QueueItem]:
+        """The agent's (and client's) queue items, latest first, at most `pages` pages."""
+        offset = 0
+        for _ in range(pages):
+            body = self.list_items(offset=offset, limit=page_size)
+            found = body.get("items") or []
+            for entry in found:
+                if isinstance(entry, dict):
+                    yield QueueItem.from_body(entry)
+            offset += len(found)
+            if not found or offset >= int(body.get("totalCount") or 0):
+                return
 
     def start(
         self, items: list[dict[str, Any]], *, operation_id: str | None, incomplete: bool

@@ -4,17 +4,33 @@ Every chunk but the last carries incompleteData: true, so the vendor commits
 nothing until the last chunk lands; an item a dead attempt left Pending is
 cancelled before the unit runs again, and one it had completed is polled to
 its end instead of being sent twice.
+
+The start itself may open an item whose id importq never learns: its answer is
+lost (a timeout, a gateway's 502/504 after the vendor took it) or recording the
+id fails. So every attempt notes `start_sent_at` and the start's operationId
+before sending, and the next attempt (or the unit's end) lists the agent's items
+and cancels the Pending ones that start may have opened: those of that
+operationId created since then. A job without --operation-id gives each start
+an operationId of its own, which finds exactly that item. Units sharing a job's
+operationId open their items one at a time (a short Redis lock per operation)
+and register each item they learned, so an item nobody registered, of that
+operation and created within the lost start's window, is an orphan.
 """
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from importq.errors import FinalError, InputError, RejectedError, RetryableError
 from importq.settings import Settings
-from workers.retry import resend
+from workers import keys
+from workers.retry import RESEND_WAIT_CAP, resend
 from workers.targets.base import (
     CsvColumns,
     Delivered,
@@ -35,6 +51,41 @@ from workers.targets.sourcing_data.limits import SourcingDataLimits
 
 PENDING = "Pending"  # the vendor's state of an item still waiting for chunks
 CANCELLED = frozenset({"Canceled", "Cancelled"})
+# How far the vendor's clock (an item's createdOn) may be from the worker's.
+CLOCK_MARGIN = timedelta(seconds=10)
+LIST_PAGES = 50  # pages of 100 items read when looking for a lost start's item
+START_TURN_WAIT = 10.0  # seconds a unit waits in place for its operation's start turn
+CLAIMS_KEPT_MS = 2 * 86400 * 1000  # how long a registered item id stays registered
+_FRACTION = re.compile(r"(\.\d{6})\d+")  # .NET writes 7 fractional digits
+# The start turn is "unit lease-token": a holder whose unit lease is gone (it died) loses it,
+# and the same claim takes it again (a release Redis did not confirm does not block it).
+# KEYS: the turn. ARGV: our value, TTL ms, the lease key prefix.
+_TAKE = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then
+  local unit, token = string.match(held, '^(%S+) (%S+)$')
+  if unit and redis.call('GET', ARGV[3] .. unit) == token then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _moment(text: str) -> datetime | None:
+    """An ISO 8601 time (the vendor's createdOn, our start_sent_at) as aware UTC, or None."""
+    try:
+        moment = datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip()).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def request_chunks(records: list[Record], size: int) -> list[list[Record]]:
@@ -99,11 +150,13 @@ class SourcingDataSink(Sink):
             finished = self._resume(ctx, client, item)
             if finished is not None:
                 return finished
+        self._settle_lost_start(ctx, client)
         return self._send_item(ctx, client)
 
     def abandon(self, ctx: RunContext) -> Delivered | None:
         """Cancel the item a dead attempt left Pending, or count it if it committed."""
         client: SourcingDataClient = ctx.client
+        self._settle_lost_start(ctx, client)  # an orphan never completes: it holds nothing
         open_item = ctx.remote.get("queue_item_id")
         if not open_item:
             return None
@@ -134,12 +187,167 @@ class SourcingDataSink(Sink):
     def _send_item(self, ctx: RunContext, client: SourcingDataClient) -> Delivered:
         limits: SourcingDataLimits = ctx.limits
         first = request_chunks(ctx.records, limits.records_per_request)[0]
-        operation_id = ctx.params.get("operation_id")
-        item = self._call(
-            ctx, lambda: client.start(first, operation_id=operation_id, incomplete=True)
-        )
-        ctx.remember({"queue_item_id": item.id, "chunks_sent": "1"})
+        shared = ctx.params.get("operation_id") or None
+        # Without a job-wide operationId each start gets one of its own: a lost start's item
+        # is then the one Pending item of that operation.
+        operation_id = shared or str(uuid.uuid4())
+        with self._start_turn(ctx, client, shared):
+            # Noted before sending: a lost answer or a failed write of the id below leaves an
+            # item the next attempt must find and cancel.
+            ctx.remember({"start_sent_at": _now(), "start_operation_id": operation_id})
+            try:
+                item = self._call(
+                    ctx, lambda: client.start(first, operation_id=operation_id, incomplete=True)
+                )
+            except (FinalError, RetryableError) as error:
+                if not error.retryable or getattr(error, "resendable", False):
+                    # Refused or never processed: no item was opened.
+                    ctx.remember({"start_sent_at": "", "start_operation_id": ""})
+                raise
+            if shared:
+                self._register(ctx, client, shared, item.id)
+            try:
+                ctx.remember({"queue_item_id": item.id, "chunks_sent": "1",
+                              "start_sent_at": "", "start_operation_id": ""})  # fmt: skip
+            except BaseException:
+                if shared:  # unregistered, it is an orphan the next attempt cancels
+                    self._unregister(ctx, client, shared, item.id)
+                raise
         return self._append_rest(ctx, client, item, sent=1)
+
+    def _settle_lost_start(self, ctx: RunContext, client: SourcingDataClient) -> None:
+        """Cancel the Pending item an earlier start may have opened without importq learning
+        its id (the answer was lost, or recording it failed)."""
+        sent_at = ctx.remote.get("start_sent_at")
+        operation_id = ctx.remote.get("start_operation_id")
+        if not sent_at or not operation_id:
+            return
+        shared = operation_id if operation_id == ctx.params.get("operation_id") else None
+        began = _moment(sent_at)
+        with self._start_turn(ctx, client, shared):
+            orphans = [] if began is None else self._orphans(ctx, client, operation_id, began,
+                                                              shared)  # fmt: skip
+            for item in orphans:
+                try:
+                    self._call(ctx, lambda i=item: client.cancel(i.id))
+                except RejectedError as error:  # no longer Pending: nobody appends to it
+                    ctx.log.warning("could not cancel an orphaned queue item",
+                                    queue_item_id=item.id, error=str(error))  # fmt: skip
+                    continue
+                ctx.log.warning("cancelled the queue item of a start whose answer was lost",
+                                queue_item_id=item.id, start_sent_at=sent_at)  # fmt: skip
+            found = ",".join(item.id for item in orphans)
+            if not orphans:
+                ctx.log.info("the start whose answer was lost opened no item",
+                             start_sent_at=sent_at)  # fmt: skip
+            ctx.remember({"start_sent_at": "", "start_operation_id": "",
+                          **({"lost_start_cancelled": found} if found else {})})  # fmt: skip
+
+    def _orphans(
+        self,
+        ctx: RunContext,
+        client: SourcingDataClient,
+        operation_id: str,
+        began: datetime,
+        shared: str | None,
+    ) -> list[QueueItem]:
+        """Pending items of `operation_id` a start sent at `began` may have opened."""
+        since = began - CLOCK_MARGIN
+        # A shared operation's starts take turns, so its item is no younger than one turn.
+        until = began + timedelta(seconds=self._turn_seconds(ctx.limits)) + CLOCK_MARGIN
+        registered = self._registered(ctx, client, shared) if shared else set()
+        found = []
+        for item in client.recent_items(LIST_PAGES):
+            created = _moment(item.created_on)
+            if created is not None and created < since:
+                break  # latest first: the rest are older still
+            if (
+                item.operation_id == operation_id
+                and item.status == PENDING
+                and created is not None
+                and (not shared or created <= until)
+                and item.id not in registered
+            ):
+                found.append(item)
+        return found
+
+    # --- one start at a time per shared operation, and the items units learned -----------
+
+    @staticmethod
+    def _turn_seconds(limits: SourcingDataLimits) -> float:
+        """Longest a start (with its resends) can hold its operation's turn."""
+        per_request = limits.request_timeout_seconds + RESEND_WAIT_CAP
+        return max(1, limits.resend_attempts) * per_request + CLOCK_MARGIN.total_seconds()
+
+    @contextmanager
+    def _start_turn(
+        self, ctx: RunContext, client: SourcingDataClient, operation_id: str | None
+    ) -> Iterator[None]:
+        """Hold the operation's start turn (no other start of it in flight) inside the block.
+
+        The turn expires after the longest a start can take, and passes at once to the next
+        unit when its holder's unit lease is gone (the worker died holding it)."""
+        if not operation_id or ctx.redis is None:
+            yield
+            return
+        key = keys.sourcing_start_turn(client.agent_id, client.client_id, operation_id)
+        lease = ctx.redis.get(keys.lease(ctx.unit_id))
+        lease_token = lease.decode() if isinstance(lease, bytes) else str(lease or "-")
+        token = f"{ctx.unit_id} {lease_token}"
+        ttl_ms = int(self._turn_seconds(ctx.limits) * 1000)
+        deadline = time.monotonic() + START_TURN_WAIT
+        while not ctx.redis.eval(_TAKE, 1, key, token, ttl_ms, keys.lease("")):
+            if time.monotonic() > deadline:
+                raise RetryableError(
+                    f"another unit of operation {operation_id} is opening its queue item; "
+                    "this one opens its own after it",
+                    target=TARGET,
+                    counts_attempt=False,
+                )
+            ctx.checkpoint()
+            time.sleep(0.02)
+        try:
+            yield
+        finally:
+            try:
+                ctx.redis.eval(_RELEASE, 1, key, token)
+            except Exception as error:  # expires by itself
+                ctx.log.warning("could not release the start turn", error=str(error))
+
+    def _register(
+        self, ctx: RunContext, client: SourcingDataClient, operation_id: str, item_id: str
+    ) -> None:
+        if ctx.redis is None:
+            return
+        key = keys.sourcing_items(client.agent_id, client.client_id, operation_id)
+        now = int(time.time() * 1000)
+        pipe = ctx.redis.pipeline(transaction=True)
+        pipe.zadd(key, {item_id: now})
+        pipe.zremrangebyscore(key, "-inf", now - CLAIMS_KEPT_MS)
+        pipe.pexpire(key, CLAIMS_KEPT_MS)
+        pipe.execute()
+
+    def _unregister(
+        self, ctx: RunContext, client: SourcingDataClient, operation_id: str, item_id: str
+    ) -> None:
+        if ctx.redis is None:
+            return
+        try:
+            ctx.redis.zrem(keys.sourcing_items(client.agent_id, client.client_id, operation_id),
+                           item_id)  # fmt: skip
+        except Exception as error:  # then it stays Pending: a leak, never a wrong cancel
+            ctx.log.warning("could not unregister a queue item", queue_item_id=item_id,
+                            error=str(error))  # fmt: skip
+
+    def _registered(
+        self, ctx: RunContext, client: SourcingDataClient, operation_id: str
+    ) -> set[str]:
+        if ctx.redis is None:
+            return set()
+        key = keys.sourcing_items(client.agent_id, client.client_id, operation_id)
+        return {
+            m.decode() if isinstance(m, bytes) else str(m) for m in ctx.redis.zrange(key, 0, -1)
+        }
 
     def _append_rest(
         self, ctx: RunContext, client: SourcingDataClient, item: QueueItem, sent: int
