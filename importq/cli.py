@@ -343,16 +343,28 @@ def cancel(job_id: str, reason: str) -> None:
     from workers.jobs import JobStore
 
     store = JobStore(_app().redis_client())
-    if store.get(job_id) is None:
+    job = store.get(job_id)
+    if job is None:
         raise click.ClickException(f"no job {job_id}")
+    if job.finished:
+        raise click.ClickException(f"job {job_id} already ended {job.state}: nothing to cancel")
     store.cancel(job_id, reason)
     click.echo(f"job {job_id} cancelled")
 
 
-from importq.cli_ops import demo, dlq, doctor, metrics, redis_group, simulate, worker  # noqa: E402
+from importq.cli_ops import (  # noqa: E402
+    demo,
+    dlq,
+    doctor,
+    metrics,
+    redis_group,
+    release,
+    simulate,
+    worker,
+)
 from importq.flower import flower  # noqa: E402
 
-for _command in (dlq, redis_group, simulate, worker, demo, flower, doctor, metrics):
+for _command in (dlq, redis_group, simulate, worker, demo, flower, doctor, metrics, release):
     main.add_command(_command)
 
 

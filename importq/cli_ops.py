@@ -65,30 +65,57 @@ def dlq_show(job_id: str, limit: int, as_json: bool) -> None:
 
 
 @dlq.command("replay")
+@click.argument("job_id", required=False)
+@click.option("--target", help="Replay every job of this target that has dead letters.")
+@click.option("--all", "every_job", is_flag=True, help="Replay every job with dead letters.")
+@click.option("--param", "params", multiple=True,
+              help="key=value: change a param of the replayed job(s).")  # fmt: skip
+def dlq_replay(job_id: str | None, target: str | None, every_job: bool,
+               params: tuple[str, ...]) -> None:  # fmt: skip
+    """Publish dead letters again as new jobs (after fixing their cause)."""
+    from importq.cli import _parse_params
+    from producers.replay import ReplayError, replay, replayable
+    from workers.jobs import JobStore
+
+    if sum((job_id is not None, target is not None, every_job)) != 1:
+        raise click.UsageError("give one of JOB_ID, --target TARGET or --all")
+    app = _app()
+    store = JobStore(app.redis_client())
+    job_ids = [job_id] if job_id else replayable(store.redis, target)
+    if not job_ids:
+        raise click.ClickException("no dead letters to replay")
+    failed = 0
+    for one in job_ids:
+        try:
+            done = replay(one, settings=app.SETTINGS, store=store, publish_unit=app.publish_unit,
+                          overrides=_parse_params(params))  # fmt: skip
+        except ReplayError as error:
+            failed += 1
+            click.echo(f"{one}: {error}", err=True)
+            continue
+        click.echo(f"replayed {done.records} dead letters of {one} as job {done.new_job_id}")
+    if failed:
+        sys.exit(1)
+
+
+@click.command()
 @click.argument("job_id")
-def dlq_replay(job_id: str) -> None:
-    """Publish JOB_ID's dead letters again as a new job (after fixing their cause)."""
-    from producers.publish import locate, publish
-    from workers.dlq import DeadLetters
+def release(job_id: str) -> None:
+    """Let the jobs held behind failed JOB_ID run anyway (on what it left at the target)."""
+    from workers import ordering, targets
     from workers.jobs import JobStore
 
     app = _app()
     store = JobStore(app.redis_client())
-    letters = DeadLetters(app.redis_client())
-    original = store.get(job_id)
-    count = letters.count(job_id)
-    if original is None or count == 0:
-        raise click.ClickException(f"job {job_id} has no dead letters to replay")
-    new_job = publish(
-        original.target,
-        locate(letters.records(job_id), f"dead letter of {job_id}"),
-        original.params,
-        settings=app.SETTINGS,
-        store=store,
-        publish_unit=app.publish_unit,
-    )
-    letters.drop(job_id, count, app.SETTINGS.job_ttl)
-    click.echo(f"replayed {count} dead letters of {job_id} as job {new_job}")
+    job = store.get(job_id)
+    if job is None:
+        raise click.ClickException(f"no job {job_id} (see `importq jobs`)")
+    key = targets.get(job.target).order_key(job.params)
+    if not key or ordering.holder(store.redis, job.target, key) != job_id:
+        raise click.ClickException(f"job {job_id} holds no later jobs")
+    ordering.release_hold(store.redis, job.target, key)
+    woken = app.runner().wake_turn(job.target, ordering.release(store.redis, job))
+    click.echo(f"released the jobs held behind {job_id} on {job.target} {key} ({woken} woken)")
 
 
 @click.group("redis")

@@ -12,6 +12,7 @@
     importq:slots:{target}:{key}:cooldown  string, TTL = the sink's gap between units on a key
     importq:slots:{target}:{key}:waiting   zset  unit id -> since (ms): units deferred for it
     importq:order:{target}:{key}  list   job ids in publish order; only the head job runs
+    importq:order:{target}:{key}:held  string  JSON {job, reason}: a failed job holds the line
     importq:dlq                   zset   job id -> last dead letter (ms)
     importq:dlq:{job}             list   dead letters of a job (JSON: record, reason, unit)
     importq:reaper                string lock so one reaper sweeps per interval
@@ -69,6 +70,10 @@ def slots(target: str, key: str) -> str:
 
 def order(target: str, key: str) -> str:
     return f"{PREFIX}order:{target}:{key}"
+
+
+def order_hold(target: str, key: str) -> str:
+    return f"{PREFIX}order:{target}:{key}:held"
 
 
 def dead_letters(job_id: str) -> str:

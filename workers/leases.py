@@ -81,26 +81,34 @@ return 1
 """
 
 # KEYS: lease, watch, unit hash.  ARGV: token, lease ms, now ms, unit id
-_RENEW = MINE + """
+_RENEW = (
+    MINE
+    + """
 if not mine(KEYS[1], KEYS[3], ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
 return 1
 """
+)
 
 # KEYS: unit hash, lease.  ARGV: token, field, value, field, value...
-_REMEMBER = MINE + """
+_REMEMBER = (
+    MINE
+    + """
 if not mine(KEYS[2], KEYS[1], ARGV[1]) then return 0 end
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
+)
 
 # KEYS: unit hash, lease, watch, job hash, payload, job units list, dlq list, dlq index.
 # ARGV: token, now ms, unit id, finish JSON, child payloads...
 # Returns 0 when the lease is not ours, 1 when recorded, 2 when that also finished the job.
 # The finish JSON: state, fields{}, delivered, dead, attempts_delta, deadline (ms or null),
 # dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[5..]).
-_FINISH = MINE + """
+_FINISH = (
+    MINE
+    + """
 if not mine(KEYS[2], KEYS[1], ARGV[1]) then return 0 end
 local f = cjson.decode(ARGV[4])
 local now = tonumber(ARGV[2])
@@ -146,6 +154,7 @@ else
 end
 return 1
 """
+)
 
 # KEYS: watch.  ARGV: now ms, limit, grace ms, rescue ms, longest rescue ms.
 # Returns unit ids to publish again. A unit is due when its lease expired (worker died),

@@ -144,11 +144,13 @@ class Runner:
         return self._finish(run, Finish(UnitState.CANCELLED, terminal=True))
 
     def _run_claimed(self, run: UnitRun) -> str:
-        if not ordering.my_turn(
-            self.store, run.target, run.sink.order_key(run.params), run.unit_id
-        ):
+        why = ordering.blocked(self.store, run.target, run.sink.order_key(run.params), run.unit_id)
+        if why == "turn":
             log.info("an earlier job on the same order key is not finished; waiting")
             return self._defer(run, "turn")
+        if why:  # held by a failed job until an operator acts: no ceiling on this wait
+            log.warning("unit waits: its order key is held", reason=why)
+            return self._defer(run, "turn", why=why, bounded=False)
         verdict, probe_at = self.breaker.admit(run.target, run.claim.token)
         if verdict == "wait":
             return self._paused(run, probe_at)
@@ -250,12 +252,12 @@ class Runner:
         return throttle.wait if throttle else None
 
     def _defer(self, run: UnitRun, waits_for: str, retry_after: float | None = None,
-               why: str = "") -> str:  # fmt: skip
+               why: str = "", bounded: bool = True) -> str:  # fmt: skip
         """Wait without using an attempt (a slot, a turn, the vendor), bounded in total."""
         since = float(run.unit.get("waiting_since") or time.time())
         waited = time.time() - since
         ceiling = self.settings.max_wait(run.target)
-        if waited > ceiling:
+        if bounded and waited > ceiling:
             what = why or f"its {waits_for}"
             limit = f"{ceiling:.0f} s allowed (IMPORTQ_MAX_WAIT_SECONDS)"
             return self._fail(run, f"waited {waited:.0f} s for {what}, over the {limit}")
@@ -461,15 +463,22 @@ class Runner:
             return
         log.info("job finished", job_state=str(job.state), delivered=job.records_delivered,
                  dead=job.records_dead)  # fmt: skip
-        next_job = ordering.release(self.store.redis, job)
-        if next_job:  # its units may be waiting for this turn: wake them now
-            for unit_id in self.store.unit_ids(next_job):
-                if self.leases.wake(unit_id, "turn"):
-                    self.publish(unit_id, job.target, None)
+        if ordering.hold_if_unfit(self.store, job):
+            log.error("later jobs on its order key are held until it is replayed or released")
+        self.wake_turn(job.target, ordering.release(self.store.redis, job))
         if job.records_dead == 0:  # a job with dead letters stays until they are replayed
             self.store.expire(job.id, self.settings.job_ttl)
         for hook in self.job_finished_hooks:
             hook(job)
+
+    def wake_turn(self, target: str, job_id: str | None) -> int:
+        """Wake the units of `job_id` that wait for their turn on its order key."""
+        woken = 0
+        for unit_id in self.store.unit_ids(job_id) if job_id else []:
+            if self.leases.wake(unit_id, "turn"):
+                self.publish(unit_id, target, None)
+                woken += 1
+        return woken
 
     def _dead_letter(self, run: UnitRun, record: Record, reason: str) -> str:
         entry = {

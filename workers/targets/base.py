@@ -152,6 +152,11 @@ class Sink(ABC):
         """Jobs with the same key run in publish order, one job after the other."""
         return None
 
+    def holds_order_on_failure(self, params: dict[str, Any]) -> bool:
+        """True: if this job fails, later jobs on its order key must not run on what it left
+        (they wait until it is replayed or an operator releases them)."""
+        return False
+
     @abstractmethod
     def run(self, ctx: RunContext) -> Delivered:
         """Deliver one unit; raise RetryableError or FinalError from importq.errors."""

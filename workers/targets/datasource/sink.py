@@ -262,6 +262,11 @@ class DataSourceSink(Sink):
     def order_key(self, params: dict[str, Any]) -> str | None:
         return str(params.get("external_id") or params.get("id") or "") or None
 
+    def holds_order_on_failure(self, params: dict[str, Any]) -> bool:
+        # A failed replace may have applied its Rows (the data source truncated to them)
+        # without its NewRows: upserts after it would run on a partial data set.
+        return str(params.get("mode", "")).lower() == "replace"
+
     def run(self, ctx: RunContext) -> Delivered:
         client: DataSourceClient = ctx.client
         limits: DataSourceLimits = ctx.limits
