@@ -65,3 +65,14 @@ def test_a_worker_refuses_a_target_whose_settings_are_missing(tmp_path: Path) ->
     log = worker.log_path.read_text()
     assert "SOURCING_DATA_AGENT_ID" in log and "fix these settings" in log
     assert " ready." not in log
+
+
+def test_a_worker_refuses_a_circuit_breaker_setting_that_means_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "IMPORTQ_BREAKER_FAILURES": "0"}
+    worker = Worker(tmp_path / "w.log", "sourcing_data", 1, "breaker0@localhost", env)
+    try:
+        assert worker.process.wait(timeout=60) != 0
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text()
+    assert "IMPORTQ_BREAKER_FAILURES" in log and " ready." not in log

@@ -209,6 +209,10 @@ def _before_the_pool_starts(sender: Any = None, **_: Any) -> None:
         raise SystemExit(f"importq worker: {refusal}")
     consumed = list(sender.app.amqp.queues.consume_from or []) if sender is not None else []
     problems = configuration_problems(consumed)
+    try:
+        runner()  # builds the core's parts, reading their settings (the circuit breaker's)
+    except ConfigError as error:
+        problems.append(str(error))
     if problems:  # said now, not as every unit of the target failing later
         log.error("refusing to start: a target's settings are wrong", problems=problems)
         raise SystemExit("importq worker: fix these settings and start again:\n  "

@@ -102,10 +102,13 @@ class Breaker:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.lease_ms = int(settings.lease_seconds * 1000)
-        self.threshold = settings.integer("IMPORTQ_BREAKER_FAILURES", 3)
-        self.window_ms = int(settings.number("IMPORTQ_BREAKER_WINDOW_SECONDS", 120) * 1000)
-        self.first_interval = settings.number("IMPORTQ_BREAKER_PROBE_SECONDS", 30)
-        self.longest_interval = settings.number("IMPORTQ_BREAKER_PROBE_MAX_SECONDS", 600)
+        self.threshold = settings.integer("IMPORTQ_BREAKER_FAILURES", 3, minimum=1)
+        window = settings.number("IMPORTQ_BREAKER_WINDOW_SECONDS", 120, above=0)
+        self.window_ms = int(window * 1000)
+        self.first_interval = settings.number("IMPORTQ_BREAKER_PROBE_SECONDS", 30, above=0)
+        self.longest_interval = settings.number(
+            "IMPORTQ_BREAKER_PROBE_MAX_SECONDS", 600, minimum=self.first_interval
+        )
         self._failed = client.register_script(_FAILED)
         self._admit = client.register_script(_ADMIT)
 
