@@ -364,10 +364,11 @@ def test_a_transaction_recorded_under_another_spelling_of_the_instance_is_ours(
     sim = BlueSimulator()
     opened = open_transaction(sim)
     # A worker given another address of this Blue (an alias no normalising can know).
-    elsewhere = Registry(redis_client, "http://blue-alias.test/BlueWebService.svc", "job0:0")
-    redis_client.hset(elsewhere.key, str(opened), Owner("job0:0", "token0").encode())
     if alive:
         redis_client.set(keys.lease("job0:0"), "token0")
+    elsewhere = Registry(redis_client, "http://blue-alias.test/BlueWebService.svc", "job0:0")
+    elsewhere.record(opened)  # as that worker's unit job0:0 did after RegisterImport
+    if alive:
         with pytest.raises(RetryableError, match="of importq unit job0:0") as caught:
             SINK.run(context(sim, redis_client, users(3)))
         assert caught.value.retry_after == LIMITS.busy_retry_seconds  # not the foreign wait

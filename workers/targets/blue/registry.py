@@ -6,10 +6,11 @@ recorded here whose owner (a unit and the claim token of the attempt that
 registered it) no longer holds that unit's lease. Anything else open on the
 instance was started by someone else, and is left alone.
 
-    importq:blue:transactions:{instance}  hash  transaction id -> {"unit", "token"}; the
-                                                instance is limits.instance_of(address)
+    importq:blue:transactions:{instance}  hash  transaction id -> {"unit", "token"};
                                                 "registering" -> the owner about to
-                                                call RegisterImport (its answer may be lost)
+                                                call RegisterImport (its answer may be lost);
+                                                {instance} is limits.instance_of(address)
+    importq:blue:instances                set   every transactions:{instance} key used
     importq:blue:skipped:{unit}           string JSON [[index, reason], ...] of the rows
                                           Blue skipped, kept while FinalizeImport runs
 """
@@ -28,6 +29,7 @@ FINALIZING = "finalizing"  # the unit's remembered phase while FinalizeImport ru
 
 PREFIX = keys.PREFIX + "blue:"
 REGISTERING = "registering"
+NAMES = PREFIX + "instances"  # set: every registry key a transaction was recorded under
 SKIPPED_TTL_SECONDS = 7 * 24 * 3600
 
 
@@ -67,6 +69,7 @@ class Registry:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.key, str(transaction_id), self.me.encode())
         pipe.hdel(self.key, REGISTERING)
+        pipe.sadd(NAMES, self.key)  # where find() looks under other names of an instance
         pipe.execute()
 
     def forget(self, transaction_id: int) -> None:
@@ -85,7 +88,7 @@ class Registry:
         owner = self.owner(transaction_id)
         if owner is not None:
             return self.key, owner
-        for key in self.redis.scan_iter(match=f"{PREFIX}transactions:*", count=100):
+        for key in sorted(self.redis.smembers(NAMES)):
             name = as_text(key)
             if name == self.key:
                 continue
