@@ -17,7 +17,7 @@ from importq.settings import Settings
 from producers.validate import validate
 from workers import ordering, targets
 from workers.jobs import JobStore
-from workers.targets.base import Located, Record, Sink, refuse_unknown_params
+from workers.targets.base import PREFLIGHT_FACTS, Located, Record, Sink, refuse_unknown_params
 
 Publish = Callable[[str, str, float | None], None]
 
@@ -55,12 +55,12 @@ def publish(
     refuse_unknown_params(sink, params, settings)
     params = sink.check_params(dict(params), settings)
     sink.check_job(params, settings, has_records=records is not None)
-    if check_target:
-        preflight(sink, settings, params, notify)
+    facts = preflight(sink, settings, params, notify) if check_target else None
     wait_for_room(store, target, max_queued_units(settings, target), notify)
     job_id = store.create(target, params)
+    plan_params = {**params, PREFLIGHT_FACTS: facts} if facts else params
     try:
-        unit_ids = _stage(sink, records, params, job_id, settings, store, on_unit)
+        unit_ids = _stage(sink, records, plan_params, job_id, settings, store, on_unit)
     except BaseException:
         store.discard(job_id)
         raise
@@ -138,17 +138,21 @@ def wait_for_room(
 
 def preflight(
     sink: Sink, settings: Settings, params: dict[str, Any], notify: Callable[[str], None]
-) -> None:
-    """Ask the target whether the credentials and ids work; raise if they do not."""
+) -> dict[str, Any] | None:
+    """Ask the target whether the credentials and ids work; raise if they do not.
+
+    Returns what the target said that the plan can check records against, if anything.
+    """
     try:
         client = sink.make_client(settings)
     except ConfigError as error:  # producers need not hold the workers' credentials
         notify(f"{sink.name} not checked before publishing: {error}")
-        return
+        return None
     try:
-        sink.preflight(client, params)
+        return sink.preflight(client, params)
     except RetryableError as error:  # a target that is down now is what the queue absorbs
         notify(f"{sink.name} not reachable now ({error}); the workers will retry")
+        return None
     finally:
         client.close()
 

@@ -190,6 +190,22 @@ def test_the_producer_refuses_ids_blue_would_skip(
     assert blue.ledger()["requests"].get("RegisterImport") is None
 
 
+def test_the_producer_refuses_columns_the_data_block_would_refuse(
+    tmp_path: Path, blue: Any, redis_client: redis.Redis
+) -> None:
+    path = tmp_path / "users.jsonl"
+    path.write_text(json.dumps({"USER_ID": "u1", "FIRST_NAME": "A", "LAST_NAME": "B",
+                                "MAIL": "e"}) + "\n")  # fmt: skip
+    result = _cli("publish", "blue", str(path), "--param", "datasource=Users")
+    assert result.exit_code == 1
+    assert "users.jsonl:1: the columns do not match data block 'Users'" in result.output
+    assert "missing EMAIL; not in the block MAIL" in result.output
+    assert redis_client.keys("importq:*") == [] and redis_client.llen("blue") == 0
+    assert blue.ledger()["requests"].get("RegisterImport") is None
+    blue.configure(report_columns=False)  # a Blue that does not say: the first push checks
+    assert _cli("publish", "blue", str(path), "--param", "datasource=Users").exit_code == 0
+
+
 def _cli(*args: str) -> Any:
     return CliRunner().invoke(main, list(args))
 

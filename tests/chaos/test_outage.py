@@ -18,9 +18,8 @@ import pytest
 from tests.chaos.harness import Fleet, Site, sourcing_data_job, wait_until
 from workers import keys
 
-pytestmark = pytest.mark.chaos
-
 OUTAGE = float(os.environ.get("CHAOS_OUTAGE_SECONDS", "6"))
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(OUTAGE + 300)]
 PAUSING = {"IMPORTQ_MAX_ATTEMPTS": "2", "IMPORTQ_BREAKER_FAILURES": "2",
            "IMPORTQ_BREAKER_PROBE_SECONDS": "0.5", "IMPORTQ_BREAKER_PROBE_MAX_SECONDS": "5",
            "SOURCING_DATA_RESEND_ATTEMPTS": "2"}  # fmt: skip

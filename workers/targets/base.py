@@ -21,6 +21,8 @@ from importq.errors import InputError
 from importq.settings import Settings
 
 Record = dict[str, Any]
+# The params key under which `plan` finds what the preflight learned (never stored in the job).
+PREFLIGHT_FACTS = "_preflight"
 Located = tuple[Record, str]  # a record and where it came from ("file:line")
 
 
@@ -130,8 +132,12 @@ class Sink(ABC):
         """Refuse at publish a job the workers would refuse for certain (raise InputError)."""
         return None
 
-    def preflight(self, client: Any, params: dict[str, Any]) -> None:
-        """A harmless call that fails fast on bad credentials or ids (raise FinalError)."""
+    def preflight(self, client: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+        """A harmless call that fails fast on bad credentials or ids (raise FinalError).
+
+        May return what the target said that `plan` can check records against (Blue's
+        block columns): `plan` then finds it in its params under PREFLIGHT_FACTS.
+        """
         return None  # targets without a cheap read-only call skip the check
 
     @abstractmethod

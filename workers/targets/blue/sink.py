@@ -13,7 +13,15 @@ from typing import Any
 
 from importq.errors import InputError
 from importq.settings import Settings
-from workers.targets.base import CsvColumns, Delivered, Located, Record, RunContext, Sink
+from workers.targets.base import (
+    PREFLIGHT_FACTS,
+    CsvColumns,
+    Delivered,
+    Located,
+    Record,
+    RunContext,
+    Sink,
+)
 from workers.targets.blue.blocks import find_block, find_datasource
 from workers.targets.blue.client import BlueClient
 from workers.targets.blue.importing import BlueImport
@@ -67,13 +75,17 @@ class BlueSink(Sink):
             checked[option] = _boolean(option, params.get(option, default))
         return checked
 
-    def preflight(self, client: BlueClient, params: dict[str, Any]) -> None:
-        # Refuses a bad key, a denied IP or an unknown datasource or block before staging.
+    def preflight(self, client: BlueClient, params: dict[str, Any]) -> dict[str, Any] | None:
+        # Refuses a bad key, a denied IP or an unknown datasource or block before staging;
+        # the block's columns, when Blue reports them, are checked against the first row.
         if not params.get("datasource"):  # `importq doctor`: the key and the address only
             client.datasources()
-            return
+            return None
         source = find_datasource(client, params["datasource"])
-        find_block(client, source, params.get("block"))
+        block = find_block(client, source, params.get("block"))
+        if block.columns is None:
+            return None
+        return {"columns": list(block.columns), "block": block.name, "source": source.caption}
 
     def plan(
         self, records: Iterable[Located], limits: Any, params: dict[str, Any]
@@ -86,6 +98,7 @@ class BlueSink(Sink):
                 columns = list(record)
                 ids = params.get("id_columns") or columns[:1]
                 _check_first(columns, ids, where)
+                _check_block(columns, params.get(PREFLIGHT_FACTS), where)
             elif len(record) != len(columns) or set(record) != set(columns):
                 raise InputError(_column_change(columns, list(record)), where)
             for column in ids:
@@ -124,6 +137,21 @@ def _check_first(columns: list[str], ids: list[str], where: str) -> None:
     if missing:
         raise InputError(
             f"ID column(s) {', '.join(missing)} not in the row (its columns: {', '.join(columns)})",
+            where,
+        )
+
+
+def _check_block(columns: list[str], block: dict[str, Any] | None, where: str) -> None:
+    """Refuse at publish rows whose columns Blue's data block would refuse at the worker."""
+    if not block:
+        return
+    missing = [c for c in block["columns"] if c not in columns]
+    extra = [c for c in columns if c not in block["columns"]]
+    if missing or extra:
+        raise InputError(
+            f"the columns do not match data block '{block['block']}' of datasource "
+            f"'{block['source']}': missing {', '.join(missing) or 'none'}; not in the block "
+            f"{', '.join(extra) or 'none'} (the block has {', '.join(block['columns'])})",
             where,
         )
 
