@@ -90,8 +90,12 @@ def wait_for_pause(target: str, timeout: float = 60) -> Pause:
 QUICK_PROBES = {"IMPORTQ_BREAKER_PROBE_SECONDS": "0.3", "IMPORTQ_BREAKER_PROBE_MAX_SECONDS": "1"}
 
 
-def wait_until(condition: Callable[[], object], what: str = "", timeout: float = 60) -> None:
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    """What `check` returns once it is truthy; fails naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what or "the condition never held"
-        time.sleep(0.05)
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -12,8 +12,7 @@ import json
 import os
 import signal
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from click.testing import CliRunner
 
 from importq.cli import main
 from tests.conftest import Worker
-from tests.helpers import publish_sourcing, sample_records, wait_for_job
+from tests.helpers import publish_sourcing, sample_records, wait_for_job, wait_until
 from workers.jobs import JobStore
 
 
@@ -30,16 +29,6 @@ def store() -> JobStore:
     from workers import app
 
     return JobStore(app.redis_client())
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def dead_letters(job_id: str) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import redis
 from click.testing import CliRunner
 
 from importq.cli import main
-from tests.helpers import wait_for_job, wait_for_pause
+from tests.helpers import wait_for_job, wait_for_pause, wait_until
 from tests.test_sourcing_data_e2e import _dump
 from workers import keys
 from workers.jobs import JobStore
@@ -57,16 +57,6 @@ def store() -> JobStore:
 
 def unit_of(job_id: str) -> dict[str, str]:
     return store().unit(f"{job_id}:0")
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

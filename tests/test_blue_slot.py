@@ -10,12 +10,12 @@ while another import runs, not only at the imports it opened.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.helpers import wait_for_job
+from tests.helpers import wait_for_job, wait_until
 from workers.jobs import JobStore
 
 # What a second import would ask Blue before and while registering.
@@ -46,16 +46,6 @@ def unit_of(job_id: str) -> dict[str, str]:
     from workers import app
 
     return JobStore(app.redis_client()).unit(f"{job_id}:0")
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

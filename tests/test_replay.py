@@ -45,7 +45,7 @@ def failed_replace_then_upsert(ds: Any, start_worker: Any) -> tuple[str, str]:
     upsert = publish("upsert", "sports", rows(5, tag="v2"))
     start_worker(queues="datasource", concurrency=2)
     assert wait_for_job(replace).state == "failed"
-    wait_until(lambda: "held: job" in unit_error(upsert), "the upsert never said it is held")
+    wait_until("the upsert to say it is held", lambda: "held: job" in unit_error(upsert))
     return replace, upsert
 
 

@@ -32,14 +32,8 @@ def evicting(redis_client: redis.Redis) -> Iterator[None]:
 
 
 def test_a_worker_refuses_to_start_on_an_evicting_redis(evicting: None, tmp_path: Path) -> None:
-    worker = Worker(tmp_path / "w.log", "sourcing_data", 1, "evict@localhost", dict(os.environ))
-    try:
-        assert worker.process.wait(timeout=60) != 0
-    finally:
-        worker.stop()
-    log = worker.log_path.read_text()
+    log = refused_start(tmp_path)
     assert REFUSED in log and "IMPORTQ_ALLOW_EVICTION" in log
-    assert " ready." not in log
 
 
 def test_the_override_lets_a_worker_start_on_an_evicting_redis(
@@ -55,24 +49,23 @@ def test_doctor_fails_an_evicting_redis(evicting: None, sim: Any) -> None:
     assert REFUSED in result.output and "noeviction" in result.output
 
 
-def test_a_worker_refuses_a_target_whose_settings_are_missing(tmp_path: Path) -> None:
-    env = {**os.environ, "SOURCING_DATA_AGENT_ID": ""}
-    worker = Worker(tmp_path / "w.log", "sourcing_data", 1, "unset@localhost", env)
+def refused_start(tmp_path: Path, **env: str) -> str:
+    """The log of a sourcing_data worker started with `env`, which must exit unready."""
+    worker = Worker(tmp_path / "w.log", "sourcing_data", 1, "refused@localhost",
+                    {**os.environ, **env})  # fmt: skip
     try:
         assert worker.process.wait(timeout=60) != 0
     finally:
         worker.stop()
     log = worker.log_path.read_text()
-    assert "SOURCING_DATA_AGENT_ID" in log and "fix these settings" in log
     assert " ready." not in log
+    return log
+
+
+def test_a_worker_refuses_a_target_whose_settings_are_missing(tmp_path: Path) -> None:
+    log = refused_start(tmp_path, SOURCING_DATA_AGENT_ID="")
+    assert "SOURCING_DATA_AGENT_ID" in log and "fix these settings" in log
 
 
 def test_a_worker_refuses_a_circuit_breaker_setting_that_means_nothing(tmp_path: Path) -> None:
-    env = {**os.environ, "IMPORTQ_BREAKER_FAILURES": "0"}
-    worker = Worker(tmp_path / "w.log", "sourcing_data", 1, "breaker0@localhost", env)
-    try:
-        assert worker.process.wait(timeout=60) != 0
-    finally:
-        worker.stop()
-    log = worker.log_path.read_text()
-    assert "IMPORTQ_BREAKER_FAILURES" in log and " ready." not in log
+    assert "IMPORTQ_BREAKER_FAILURES" in refused_start(tmp_path, IMPORTQ_BREAKER_FAILURES="0")

@@ -190,7 +190,9 @@ def test_refused_key_names_the_permission_and_the_key_never_leaves_the_process(
     # Refused credentials pause the target (nothing dead-lettered) until they work again.
     assert "WORKFLOW_IMPORT_API_KEY was refused" in wait_for_pause(QUEUE).reason
     sim.configure(api_key=CANARY_KEY, keys_without_permission={CANARY_KEY})
-    wait_until(lambda: "lacks the BeginWorkflowImportProcess" in wait_for_pause(QUEUE).reason)
+    missing_permission = "lacks the BeginWorkflowImportProcess"
+    wait_until("the pause to name the permission",
+               lambda: missing_permission in wait_for_pause(QUEUE).reason)  # fmt: skip
     sim.configure(keys_without_permission=set())  # the permission is granted
     job = wait_for_job(job_id)
     assert job.state == "succeeded" and job.records_dead == 0

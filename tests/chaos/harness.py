@@ -25,6 +25,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from importq.processes import Process, celery_worker_command
+from tests.helpers import wait_until
 from workers.dlq import DeadLetters
 from workers.jobs import JobStore, JobView
 
@@ -326,16 +327,6 @@ _VERDICTS: dict[str, Callable[[TargetJob, dict[str, Any], Any, Site], Verdict]] 
     "datasource": _datasource,
     "blue": _blue,
 }
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def client_ids(client: redis.Redis) -> list[int]:
