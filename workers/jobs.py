@@ -40,6 +40,17 @@ class UnitState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+# The states a unit never leaves, listed here only: the claim script turns a message for
+# such a unit away, and the runner finishes a unit into one of them with `terminal=True`.
+# The Lua scripts in leases.py get this tuple as a generated table, never typed again.
+TERMINAL_UNIT_STATES = (
+    UnitState.SUCCEEDED,
+    UnitState.FAILED,
+    UnitState.SPLIT,
+    UnitState.CANCELLED,
+)
+
+
 def encode_records(records: list[dict[str, Any]]) -> bytes:
     """The claim-check payload: compact JSON, zlib-compressed (records repeat field names)."""
     return zlib.compress(json.dumps(records, separators=(",", ":")).encode(), 1)

@@ -29,8 +29,10 @@
     importq:breaker:{target}...   a paused target and its probe (listed in workers/breaker.py)
 
 A unit id is "{job}:{n}", and a bisected unit's halves are "{unit}.0" and "{unit}.1".
-The Lua scripts in jobs.py build unit-related keys from PREFIX themselves, which
-is fine on one Redis (importq does not support Redis Cluster).
+No Lua script spells a key or a prefix: every key comes through KEYS, except those
+a script learns only as it runs (the reaper's unit ids, a finished unit's target),
+which it builds from a prefix made here and passed as ARGV (`unit("")`, `lease("")`,
+`stats("")`). That is fine on one Redis (importq does not support Redis Cluster).
 """
 
 from __future__ import annotations

@@ -18,8 +18,14 @@ from typing import Any
 import redis
 
 from workers import keys
+from workers.jobs import TERMINAL_UNIT_STATES
 
-TERMINAL = ("succeeded", "failed", "split", "cancelled")
+
+def lua_set(name: str, members: tuple[str, ...]) -> str:
+    """A Lua line declaring the table `name` with `members` as keys: `name[x]` is membership."""
+    entries = ", ".join(f"[{json.dumps(str(member))}] = true" for member in members)
+    return f"local {name} = {{{entries}}}\n"
+
 
 # Is the unit still this attempt's? Its lease key says so while it lives. A lease that
 # expired while nobody claimed the unit since (the claim rewrites `owner`) is still ours:
@@ -36,16 +42,17 @@ end
 
 # KEYS: unit hash, lease, watch zset, job hash.
 # ARGV: token, lease ms, now ms, unit id, max crashes, early tolerance ms
+# TERMINAL: the unit states a unit never leaves (workers.jobs.TERMINAL_UNIT_STATES).
 # A waiting unit is never claimed before its due time (next_attempt_at), whoever sent the
 # message: the caller re-schedules it without an attempt. A hand-back's resume point is
 # consumed here, so it holds for exactly one claim: if the resuming attempt dies too, the
 # next one does not trust a checkpoint that the crash may have overtaken.
-_CLAIM = """
+_CLAIM = (
+    lua_set("TERMINAL", TERMINAL_UNIT_STATES)
+    + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing'} end
-if state == 'succeeded' or state == 'failed' or state == 'split' or state == 'cancelled' then
-  return {'done', state}
-end
+if TERMINAL[state] then return {'done', state} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'held'} end
 if state == 'waiting' then
   local due = redis.call('HGET', KEYS[1], 'next_attempt_at')
@@ -70,6 +77,7 @@ redis.call('HSET', KEYS[1], 'handed_back', '')
 if crashes >= tonumber(ARGV[5]) then return {'poisoned', epoch, attempts, crashes, handed_back} end
 return {'claimed', epoch, attempts, crashes, handed_back}
 """
+)
 
 # KEYS: unit hash.  ARGV: now (s), reason.  A unit waiting for `reason` (a slot, its turn)
 # becomes due now, so the message that wakes it is not turned away as early.
@@ -101,11 +109,15 @@ return 1
 """
 )
 
-# KEYS: unit hash, lease, watch, job hash, payload, job units list, dlq list, dlq index.
-# ARGV: token, now ms, unit id, finish JSON, child payloads...
+# KEYS: unit hash, lease, watch, job hash, payload, job units list, dlq list, dlq index,
+#       then per child (in the order of the finish JSON's children): its unit hash, its payload.
+# ARGV: token, now ms, unit id, finish JSON, stats key prefix, child payloads...
 # Returns 0 when the lease is not ours, 1 when recorded, 2 when that also finished the job.
 # The finish JSON: state, fields{}, delivered, dead, attempts_delta, deadline (ms or null),
-# dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[5..]).
+# dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[6..]).
+# The one key not in KEYS is the metrics hash (keys.stats), named by the target that the
+# unit hash holds: the script reads it there, the truth, rather than trust the caller's,
+# and the prefix comes from keys.py as ARGV[5] (importq runs on one Redis, not a Cluster).
 _FINISH = (
     MINE
     + """
@@ -120,15 +132,15 @@ for i, entry in ipairs(f.dead_letters) do redis.call('RPUSH', KEYS[7], entry) en
 if #f.dead_letters > 0 then redis.call('ZADD', KEYS[8], now, redis.call('HGET', KEYS[1], 'job')) end
 local job = redis.call('HGET', KEYS[1], 'job')
 for i, child in ipairs(f.children) do
-  local ck = 'importq:unit:' .. child.id
-  for k, v in pairs(child.fields) do redis.call('HSET', ck, k, v) end
-  redis.call('SET', 'importq:payload:' .. child.id, ARGV[4 + i])
+  local child_unit, child_payload = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
+  for k, v in pairs(child.fields) do redis.call('HSET', child_unit, k, v) end
+  redis.call('SET', child_payload, ARGV[5 + i])
   redis.call('RPUSH', KEYS[6], child.id)
   redis.call('ZADD', KEYS[3], now + f.grace_ms, child.id)
 end
 redis.call('HINCRBY', KEYS[4], 'units_total', #f.children)
 -- running totals per target for the Prometheus metrics (workers/metrics.py)
-local stats = 'importq:stats:' .. (redis.call('HGET', KEYS[1], 'target') or '-')
+local stats = ARGV[5] .. (redis.call('HGET', KEYS[1], 'target') or '-')
 if f.terminal then
   redis.call('HINCRBY', stats, 'units_' .. f.state, 1)
   redis.call('HINCRBY', stats, 'records_delivered', f.delivered)
@@ -156,7 +168,12 @@ return 1
 """
 )
 
-# KEYS: watch.  ARGV: now ms, limit, grace ms, rescue ms, longest rescue ms.
+# KEYS: watch.  ARGV: now ms, limit, grace ms, rescue ms, longest rescue ms,
+#       unit hash key prefix, lease key prefix (keys.unit(""), keys.lease("")).
+# The unit and lease keys are those of the ids the script finds in the watch zset, so they
+# cannot be declared in KEYS up front: their prefixes come from keys.py as ARGV instead of
+# a ZRANGEBYSCORE from Python and a second call, which keeps one round trip per sweep and
+# reads the due units in the same atomic step that re-dates them (one Redis, no Cluster).
 # Returns unit ids to publish again. A unit is due when its lease expired (worker died),
 # its retry time passed plus grace (the retry message was lost), or it stayed unclaimed
 # for a rescue period (its message was lost, or a backlog is long). Each rescue of one unit
@@ -166,9 +183,9 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 local now = tonumber(ARGV[1])
 local out = {}
 for i, id in ipairs(due) do
-  local unit = 'importq:unit:' .. id
+  local unit = ARGV[6] .. id
   local state = redis.call('HGET', unit, 'state')
-  if redis.call('EXISTS', 'importq:lease:' .. id) == 1 then
+  if redis.call('EXISTS', ARGV[7] .. id) == 1 then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
   elseif state == 'running' or state == 'waiting' then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
@@ -323,7 +340,9 @@ class Leases:
             keys.dead_letters(job_id),
             keys.DLQ_INDEX,
         ]
-        args: list[Any] = [token, now_ms(), unit_id, json.dumps(spec)]
+        for child_id, _, _ in result.children:
+            finish_keys += [keys.unit(child_id), keys.payload(child_id)]
+        args: list[Any] = [token, now_ms(), unit_id, json.dumps(spec), keys.stats("")]
         args += [payload for _, _, payload in result.children]
         return int(self._finish(keys=finish_keys, args=args))
 
@@ -336,7 +355,8 @@ class Leases:
         """Unit ids whose lease expired, whose retry is overdue, or that stayed unclaimed."""
         rescue_ms = int(rescue_seconds * 1000)
         longest_ms = max(rescue_ms, int(longest_rescue_seconds * 1000))
-        args = [now_ms(), limit, self.grace_ms, rescue_ms, longest_ms]
+        prefixes = [keys.unit(""), keys.lease("")]  # of the unit ids the script finds
+        args: list[Any] = [now_ms(), limit, self.grace_ms, rescue_ms, longest_ms, *prefixes]
         found = self._reap(keys=[keys.WATCH], args=args)
         return [_text(x) for x in found]
 
