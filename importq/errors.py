@@ -3,9 +3,6 @@
     ImportqError
     ├── InputError            bad input refused before anything is enqueued (file:line: field: why)
     ├── ConfigError           a missing or invalid setting; fix the environment and run again
-    ├── LeaseLost             this worker no longer owns the unit; it must stop without committing
-    │   └── LeaseUnconfirmed  Redis did not confirm the lease in time; stop, hand back if still ours
-    ├── HandBack              the worker is shutting down: the unit goes back to the queue
     └── TargetError           the vendor answered badly (keeps target, status, vendor message)
         ├── RetryableError    may succeed later: timeouts, connection errors, 429, 502/503/504
         │   ├── RateLimited   429; carries the vendor's Retry-After
@@ -17,6 +14,9 @@
 
 `FinalError.record_level` says the refusal may be caused by one record in the
 unit, so the core bisects the unit to isolate it instead of failing it whole.
+
+What stops a running unit without being a failure (a lost lease, a worker shutting
+down) is a control signal, outside this tree: see workers/signals.py.
 """
 
 from __future__ import annotations
@@ -38,18 +38,6 @@ class InputError(ImportqError):
 
 class ConfigError(ImportqError):
     """A setting is missing or invalid."""
-
-
-class LeaseLost(ImportqError):
-    """The unit's lease expired or was taken over; the holder must not commit."""
-
-
-class LeaseUnconfirmed(LeaseLost):
-    """The lease could not be renewed in time (Redis unreachable); it may still be ours."""
-
-
-class HandBack(ImportqError):
-    """The worker is shutting down: stop at this checkpoint and return the unit to the queue."""
 
 
 class TargetError(ImportqError):

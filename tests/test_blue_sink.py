@@ -17,11 +17,12 @@ import redis
 import structlog
 import structlog.testing
 
-from importq.errors import FinalError, HandBack, InputError, RetryableError
+from importq.errors import FinalError, InputError, RetryableError
 from importq.settings import Secret, Settings
 from producers.publish import locate
 from simulators.blue import FAKE_API_KEY, BlueSimulator
 from workers import keys
+from workers.signals import HandBack
 from workers.targets.base import Delivered, RunContext
 from workers.targets.blue import SINK
 from workers.targets.blue.answers import ImportOptions

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from importq.errors import HandBack, LeaseUnconfirmed, RetryableError
+from importq.errors import RetryableError
 from tests.faults import StallableProxy
 from tests.scripted import TARGET, MakeRunner, Published, ScriptedSink, staged_unit
 from workers import keys
@@ -20,6 +20,7 @@ from workers.heartbeat import Heartbeat
 from workers.jobs import JobStore, UnitState
 from workers.leases import Finish, Leases
 from workers.runner import FREE_HANDBACKS, MISSING_PAYLOAD
+from workers.signals import HandBack, LeaseUnconfirmed
 
 LATER = 40.0  # seconds: a due time far enough ahead that no test run reaches it
 

@@ -18,7 +18,6 @@ import structlog
 
 from importq.errors import (
     AuthError,
-    LeaseLost,
     NotFoundError,
     RejectedError,
     RetryableError,
@@ -27,6 +26,7 @@ from importq.settings import Secret, Settings
 from simulators.sourcing_data import SimConfig, SourcingDataSimulator
 from workers import keys
 from workers.retry import resend
+from workers.signals import LeaseLost
 from workers.targets.base import Delivered, Record, RunContext
 from workers.targets.sourcing_data import sink as sink_module
 from workers.targets.sourcing_data.client import SourcingDataClient

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import redis
 import structlog
 
-from importq.errors import HandBack, LeaseLost, LeaseUnconfirmed
 from workers import keys
 from workers.leases import Leases
+from workers.signals import HandBack, LeaseLost, LeaseUnconfirmed
 
 log = structlog.get_logger("importq.heartbeat")
 SHUTDOWN_CHECK_SECONDS = 0.5  # at most one Redis read per half second from checkpoint()

@@ -20,21 +20,14 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
 from importq import broker
-from importq.errors import (
-    ConfigError,
-    FinalError,
-    HandBack,
-    LeaseLost,
-    LeaseUnconfirmed,
-    RetryableError,
-    TargetError,
-)
+from importq.errors import ConfigError, FinalError, RetryableError, TargetError
 from importq.settings import Settings
 from workers import breaker, keys, ordering, ratelimit, targets, vendor_calls
 from workers.heartbeat import Heartbeat, Slot
 from workers.jobs import JobStore, JobView, UnitState, encode_records, unit_fields
 from workers.leases import Claim, Finish, Leases, now_ms
 from workers.retry import unit_delay
+from workers.signals import HandBack, LeaseLost, LeaseUnconfirmed
 from workers.targets.base import Delivered, Record, RunContext, Sink
 
 Publish = Callable[[str, str, float | None], None]  # unit id, target, countdown
