@@ -128,3 +128,20 @@ def test_a_worker_refuses_to_start_a_target_whose_settings_are_wrong(
     log = worker.log_path.read_text()
     assert f"{variable}={value!r}" in log, log[-3000:]
     assert " ready." not in log
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BLUE_ROWS_PER_PUSH", "0"),
+        ("BLUE_TIMEOUT", "0"),
+        ("BLUE_PREPARE_TIMEOUT", "-5"),
+        ("BLUE_BUSY_RETRY", "0"),
+        ("BLUE_PROGRESS_INTERVAL", "0.001"),
+    ],  # fmt: skip
+)
+def test_blue_settings_that_mean_nothing_are_refused_not_bent(variable: str, value: str) -> None:
+    from workers.targets.blue.limits import BlueLimits
+
+    message = refusal(lambda: BlueLimits.from_settings(load({variable: value})))
+    assert f"{variable}={value!r}" in message

@@ -38,17 +38,21 @@ class BlueLimits:
         address = settings.get("BLUE_ENDPOINT_URL") or settings.get("BLUE_WSDL_URL")
         return cls(
             instance=instance_of(address) if address else cls.instance,
-            rows_per_push=max(1, settings.integer("BLUE_ROWS_PER_PUSH", VENDOR_ROWS_PER_PUSH)),
+            rows_per_push=settings.integer("BLUE_ROWS_PER_PUSH", VENDOR_ROWS_PER_PUSH, minimum=1),
             connect_timeout_seconds=settings.number(
-                "BLUE_CONNECT_TIMEOUT", cls.connect_timeout_seconds
+                "BLUE_CONNECT_TIMEOUT", cls.connect_timeout_seconds, above=0
             ),
-            read_timeout_seconds=settings.number("BLUE_TIMEOUT", cls.read_timeout_seconds),
-            long_timeout_seconds=settings.number("BLUE_PREPARE_TIMEOUT", cls.long_timeout_seconds),
+            read_timeout_seconds=settings.number("BLUE_TIMEOUT", cls.read_timeout_seconds, above=0),
+            long_timeout_seconds=settings.number(
+                "BLUE_PREPARE_TIMEOUT", cls.long_timeout_seconds, above=0
+            ),
             import_gap_seconds=settings.number("BLUE_IMPORT_GAP", cls.import_gap_seconds),
-            foreign_retry_seconds=settings.number("BLUE_FOREIGN_RETRY", cls.foreign_retry_seconds),
-            busy_retry_seconds=settings.number("BLUE_BUSY_RETRY", cls.busy_retry_seconds),
-            progress_interval_seconds=max(
-                0.05, settings.number("BLUE_PROGRESS_INTERVAL", cls.progress_interval_seconds)
+            foreign_retry_seconds=settings.number(
+                "BLUE_FOREIGN_RETRY", cls.foreign_retry_seconds, above=0
+            ),
+            busy_retry_seconds=settings.number("BLUE_BUSY_RETRY", cls.busy_retry_seconds, above=0),
+            progress_interval_seconds=settings.number(
+                "BLUE_PROGRESS_INTERVAL", cls.progress_interval_seconds, minimum=0.05
             ),
         )
 
