@@ -138,7 +138,7 @@ def test_a_worker_refuses_to_start_a_target_whose_settings_are_wrong(
         ("BLUE_PREPARE_TIMEOUT", "-5"),
         ("BLUE_BUSY_RETRY", "0"),
         ("BLUE_PROGRESS_INTERVAL", "0.001"),
-    ],  # fmt: skip
+    ],
 )
 def test_blue_settings_that_mean_nothing_are_refused_not_bent(variable: str, value: str) -> None:
     from workers.targets.blue.limits import BlueLimits
