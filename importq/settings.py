@@ -189,11 +189,17 @@ def _number(
         raise ConfigError(f"{name}={raw!r} is not a finite number; {accepted}")
     if above is not None and value <= above:
         raise ConfigError(f"{name}={raw!r} must be above {_shown(above)}; {accepted}")
+    _in_range(name, raw, value, minimum, maximum, accepted)
+    return value
+
+
+def _in_range(
+    name: str, raw: str, value: float, minimum: float, maximum: float | None, accepted: str
+) -> None:
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {_shown(minimum)}; {accepted}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name}={raw!r} must be at most {_shown(maximum)}; {accepted}")
-    return value
 
 
 def _integer(
@@ -214,10 +220,7 @@ def _integer(
         value = int(raw.strip())
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number; {accepted}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum}; {accepted}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name}={raw!r} must be at most {maximum}; {accepted}")
+    _in_range(name, raw, value, minimum, maximum, accepted)
     return value
 
 

@@ -42,14 +42,22 @@ def publish_sourcing(records: Any, operation_id: str = "op-test") -> str:
 def wait_for_job(job_id: str, timeout: float = 120) -> JobView:
     from workers import app
 
-    store = JobStore(app.redis_client())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = store.get(job_id)
-        if job is not None and job.finished:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {store.get(job_id)}")
+    return finished_job(job_id, JobStore(app.redis_client()).get, timeout)
+
+
+def finished_job(job_id: str, read: Callable[[str], JobView | None], timeout: float) -> JobView:
+    """The job once `read` shows it finished; fails with its last state after `timeout` s."""
+
+    def finished() -> JobView | None:
+        job = read(job_id)
+        return job if job is not None and job.finished else None
+
+    try:
+        found: JobView = wait_until(f"job {job_id} to finish", finished, timeout)
+    except AssertionError:
+        last = read(job_id)
+        raise AssertionError(f"job {job_id} did not finish in {timeout:.0f} s: {last}") from None
+    return found
 
 
 def jsonl(*records: Any) -> str:

@@ -259,6 +259,10 @@ class JobStore:
         for unit_id in self.unit_ids(job_id):
             yield unit_id, self.unit(unit_id)
 
+    def first_error(self, job_id: str) -> str | None:
+        """The first unit error of a job (why it failed, for holds and pipelines), or None."""
+        return next((f["last_error"] for _, f in self.units(job_id) if f.get("last_error")), None)
+
     def running_progress(self, job_id: str) -> float:
         """Records' worth of work done inside units still running (their `percent`)."""
         pipe = self.redis.pipeline(transaction=False)

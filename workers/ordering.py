@@ -79,8 +79,7 @@ def hold_if_unfit(store: JobStore, job: JobView) -> str | None:
         return None
     if not sink.holds_order_on_failure(job.params):
         return None
-    reason = next((f["last_error"] for _, f in store.units(job.id) if f.get("last_error")),
-                  f"it ended {job.state}")  # fmt: skip
+    reason = store.first_error(job.id) or f"it ended {job.state}"
     value = json.dumps({"job": job.id, "reason": reason})
     store.redis.set(keys.order_hold(job.target, key), value, nx=True)
     return held(store.redis, job.target, key)

@@ -168,10 +168,8 @@ def _stop_rest(
 
 
 def _first_error(store: JobStore, job_id: str) -> str:
-    for _, fields in store.units(job_id):
-        if fields.get("last_error"):
-            return f" ({fields['last_error'][:300]})"
-    return ""
+    error = store.first_error(job_id)
+    return f" ({error[:300]})" if error else ""
 
 
 def on_job_finished(

@@ -132,7 +132,7 @@ class Runner:
         return "early"
 
     def _cancel(self, run: UnitRun) -> str:
-        if self._left_open(run) and isinstance(settled := self._abandon(run), Delivered):
+        if isinstance(settled := self._abandon(run), Delivered):
             return self._delivered(run, settled)  # committed before the cancel came
         return self._finish(run, Finish(UnitState.CANCELLED, terminal=True))
 
@@ -365,19 +365,17 @@ class Runner:
 
     def _fail(self, run: UnitRun, reason: str, *, settle: bool = True) -> str:
         """Dead-letter the unit's records, after settling what earlier attempts left open."""
-        if settle and self._left_open(run):
-            settled = self._abandon(run)
-            if isinstance(settled, Delivered):  # it had committed: not a failure at all
-                log.warning("the vendor had committed the unit", reason=reason)
-                return self._delivered(run, settled)
-            reason += settled
-        return self._dead_lettered(run, reason)
-
-    def _left_open(self, run: UnitRun) -> bool:
-        return any(k.startswith("remote.") and v for k, v in run.unit.items())
+        settled = self._abandon(run) if settle else ""
+        if isinstance(settled, Delivered):  # it had committed: not a failure at all
+            log.warning("the vendor had committed the unit", reason=reason)
+            return self._delivered(run, settled)
+        return self._dead_lettered(run, reason + settled)
 
     def _abandon(self, run: UnitRun) -> Delivered | str:
-        """Ask the sink to settle an earlier attempt's remote state; a note for the reason."""
+        """Ask the sink to settle what earlier attempts left open (their remote.* fields);
+        Delivered if the vendor had committed, else a note for the reason ("" for none)."""
+        if not any(k.startswith("remote.") and v for k, v in run.unit.items()):
+            return ""  # nothing was opened at the vendor: nothing to ask
         try:
             limits = run.sink.load_limits(self.settings)
             client = self.client(run.sink)

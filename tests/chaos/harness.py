@@ -25,7 +25,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from importq.processes import Process, celery_worker_command
-from tests.helpers import wait_until
+from tests.helpers import finished_job, wait_until
 from workers.dlq import DeadLetters
 from workers.jobs import JobStore, JobView
 
@@ -106,13 +106,7 @@ class Site:
             return None  # Redis is down for a moment: ask again later
 
     def wait_job(self, job_id: str, timeout: float = JOB_TIMEOUT) -> JobView:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if job is not None and job.finished:
-                return job
-            time.sleep(0.1)
-        raise AssertionError(f"job {job_id} did not finish in {timeout:.0f} s: {self.job(job_id)}")
+        return finished_job(job_id, self.job, timeout)
 
     def unit(self, unit_id: str) -> dict[str, str]:
         try:
