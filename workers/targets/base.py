@@ -64,6 +64,19 @@ class Param:
         return f"{self.name} ({self.type}): {self.help}"
 
 
+@dataclass(frozen=True)
+class EnvSetting:
+    """One environment variable a target reads: a row of the README's settings table, and
+    what a deployment file passes to that target's workers (and to no other)."""
+
+    name: str
+    default: str
+    """As shown to people ("" for none, "(bucket root)" for a described default)."""
+    help: str
+    secret: bool = False
+    """Never logged, never in job state; only the target's own workers get it."""
+
+
 @dataclass
 class Delivered:
     """What one run of a unit achieved: records accepted, and those the vendor skipped."""
