@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import ijson
 
+from importq import jsoncodec
 from importq.errors import InputError
 from producers.problems import Problems, refuse
 from workers.targets.base import CsvColumns
@@ -177,14 +178,9 @@ def json_type(value: object) -> str:
 # -- JSON Lines -------------------------------------------------------------------------------
 
 
-def _reject_constant(token: str) -> Any:
-    # json.loads accepts NaN and Infinity, which no target's JSON parser would.
-    raise ValueError(f"{token} is not valid JSON")
-
-
 def _parse_line(line: bytes, where: str) -> Record:
     try:
-        value = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+        value = jsoncodec.loads(line)
     except UnicodeDecodeError as e:
         raise InputError(f"not valid UTF-8: {e.reason} at byte {e.start + 1}", where) from None
     except json.JSONDecodeError as e:

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from importq import jsoncodec
 from workers import keys
 
 
@@ -53,11 +54,11 @@ TERMINAL_UNIT_STATES = (
 
 def encode_records(records: list[dict[str, Any]]) -> bytes:
     """The claim-check payload: compact JSON, zlib-compressed (records repeat field names)."""
-    return zlib.compress(json.dumps(records, separators=(",", ":")).encode(), 1)
+    return zlib.compress(jsoncodec.dumps(records), 1)
 
 
 def decode_records(payload: bytes) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = json.loads(zlib.decompress(payload))
+    records: list[dict[str, Any]] = jsoncodec.loads(zlib.decompress(payload))
     return records
 
 

@@ -8,7 +8,6 @@ sink owns batching within the vendor's limits and the calls of one unit.
 from __future__ import annotations
 
 import difflib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import structlog
 from redis import Redis
 
+from importq import jsoncodec
 from importq.errors import InputError
 from importq.settings import Settings
 
@@ -222,12 +222,9 @@ def refuse_unknown_params(sink: Sink, params: dict[str, Any], settings: Settings
         )
 
 
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 def record_size(record: Record) -> int:
     """Bytes of a record as compact JSON: what byte budgets count."""
-    return len(_COMPACT_JSON(record).encode())
+    return len(jsoncodec.dumps(record))
 
 
 def batched(
