@@ -108,7 +108,7 @@ def publish(
         _dry_run(target, file, fmt, options, as_json, no_check)
     app = _app()
     store = JobStore(app.redis_client())
-    _say(f"redis: {broker.safe_url(app.REDIS_URL)}")
+    _say(f"redis: {broker.safe_url(app.redis_url())}")
     if manifest:
         if file:
             raise click.UsageError("give FILE or --manifest, not both")
@@ -117,7 +117,7 @@ def publish(
         target,
         read_records(file, fmt, target=target) if file else None,
         options,
-        settings=app.SETTINGS,
+        settings=app.settings(),
         store=store,
         publish_unit=app.publish_unit,
         on_unit=_staging_progress(),
@@ -183,7 +183,7 @@ def _publish_pipeline(
         manifest,
         target,
         options,
-        settings=app.SETTINGS,
+        settings=app.settings(),
         store=store,
         publish_unit=app.publish_unit,
         check_target=not no_check,

@@ -87,7 +87,7 @@ def dlq_replay(job_id: str | None, target: str | None, every_job: bool,
     failed = 0
     for one in job_ids:
         try:
-            done = replay(one, settings=app.SETTINGS, store=store, publish_unit=app.publish_unit,
+            done = replay(one, settings=app.settings(), store=store, publish_unit=app.publish_unit,
                           overrides=_parse_params(params))  # fmt: skip
         except ReplayError as error:
             failed += 1

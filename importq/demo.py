@@ -96,7 +96,7 @@ def _publish(target: str, count: int) -> str:
 
     params, records = load(target).demo_job(count)
     located = locate(records, f"{target} sample") if records is not None else None
-    job_id = publish(target, located, params, settings=app.SETTINGS,
+    job_id = publish(target, located, params, settings=app.settings(),
                      store=JobStore(app.redis_client()), publish_unit=app.publish_unit)  # fmt: skip
     print(f"published the {target} sample as job {job_id}")
     return job_id
