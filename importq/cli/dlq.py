@@ -37,7 +37,7 @@ def dlq_list(as_json: bool) -> None:
 @click.argument("job_id")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def dlqshow_job(job_id: str, limit: int, as_json: bool) -> None:
+def dlq_show(job_id: str, limit: int, as_json: bool) -> None:
     """The dead letters of JOB_ID: each record with the target's reason."""
     from workers.dlq import DeadLetters
 
