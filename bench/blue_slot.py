@@ -12,7 +12,7 @@ processes (concurrency 1 each, a private Redis). From the simulator's ledger:
 
     python -m bench.blue_slot [--prepare N] [--imports 20] [--rows 200] [--json]
 
-It runs in its own process (workers.app reads REDIS_URL once, at import), so
+It runs in its own process (workers.app reads REDIS_URL once, on first use), so
 `make bench` calls it through `run_in_subprocess()`.
 """
 
@@ -68,7 +68,7 @@ def _run(app: Any, sim: Any, imports: int, rows: int) -> dict[str, float]:
             for r in range(rows)
         )
         params = {"datasource": "Users"}
-        job_id = publish("blue", locate(records), params, settings=app.SETTINGS, store=store,
+        job_id = publish("blue", locate(records), params, settings=app.settings(), store=store,
                          publish_unit=app.publish_unit)  # fmt: skip
         jobs.append(job_id)
     deadline = time.monotonic() + TIMEOUT_SECONDS

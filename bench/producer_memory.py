@@ -62,7 +62,7 @@ def _peak_rss_mb() -> float:
 
 def child(records: int, redis_url: str, path: Path) -> dict[str, Any]:
     """Publish the file at `path`; figures of this process as a dict."""
-    os.environ["REDIS_URL"] = redis_url  # before workers.app is imported: it reads it then
+    os.environ["REDIS_URL"] = redis_url  # before workers.app first reads its settings
     os.environ.setdefault("SOURCING_DATA_AGENT_ID", env.AGENT)
     from producers.publish import publish
     from producers.readers import read_records
@@ -77,7 +77,7 @@ def child(records: int, redis_url: str, path: Path) -> dict[str, Any]:
         "sourcing_data",
         read_records(path, target="sourcing_data"),
         {"operation_id": env.OPERATION},
-        settings=app.SETTINGS,
+        settings=app.settings(),
         store=store,
         publish_unit=app.publish_unit,
     )

@@ -194,10 +194,10 @@ class _Baseline:
 
 
 def _worker_app(redis_url: str) -> ModuleType:
-    """workers.app, imported only now: it reads REDIS_URL and the limits at import."""
-    already = sys.modules.get("workers.app")
-    if already is not None and getattr(already, "REDIS_URL", None) != redis_url:
-        raise RuntimeError("workers.app was imported before the benchmark set REDIS_URL")
+    """workers.app, used only now: it reads REDIS_URL and the limits once, on first use."""
+    chosen = getattr(sys.modules.get("workers.app"), "_state", {}).get("redis_choice")
+    if chosen is not None and chosen.url != redis_url:
+        raise RuntimeError("workers.app picked its Redis before the benchmark set REDIS_URL")
     from workers import app
 
     return app
@@ -213,7 +213,7 @@ def _run_importq(app: ModuleType, records: list[Record]) -> tuple[float, dict[st
         "sourcing_data",
         locate(records),
         {"operation_id": env.OPERATION},
-        settings=app.SETTINGS,
+        settings=app.settings(),
         store=store,
         publish_unit=app.publish_unit,
     )
@@ -310,7 +310,7 @@ def measure(
         from workers.targets.base import batched
         from workers.targets.sourcing_data.limits import SourcingDataLimits
 
-        limits = SourcingDataLimits.from_settings(app.SETTINGS)
+        limits = SourcingDataLimits.from_settings(app.settings())
         baseline = _Baseline(base_url, limits.records_per_request, limits.poll_interval_seconds)
 
         # The same queue items importq cuts; cut before the clock starts: the baseline is

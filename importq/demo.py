@@ -16,16 +16,20 @@ from typing import Any
 
 from importq import broker
 from importq import settings as importq_settings
-from importq.processes import Process
+from importq.processes import Process, worker_commands
+from importq.progress import wait_for_job
+from producers.publish import locate, publish
+from simulators import load
+from simulators.http import serve
+from workers import app
+from workers.jobs import JobStore
+from workers.targets import SINKS
 
 WORKER_CONCURRENCY = 4
 
 
 def _start_workers(env: dict[str, str], log_dir: Path) -> list[Process]:
     """Workers for every queue, as `importq worker` starts them (Blue alone at -c 1)."""
-    from importq.cli_ops import worker_commands
-    from workers.targets import SINKS
-
     commands = worker_commands(list(SINKS), WORKER_CONCURRENCY, f"demo-{os.getpid()}@%h")
     quiet = ["--without-gossip", "--without-mingle"]
     workers = []
@@ -51,10 +55,6 @@ def run_demo(count: int) -> int:
 
 def _serve_simulators(cleanup: ExitStack) -> tuple[dict[str, Any], dict[str, str]]:
     """Every target's simulator, with mild latency and faults; and the env to reach them."""
-    from simulators import load
-    from simulators.http import serve
-    from workers.targets import SINKS
-
     sims: dict[str, Any] = {}
     env: dict[str, str] = {}
     for name in SINKS:
@@ -71,7 +71,7 @@ def _serve_simulators(cleanup: ExitStack) -> tuple[dict[str, Any], dict[str, str
 def _run(count: int, redis_url: str, home: Path, cleanup: ExitStack) -> int:
     sims, sim_env = _serve_simulators(cleanup)
     env = {**os.environ, **sim_env, "REDIS_URL": redis_url, "IMPORTQ_LOG_FORMAT": "json"}
-    os.environ.update(env)  # before workers.app is imported: it reads settings once
+    os.environ.update(env)  # before workers.app first reads its settings (once)
     log_dir = home / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     workers = _start_workers(env, log_dir)
@@ -89,30 +89,22 @@ def _run(count: int, redis_url: str, home: Path, cleanup: ExitStack) -> int:
 
 
 def _publish(target: str, count: int) -> str:
-    from producers.publish import locate, publish
-    from simulators import load
-    from workers import app
-    from workers.jobs import JobStore
 
     params, records = load(target).demo_job(count)
     located = locate(records, f"{target} sample") if records is not None else None
-    job_id = publish(target, located, params, settings=app.SETTINGS,
+    job_id = publish(target, located, params, settings=app.settings(),
                      store=JobStore(app.redis_client()), publish_unit=app.publish_unit)  # fmt: skip
     print(f"published the {target} sample as job {job_id}")
     return job_id
 
 
 def _wait(job_id: str, target: str) -> Any:
-    from importq.cli import wait_for_job
-    from workers import app
-    from workers.jobs import JobStore
 
     print(f"{target}:")
     return wait_for_job(JobStore(app.redis_client()), job_id, quiet=False)
 
 
 def _summary(jobs: dict[str, Any], sims: dict[str, Any], elapsed: float) -> None:
-    from simulators import load
 
     print(f"\nsummary ({elapsed:.1f} s in all)")
     for name, job in jobs.items():

@@ -1,15 +1,11 @@
-"""The `importq flower` command: Flower on the configured broker, behind basic auth."""
+"""Flower on the configured broker, behind basic auth: the login check and its command line."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import sys
 from collections.abc import Mapping
 
-import click
-
-from importq import settings as importq_settings
 from importq.errors import ConfigError
 
 DEFAULT_PORT = 5555
@@ -67,28 +63,3 @@ def flower_argv(port: int, address: str) -> list[str]:
         f"--address={address}",
         f"--tasks_columns={TASKS_COLUMNS}",
     ]
-
-
-@click.command()
-@click.option(
-    "--port", type=int, default=DEFAULT_PORT, show_default=True, envvar="FLOWER_PORT",
-    help="HTTP port (env FLOWER_PORT).",
-)  # fmt: skip
-@click.option(
-    "--address", default=LOCAL_ADDRESS, show_default=True, envvar="FLOWER_ADDRESS",
-    help="Address to listen on (env FLOWER_ADDRESS); other than loopback needs basic auth.",
-)  # fmt: skip
-def flower(port: int, address: str) -> None:
-    """Start Flower against the configured broker (execs `celery flower`).
-
-    Logins come from FLOWER_BASIC_AUTH=user:password[,user2:password2], read by
-    Flower from the environment (or .env), so they never show on a command line.
-    """
-    importq_settings.load()  # puts ./.env into os.environ, where Flower looks
-    warning = check_basic_auth(os.environ, address)
-    if warning:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(f"flower: http://{address}:{port}/ (tasks at /tasks, Prometheus at /metrics)",
-               err=True)  # fmt: skip
-    argv = flower_argv(port, address)
-    os.execv(argv[0], argv)

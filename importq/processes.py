@@ -2,7 +2,8 @@
 
 Each runs in its own process group, so stopping it reaches a Celery worker's
 pool children too, and writes its output to a log file that says when it is
-ready.
+ready. The `celery worker` command lines of `importq worker` and the demo are
+built here too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,34 @@ def celery_worker_command(queues: str, concurrency: int, name: str) -> list[str]
     return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues,
             "-c", str(concurrency), "-n", name, "--without-gossip", "--without-mingle",
             "--loglevel", "INFO"]  # fmt: skip
+
+
+def worker_commands(
+    queues: list[str], concurrency: int | None, name: str | None
+) -> list[list[str]]:
+    """One celery worker for the queues, plus one at -c 1 per one-process target (Blue)."""
+    from workers.targets import SINKS
+
+    solo = [q for q in queues if SINKS[q].one_process]
+    shared = [q for q in queues if q not in solo]
+    # Default node names carry this process's id: two `importq worker` runs on one host
+    # stay apart in Flower and in `celery inspect`.
+    pid = os.getpid()
+    commands = [_celery(shared, concurrency, name or f"importq-{pid}@%h")] if shared else []
+    for queue in solo:
+        node = f"{queue}-{name}" if name else f"{queue}-{pid}@%h"
+        commands.append(_celery([queue], 1, node if shared else name or node))
+    return commands
+
+
+def _celery(queues: list[str], concurrency: int | None, name: str | None) -> list[str]:
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(queues),
+            "-E", "--loglevel", "INFO"]  # fmt: skip
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if name:
+        argv += ["-n", name]
+    return argv
 
 
 class Process:

@@ -25,10 +25,10 @@ import yaml
 
 from importq.errors import InputError
 from importq.settings import Settings
-from producers.publish import Publish
+from producers.pipeline import Step, publish_pipeline
 from producers.readers import read_records
+from workers.dispatch import Publish
 from workers.jobs import JobStore
-from workers.pipelines import Step, publish_pipeline
 
 STEP_FIELDS = ("file", "format", "target", "params")
 

@@ -15,11 +15,11 @@ from typing import Any
 from importq.errors import ConfigError, InputError, RetryableError
 from importq.settings import Settings
 from producers.validate import validate
+from workers import app as worker_app
 from workers import ordering, targets
+from workers.dispatch import Publish, release
 from workers.jobs import JobStore
 from workers.targets.base import PREFLIGHT_FACTS, Located, Record, Sink, refuse_unknown_params
-
-Publish = Callable[[str, str, float | None], None]
 
 
 def locate(records: Iterable[Record], source: str = "record") -> Iterable[Located]:
@@ -99,22 +99,6 @@ def _stage(
     return unit_ids
 
 
-def release(store: JobStore, job_id: str, publish_unit: Publish, rescue_seconds: float) -> None:
-    """Send a staged job's units to its target's queue.
-
-    From now on the reaper watches them: a message lost on the way (a publish that
-    failed halfway, a worker killed between BRPOP and kombu's bookkeeping) is sent
-    again once `rescue_seconds` (IMPORTQ_RESCUE_SECONDS) passed unclaimed.
-    """
-    job = store.get(job_id)
-    if job is None:
-        raise InputError(f"no job {job_id}")
-    unit_ids = store.unit_ids(job_id)
-    store.watch(unit_ids, rescue_seconds)
-    for unit_id in unit_ids:
-        publish_unit(unit_id, job.target, None)
-
-
 def max_queued_units(settings: Settings, target: str) -> int:
     """Backpressure: a new job waits while its queue holds this many units (0: never)."""
     overall = settings.integer("IMPORTQ_MAX_QUEUED_UNITS", 0)
@@ -161,13 +145,11 @@ def publish_records(
     target: str, records: Iterable[Record], params: dict[str, Any] | None = None
 ) -> str:
     """Publish an iterable of dicts with the configured Redis (the usual producer call)."""
-    from workers import app as worker_app
-
     return publish(
         target,
         locate(records),
         params or {},
-        settings=worker_app.SETTINGS,
+        settings=worker_app.settings(),
         store=JobStore(worker_app.redis_client()),
         publish_unit=worker_app.publish_unit,
     )

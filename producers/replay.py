@@ -16,8 +16,9 @@ import redis
 
 from importq.errors import ImportqError
 from importq.settings import Settings
-from producers.publish import Publish, locate, publish
+from producers.publish import locate, publish
 from workers import keys, ordering, targets
+from workers.dispatch import Publish
 from workers.dlq import DeadLetters
 from workers.jobs import JobStore
 

@@ -1,7 +1,7 @@
 """Shared fixtures: one Redis per session on a free port, the simulator, worker processes.
 
-The environment is set before workers.app is imported anywhere, because the
-app reads its settings once at import, exactly like a real worker does.
+The environment is set before workers.app is first used anywhere, because the
+app reads its settings once, on first use, exactly like a real worker does.
 """
 
 from __future__ import annotations

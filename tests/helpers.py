@@ -33,7 +33,7 @@ def publish_sourcing(records: Any, operation_id: str = "op-test") -> str:
         "sourcing_data",
         locate(records),
         {"operation_id": operation_id},
-        settings=app.SETTINGS,
+        settings=app.settings(),
         store=JobStore(app.redis_client()),
         publish_unit=app.publish_unit,
     )
@@ -86,7 +86,7 @@ def wait_for_pause(target: str, timeout: float = 60) -> Pause:
     """The target's pause (workers/breaker.py), once a worker has paused it."""
     from workers import app
 
-    breaker = Breaker(app.redis_client(), app.SETTINGS)
+    breaker = Breaker(app.redis_client(), app.settings())
     deadline = time.monotonic() + timeout
     while (pause := breaker.pause(target)) is None:
         assert time.monotonic() < deadline, f"{target} was not paused"

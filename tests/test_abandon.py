@@ -50,7 +50,7 @@ def dead_attempt(
 def runner() -> Runner:
     from workers import app
 
-    return Runner(app.SETTINGS, JobStore(app.redis_client()), lambda *args: None)
+    return Runner(app.settings(), JobStore(app.redis_client()), lambda *args: None)
 
 
 def test_a_poisoned_unit_cancels_the_item_its_dead_attempt_left_pending(
@@ -58,8 +58,8 @@ def test_a_poisoned_unit_cancels_the_item_its_dead_attempt_left_pending(
 ) -> None:
     from workers import app
 
-    client = SourcingDataClient.from_settings(app.SETTINGS, 10)
-    crashes = app.SETTINGS.max_crashes - 1  # the next claim sees one more: poisoned
+    client = SourcingDataClient.from_settings(app.settings(), 10)
+    crashes = app.settings().max_crashes - 1  # the next claim sees one more: poisoned
     job_id, unit_id = dead_attempt(redis_client, client, completed=False, crashes=crashes)
     assert runner().run("sourcing_data", unit_id) == "failed"
     ledger = sim.ledger()
@@ -75,8 +75,8 @@ def test_a_poisoned_unit_whose_item_committed_is_delivered_not_dead_lettered(
 ) -> None:
     from workers import app
 
-    client = SourcingDataClient.from_settings(app.SETTINGS, 10)
-    crashes = app.SETTINGS.max_crashes - 1
+    client = SourcingDataClient.from_settings(app.settings(), 10)
+    crashes = app.settings().max_crashes - 1
     job_id, unit_id = dead_attempt(redis_client, client, completed=True, crashes=crashes)
     assert runner().run("sourcing_data", unit_id) == "succeeded"
     assert sim.ledger()["committed_records"] == RECORDS
@@ -89,7 +89,7 @@ def test_a_cancelled_job_cancels_the_item_its_dead_attempt_left_pending(
 ) -> None:
     from workers import app
 
-    client = SourcingDataClient.from_settings(app.SETTINGS, 10)
+    client = SourcingDataClient.from_settings(app.settings(), 10)
     job_id, unit_id = dead_attempt(redis_client, client, completed=False, crashes=0)
     JobStore(redis_client).cancel(job_id, "operator")
     assert runner().run("sourcing_data", unit_id) == "cancelled"

@@ -18,7 +18,7 @@ def test_messages_are_json_only_and_acked_late() -> None:
 def test_visibility_timeout_is_a_safety_net_far_beyond_the_lease() -> None:
     timeout = app.app.conf.broker_transport_options["visibility_timeout"]
     assert timeout >= 3 * 3600  # a Blue prepare runs for an hour
-    assert timeout > 100 * app.SETTINGS.lease_seconds
+    assert timeout > 100 * app.settings().lease_seconds
 
 
 def test_every_target_has_its_own_queue_and_task() -> None:
@@ -38,7 +38,7 @@ def test_message_carries_ids_only(redis_client: object) -> None:
 
     import schemas
 
-    client = redis_lib.Redis.from_url(app.REDIS_URL)
+    client = redis_lib.Redis.from_url(app.redis_url())
     app.publish_unit("job1:0", "sourcing_data")
     message = json.loads(client.lpop("sourcing_data") or b"{}")
     assert message["headers"]["argsrepr"] == "job=job1 unit=job1:0"

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from importq import cli_ops
-from importq.cli import main
+from importq.cli import main, services
 
 
 def _options(argv: list[str]) -> tuple[str, str | None, str | None]:
@@ -21,7 +20,7 @@ def _options(argv: list[str]) -> tuple[str, str | None, str | None]:
 
 def test_blue_with_other_targets_gets_a_worker_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[list[str]] = []
-    monkeypatch.setattr(cli_ops, "_run_side_by_side", lambda argvs: started.extend(argvs) or 0)
+    monkeypatch.setattr(services, "_run_side_by_side", lambda argvs: started.extend(argvs) or 0)
     result = CliRunner().invoke(main, ["worker", "--targets", "sourcing_data,blue", "-c", "4"])
     assert result.exit_code == 0, result.output
     pid = os.getpid()  # default node names are unique per `importq worker` process
@@ -34,6 +33,6 @@ def test_blue_with_other_targets_gets_a_worker_of_its_own(monkeypatch: pytest.Mo
 @pytest.mark.parametrize("args", [["--targets", "blue", "-c", "3"], ["--targets", "blue"]])
 def test_a_blue_only_worker_runs_one_process(monkeypatch: pytest.MonkeyPatch, args: Any) -> None:
     execs: list[list[str]] = []
-    monkeypatch.setattr(cli_ops.os, "execv", lambda path, argv: execs.append(argv))
+    monkeypatch.setattr(services.os, "execv", lambda path, argv: execs.append(argv))
     assert CliRunner().invoke(main, ["worker", *args]).exit_code == 0
     assert _options(execs[0])[:2] == ("blue", "1")

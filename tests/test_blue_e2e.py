@@ -46,7 +46,8 @@ def publish_blue(records: Any, datasource: str = "Users", **options: Any) -> str
     from workers import app
 
     return publish("blue", locate(records), {"datasource": datasource, **options},
-                   settings=app.SETTINGS, store=store(), publish_unit=app.publish_unit)  # fmt: skip
+                   settings=app.settings(), store=store(),
+                   publish_unit=app.publish_unit)  # fmt: skip
 
 
 def store() -> JobStore:

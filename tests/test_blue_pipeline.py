@@ -108,7 +108,7 @@ def test_a_step_whose_hook_never_ran_is_released_by_the_sweep(
     )
     redis_client.delete("blue")  # the first step's message: run in this process instead
     # A worker that dies right after the first step's last unit finished: no hook runs.
-    hookless = Runner(app.SETTINGS, store(), lambda unit, target, delay: sent.append(unit))
+    hookless = Runner(app.settings(), store(), lambda unit, target, delay: sent.append(unit))
     assert hookless.run("blue", f"{job_ids[0]}:0") == "succeeded"
     assert sent == [] and redis_client.llen("blue") == 0  # the second step is still held
     pipelines.sweep(store(), lambda unit, target, delay: sent.append(unit), 60.0)

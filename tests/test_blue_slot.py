@@ -38,7 +38,7 @@ def publish_blue(records: Any) -> str:
     from producers.publish import locate, publish
     from workers import app
 
-    return publish("blue", locate(records), {"datasource": "Users"}, settings=app.SETTINGS,
+    return publish("blue", locate(records), {"datasource": "Users"}, settings=app.settings(),
                    store=JobStore(app.redis_client()), publish_unit=app.publish_unit)  # fmt: skip
 
 
@@ -64,7 +64,7 @@ def test_a_unit_waiting_for_the_slot_asks_blue_nothing_during_a_prepare_of_many_
 ) -> None:
     from workers import app
 
-    lease = app.SETTINGS.lease_seconds
+    lease = app.settings().lease_seconds
     # A prepare three leases long: the slot lives only as long as the heartbeat renews it.
     blue.configure(prepare_seconds=3 * lease)
     for _ in range(2):  # two machines: the second unit has a worker of its own

@@ -76,7 +76,7 @@ def publish(records: list[dict[str, Any]] | None = None, uuid: str = UUID) -> st
     from workers.jobs import JobStore
 
     return publish_job("blueshift", None if records is None else locate(records), {"uuid": uuid},
-                       settings=app.SETTINGS, store=JobStore(app.redis_client()),
+                       settings=app.settings(), store=JobStore(app.redis_client()),
                        publish_unit=app.publish_unit)  # fmt: skip
 
 
@@ -133,9 +133,9 @@ def test_a_failed_bare_trigger_fails_its_job(blueshift: Any) -> None:
     from workers.jobs import JobStore
     from workers.runner import Runner
 
-    blueshift.configure(imports={}, api_key=app.SETTINGS.get("BLUESHIFT_API_KEY"))
+    blueshift.configure(imports={}, api_key=app.settings().get("BLUESHIFT_API_KEY"))
     store = JobStore(app.redis_client())
-    job_id = publish_job("blueshift", None, {"uuid": UUID}, settings=app.SETTINGS, store=store,
+    job_id = publish_job("blueshift", None, {"uuid": UUID}, settings=app.settings(), store=store,
                          publish_unit=lambda *_: None)  # fmt: skip
     runner = Runner(load(dict(os.environ)), store, lambda *_: None)  # the core, in-process
     assert runner.run("blueshift", store.unit_ids(job_id)[0]) == "failed"

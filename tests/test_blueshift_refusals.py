@@ -93,7 +93,7 @@ def test_input_over_the_byte_budget_is_refused_up_front(
     from workers import app
 
     small = load({**os.environ, "BLUESHIFT_MAX_IMPORT_BYTES": "200"})
-    monkeypatch.setattr(app, "SETTINGS", small)
+    monkeypatch.setattr(app, "settings", lambda: small)
     records = [{**GOOD, "customer_id": f"c-{n}"} for n in range(10)]
     result = _publish(tmp_path, ["--param", f"uuid={UUID}"], _jsonl(*records))
     assert result.exit_code == 1

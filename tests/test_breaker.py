@@ -180,7 +180,7 @@ def test_status_and_jobs_say_the_target_is_paused_and_why(
     monkeypatch.setattr(app, "publish_unit", lambda *args: None)  # no worker: it stays queued
     job_id = publish_sourcing(sample_records(10))
     refused = AuthError("401: SOURCING_DATA_TOKEN was refused", target="sourcing_data", status=401)
-    Breaker(redis_client, app.SETTINGS).failed("sourcing_data", "u", "token", refused)
+    Breaker(redis_client, app.settings()).failed("sourcing_data", "u", "token", refused)
     status = CliRunner().invoke(main, ["status", job_id])
     assert "target sourcing_data paused since" in status.output
     assert "SOURCING_DATA_TOKEN was refused" in status.output

@@ -39,7 +39,7 @@ def publish(mode: str, external_id: str, vals: list[list[str]], **params: str) -
         "datasource",
         locate({"Vals": v} for v in vals),
         {**defaults, **params},
-        settings=app.SETTINGS,
+        settings=app.settings(),
         store=JobStore(app.redis_client()),
         publish_unit=app.publish_unit,
     )

@@ -18,8 +18,9 @@ CUSTOMERS = jsonl({"email": "a@example.com"}, {"email": "b@example.com"})
 def no_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     from workers import app
 
-    env = {k: v for k, v in app.SETTINGS.env.items() if k != "BLUESHIFT_S3_BUCKET"}
-    monkeypatch.setattr(app, "SETTINGS", dataclasses.replace(app.SETTINGS, env=env))
+    env = {k: v for k, v in app.settings().env.items() if k != "BLUESHIFT_S3_BUCKET"}
+    changed = dataclasses.replace(app.settings(), env=env)
+    monkeypatch.setattr(app, "settings", lambda: changed)
     monkeypatch.delenv("BLUESHIFT_S3_BUCKET", raising=False)
 
 

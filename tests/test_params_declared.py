@@ -72,8 +72,9 @@ def test_workflow_query_params_named_in_the_setting_are_forwarded(
 ) -> None:
     from workers import app
 
-    env = {**app.SETTINGS.env, "WORKFLOW_IMPORT_QUERY_PARAMS": "importType, sendEmail"}
-    monkeypatch.setattr(app, "SETTINGS", dataclasses.replace(app.SETTINGS, env=env))
+    env = {**app.settings().env, "WORKFLOW_IMPORT_QUERY_PARAMS": "importType, sendEmail"}
+    changed = dataclasses.replace(app.settings(), env=env)
+    monkeypatch.setattr(app, "settings", lambda: changed)
     result = publish_file(tmp_path, "workflow_import", "in.jsonl", jsonl({"EmployeeId": "E1"}),
                           "--param", "importType=Onboarding", "--param", "creationPath=LH",
                           "--json")  # fmt: skip

@@ -106,7 +106,7 @@ def _publish_demo_jobs() -> dict[str, str]:
         params, records = load(target).demo_job(30)
         located = None if records is None else locate(records, f"{target} demo")  # a bare trigger
         jobs[target] = publish(
-            target, located, params, settings=app.SETTINGS,
+            target, located, params, settings=app.settings(),
             store=JobStore(app.redis_client()), publish_unit=app.publish_unit,
         )  # fmt: skip
     return jobs

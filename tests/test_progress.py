@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from importq.cli import _progress_line
+from importq.progress import progress_line
 from workers import keys
 from workers.jobs import JobStore
 from workers.targets.blue.importing import progress_fields
@@ -20,7 +20,7 @@ def test_running_units_count_their_reported_share(redis_client: redis.Redis) -> 
     assert store.running_progress(job_id) == 150.0  # only running units count
     job = store.get(job_id)
     assert job is not None
-    assert _progress_line(job, store.running_progress(job_id)).startswith("[" + "#" * 11 + " ")
+    assert progress_line(job, store.running_progress(job_id)).startswith("[" + "#" * 11 + " ")
 
 
 def test_blue_progress_status_maps_to_the_second_half_of_the_bar() -> None:

@@ -6,9 +6,10 @@ from typing import Any
 
 import redis
 
-from producers.publish import locate, publish, release
+from producers.publish import locate, publish
 from tests.helpers import sample_records
 from workers import keys
+from workers.dispatch import release
 from workers.jobs import JobStore
 
 
@@ -17,7 +18,7 @@ def test_held_units_are_sent_and_watched_only_on_release(redis_client: redis.Red
 
     sent: list[tuple[str, str, Any]] = []
     store = JobStore(redis_client)
-    job_id = publish("sourcing_data", locate(sample_records(5_000)), {}, settings=app.SETTINGS,
+    job_id = publish("sourcing_data", locate(sample_records(5_000)), {}, settings=app.settings(),
                      store=store, publish_unit=lambda *m: sent.append(m), hold=True)  # fmt: skip
     units = store.unit_ids(job_id)
     assert len(units) == 2 and sent == []

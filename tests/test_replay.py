@@ -105,7 +105,7 @@ def test_two_replays_at_once_replay_the_records_once(
         start.wait()
         store = JobStore(app.redis_client())
         try:
-            outcomes.append(replay(job_id, settings=app.SETTINGS, store=store,
+            outcomes.append(replay(job_id, settings=app.settings(), store=store,
                                    publish_unit=app.publish_unit))  # fmt: skip
         except ReplayError as error:
             outcomes.append(error)

@@ -59,8 +59,8 @@ def test_three_sourcing_workers_on_three_hosts_share_the_work(
     nodes = [f"sourcing@host-{name}" for name in ("a", "b", "c")]
     workers = start_workers("sourcing_data", nodes, 1)
     # 500-record queue items: nine units for three single-process workers.
-    env = {**app.SETTINGS.env, "SOURCING_DATA_RECORDS_PER_ITEM": "500"}
-    settings = dataclasses.replace(app.SETTINGS, env=env)
+    env = {**app.settings().env, "SOURCING_DATA_RECORDS_PER_ITEM": "500"}
+    settings = dataclasses.replace(app.settings(), env=env)
     store = JobStore(app.redis_client())
     job_id = publish("sourcing_data", locate(sample_records(4_500)), {"operation_id": "scale"},
                      settings=settings, store=store, publish_unit=app.publish_unit)  # fmt: skip
@@ -90,7 +90,7 @@ def test_two_blue_workers_never_run_two_imports_at_once(
     for _ in range(3):  # three imports queued at once for two workers
         params, records = load("blue").demo_job(50)
         located = None if records is None else locate(records, "blue demo")
-        jobs.append(publish("blue", located, params, settings=app.SETTINGS, store=store,
+        jobs.append(publish("blue", located, params, settings=app.settings(), store=store,
                             publish_unit=app.publish_unit))  # fmt: skip
     for job_id in jobs:
         assert wait_for_job(job_id, timeout=120).state == "succeeded"

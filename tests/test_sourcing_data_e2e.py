@@ -78,7 +78,7 @@ def test_lost_answer_to_a_start_without_an_operation_id_is_found_by_its_own_oper
 
     sim.configure(lose_next={"start": 1}, lost_answer="504")
     start_worker(concurrency=2)
-    job_id = publish("sourcing_data", locate(sample_records(6000)), {}, settings=app.SETTINGS,
+    job_id = publish("sourcing_data", locate(sample_records(6000)), {}, settings=app.settings(),
                      store=JobStore(app.redis_client()), publish_unit=app.publish_unit)  # fmt: skip
     job = wait_for_job(job_id)
     ledger = sim.ledger()

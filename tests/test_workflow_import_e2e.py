@@ -33,7 +33,7 @@ def publish(records: list[dict[str, Any]], **params: str) -> str:
 
     store = JobStore(app.redis_client())
     return publish_job(
-        QUEUE, locate(records), params, settings=app.SETTINGS, store=store,
+        QUEUE, locate(records), params, settings=app.settings(), store=store,
         publish_unit=app.publish_unit,
     )  # fmt: skip
 
@@ -69,8 +69,9 @@ def test_five_thousand_records_land_once_each_in_batches_listed_by_status(
 ) -> None:
     from workers import app
 
-    env = {**app.SETTINGS.env, "WORKFLOW_IMPORT_QUERY_PARAMS": "importType"}
-    monkeypatch.setattr(app, "SETTINGS", dataclasses.replace(app.SETTINGS, env=env))
+    env = {**app.settings().env, "WORKFLOW_IMPORT_QUERY_PARAMS": "importType"}
+    changed = dataclasses.replace(app.settings(), env=env)
+    monkeypatch.setattr(app, "settings", lambda: changed)
     started = worker(concurrency=4)
     job = wait_for_job(publish(people(5000), importType="Onboarding"))
     assert job.state == "succeeded", job

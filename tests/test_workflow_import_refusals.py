@@ -70,8 +70,9 @@ def test_good_file_with_params_is_enqueued_in_batches(
 ) -> None:
     from workers import app
 
-    env = {**app.SETTINGS.env, "WORKFLOW_IMPORT_QUERY_PARAMS": "importType"}
-    monkeypatch.setattr(app, "SETTINGS", dataclasses.replace(app.SETTINGS, env=env))
+    env = {**app.settings().env, "WORKFLOW_IMPORT_QUERY_PARAMS": "importType"}
+    changed = dataclasses.replace(app.settings(), env=env)
+    monkeypatch.setattr(app, "settings", lambda: changed)
     content = jsonl(*({"EmployeeId": f"E{n}", "Active": n % 2 == 0} for n in range(2500)))
     result = publish_file(
         tmp_path,

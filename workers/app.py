@@ -19,24 +19,48 @@ from importq import broker
 from importq import logging as importq_logging
 from importq import settings as importq_settings
 from importq.errors import ConfigError
+from importq.settings import Settings
 from workers import keys, pipelines, ratelimit, targets
 from workers.jobs import JobStore
 from workers.leases import Leases
 from workers.runner import Runner
 
-SETTINGS = importq_settings.load()
-REDIS = broker.choose(SETTINGS)
-REDIS_URL = REDIS.url
 log = structlog.get_logger("importq.worker")
+
+# What this process resolved on first use: settings, its Redis, clients, the runner.
+# Nothing is read or started at import: `celery -A workers.app` and `import workers.app`
+# load settings (and pick, or start, a Redis) only once the app's configuration is read.
+_state: dict[str, Any] = {}
 
 
 def task_name(target: str) -> str:
     return f"importq.{target}"
 
 
-def _configure(app: Celery) -> None:
-    app.conf.update(
-        broker_url=REDIS_URL,
+def settings() -> Settings:
+    """This process's settings, read from the environment once, on first use."""
+    if "settings" not in _state:
+        _state["settings"] = importq_settings.load()
+    loaded: Settings = _state["settings"]
+    return loaded
+
+
+def redis_choice() -> broker.RedisChoice:
+    """The Redis this process uses, resolved once on first use: may start the embedded one."""
+    if "redis_choice" not in _state:
+        _state["redis_choice"] = broker.choose(settings())
+    choice: broker.RedisChoice = _state["redis_choice"]
+    return choice
+
+
+def redis_url() -> str:
+    return redis_choice().url
+
+
+def _config() -> dict[str, Any]:
+    """The app's configuration: Celery calls this the first time it reads `app.conf`."""
+    return dict(
+        broker_url=redis_url(),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],  # pickle is refused
@@ -54,10 +78,16 @@ def _configure(app: Celery) -> None:
         task_queues=[Queue(name) for name in targets.SINKS],
         task_routes={task_name(name): {"queue": name} for name in targets.SINKS},
         task_default_queue=next(iter(targets.SINKS)),
+        # The runner turns it into a retry (an attempt) that names the setting; the next
+        # attempt settles what this one left open with the vendor.
+        task_annotations={
+            task_name(name): {"soft_time_limit": settings().unit_time_limit}
+            for name in targets.SINKS
+        },
         broker_transport_options={
             # The last safety net only: the reaper requeues a dead worker's unit after
             # its lease (30 s). Longer than the longest unit (a Blue prepare: an hour).
-            "visibility_timeout": SETTINGS.visibility_timeout,
+            "visibility_timeout": settings().visibility_timeout,
             "socket_timeout": 30,
             "socket_connect_timeout": 10,
             "health_check_interval": 25,
@@ -66,16 +96,17 @@ def _configure(app: Celery) -> None:
 
 
 app = Celery("importq")
-_configure(app)
-_state: dict[str, Any] = {}
+# A promise Celery keeps until the configuration is first needed (a worker starting, a
+# message sent): importing this module reads no setting and connects nowhere.
+app.add_defaults(_config)
 
 
 def redis_client() -> redis.Redis:
     if "redis" not in _state:
         # Retries ride out a Redis restart; one try times out well within the lease, so a
         # stalled connection cannot hold a unit past the point where it must stop.
-        timeout = max(1.0, min(5.0, SETTINGS.lease_seconds / 4))
-        _state["redis"] = broker.client(REDIS_URL, socket_timeout=timeout)
+        timeout = max(1.0, min(5.0, settings().lease_seconds / 4))
+        _state["redis"] = broker.client(redis_url(), socket_timeout=timeout)
     client: redis.Redis = _state["redis"]
     return client
 
@@ -110,10 +141,10 @@ def publish_unit(unit_id: str, target: str, countdown: float | None = None) -> N
 
 def runner() -> Runner:
     if "runner" not in _state:
-        _state["runner"] = Runner(SETTINGS, JobStore(redis_client()), publish_unit, REDIS_URL)
+        _state["runner"] = Runner(settings(), JobStore(redis_client()), publish_unit, redis_url())
         _state["runner"].job_finished_hooks.append(
             pipelines.on_job_finished(
-                JobStore(redis_client()), publish_unit, SETTINGS.rescue_seconds
+                JobStore(redis_client()), publish_unit, settings().rescue_seconds
             )
         )
     result: Runner = _state["runner"]
@@ -128,9 +159,6 @@ def _register(target: str) -> None:
         reject_on_worker_lost=True,
         max_retries=0,
         ignore_result=True,
-        # The runner turns it into a retry (an attempt) that names the setting; the next
-        # attempt settles what this one left open with the vendor.
-        soft_time_limit=SETTINGS.unit_time_limit,
     )
     def run_unit(self: Task, envelope: dict[str, Any]) -> str:
         return runner().run(target, envelope["unit_id"], shutdown_id(self.request.hostname or ""))
@@ -142,13 +170,13 @@ for _name in targets.SINKS:
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    importq_logging.configure(SETTINGS)
+    importq_logging.configure(settings())
 
 
 def reap_once(leases: Leases) -> int:
     """Re-enqueue every unit whose lease expired or whose retry is overdue."""
     store = JobStore(leases.redis)
-    due = leases.reap(SETTINGS.rescue_seconds, SETTINGS.visibility_timeout)
+    due = leases.reap(settings().rescue_seconds, settings().visibility_timeout)
     for unit_id in due:
         target = store.unit(unit_id).get("target")
         if target:
@@ -162,18 +190,18 @@ def reap_once(leases: Leases) -> int:
 
 
 def _reaper_loop(stop: threading.Event) -> None:
-    leases = Leases(redis_client(), SETTINGS.lease_seconds, SETTINGS.retry_grace)
-    interval_ms = int(SETTINGS.reaper_interval * 1000)
-    while not stop.wait(SETTINGS.reaper_interval):
+    leases = Leases(redis_client(), settings().lease_seconds, settings().retry_grace)
+    interval_ms = int(settings().reaper_interval * 1000)
+    while not stop.wait(settings().reaper_interval):
         try:
             # One sweep per interval across all workers: the lock expires by itself.
             if leases.redis.set(keys.REAPER_LOCK, "1", nx=True, px=interval_ms):
                 reap_once(leases)
                 store = JobStore(leases.redis)
                 # Pipelines whose job-finished hook died with its worker move on here.
-                pipelines.sweep(store, publish_unit, SETTINGS.rescue_seconds)
-                store.forget_expired(SETTINGS.job_ttl)
-                for job_id in store.forget_abandoned_staging(SETTINGS.staging_ttl):
+                pipelines.sweep(store, publish_unit, settings().rescue_seconds)
+                store.forget_expired(settings().job_ttl)
+                for job_id in store.forget_abandoned_staging(settings().staging_ttl):
                     log.warning("discarded a job whose producer died while staging it",
                                 job=job_id)  # fmt: skip
         except Exception as error:  # keep sweeping through Redis blips
@@ -188,9 +216,9 @@ def configuration_problems(names: list[str]) -> list[str]:
         if sink is None:
             continue
         try:
-            sink.load_limits(SETTINGS)
-            ratelimit.rate_for(name, SETTINGS)
-            client = sink.make_client(SETTINGS)
+            sink.load_limits(settings())
+            ratelimit.rate_for(name, settings())
+            client = sink.make_client(settings())
         except ConfigError as error:
             problems.append(f"{name}: {error}")
             continue
@@ -203,7 +231,7 @@ def configuration_problems(names: list[str]) -> list[str]:
 @signals.worker_init.connect
 def _before_the_pool_starts(sender: Any = None, **_: Any) -> None:
     _state["main_pid"] = os.getpid()  # before the pool forks: its children inherit it
-    refusal = broker.eviction_refusal(redis_client(), SETTINGS.allow_eviction)
+    refusal = broker.eviction_refusal(redis_client(), settings().allow_eviction)
     if refusal:  # a worker on an evicting Redis could run units twice: do not start
         log.error("refusing to start", reason=refusal)
         raise SystemExit(f"importq worker: {refusal}")
@@ -221,7 +249,8 @@ def _before_the_pool_starts(sender: Any = None, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def _start_reaper(sender: Any = None, **_: Any) -> None:
-    log.info("worker ready", redis=broker.safe_url(REDIS_URL), redis_source=REDIS.source)
+    choice = redis_choice()
+    log.info("worker ready", redis=broker.safe_url(choice.url), redis_source=choice.source)
     stop = threading.Event()
     _state["reaper_stop"] = stop
     threading.Thread(target=_reaper_loop, args=(stop,), name="importq-reaper", daemon=True).start()

@@ -164,7 +164,7 @@ class JobStore:
         """Store one unit's records under the job; nothing is published yet.
 
         With `rescue_ms`, the reaper watches it at once (tests); publish watches units
-        when it releases them (see producers.publish.release).
+        when it releases them (see workers.dispatch.release).
         """
         unit_id = f"{job_id}:{number}"
         pipe = self.redis.pipeline(transaction=True)

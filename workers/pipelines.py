@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
-from importq.settings import Settings
-from producers.publish import Publish, publish, release
 from workers import keys
+from workers.dispatch import Publish, release
 from workers.jobs import JobState, JobStore, JobView, as_text, new_job_id
-from workers.targets.base import Located
 
 OPEN = keys.PREFIX + "pipelines"
 FINISHED_KEPT_SECONDS = 14 * 86400  # as long as a finished job by default (IMPORTQ_JOB_TTL)
@@ -44,15 +41,6 @@ def pipeline_of(job_id: str) -> str:
     return f"{keys.PREFIX}pipeline_of:{job_id}"
 
 
-@dataclass
-class Step:
-    """One job of a pipeline: a target, its records (None for record-less jobs), its options."""
-
-    target: str
-    records: Iterable[Located] | None
-    params: dict[str, Any]
-
-
 @dataclass(frozen=True)
 class PipelineView:
     id: str
@@ -60,29 +48,8 @@ class PipelineView:
     finished: bool
 
 
-def publish_pipeline(
-    steps: Sequence[Step],
-    *,
-    settings: Settings,
-    store: JobStore,
-    publish_unit: Publish,
-    allow_partial: bool = False,
-    check_target: bool = False,
-    notify: Callable[[str], None] = lambda message: None,
-) -> str:
-    """Validate and stage every step, then start the first; returns the pipeline id."""
-    job_ids: list[str] = []
-    try:
-        for step in steps:
-            job_id = publish(step.target, step.records, step.params, settings=settings,
-                             store=store, publish_unit=publish_unit, hold=True,
-                             check_target=check_target, notify=notify)  # fmt: skip
-            job_ids.append(job_id)
-    except BaseException:
-        for job_id in job_ids:  # nothing of a refused pipeline stays behind
-            store.discard(job_id)
-            store.redis.zrem(keys.JOBS, job_id)
-        raise
+def open_pipeline(store: JobStore, job_ids: list[str], allow_partial: bool) -> str:
+    """List staged, held jobs as the steps of a new pipeline; returns its id (none started)."""
     pipeline_id = new_job_id()
     pipe = store.redis.pipeline(transaction=True)
     pipe.hset(pipeline_key(pipeline_id), mapping={
@@ -93,7 +60,6 @@ def publish_pipeline(
         pipe.set(pipeline_of(job_id), pipeline_id)
     pipe.zadd(OPEN, {pipeline_id: int(time.time() * 1000)})
     pipe.execute()
-    advance(store, pipeline_id, publish_unit, settings.rescue_seconds)
     return pipeline_id
 
 

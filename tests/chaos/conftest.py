@@ -48,7 +48,7 @@ def session_site(redis_client: Any) -> Iterator[Site]:
     """The session Redis (emptied), seen through a client of the test's own."""
     from workers import app
 
-    site = Site(app.REDIS_URL)
+    site = Site(app.redis_url())
     yield site
     site.close()
 

@@ -1,0 +1,54 @@
+"""The `importq` command: one module per command group, gathered into one click group.
+
+    publish.py   publish (and --dry-run)      pipeline.py  publish --manifest
+    jobs.py      status, jobs                 control.py   cancel, release
+    dlq.py       dlq list / show / replay     services.py  worker, flower, metrics
+    broker.py    redis status / start / stop  doctor.py    doctor
+    demo.py      demo, simulate               common.py    what the groups share
+
+Command modules import the worker app (Celery and every target's client) only
+inside a command, so `importq --help` stays quick.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from importq.cli import broker, control, demo, dlq, doctor, jobs, publish, services
+from importq.errors import ImportqError
+
+
+class _Group(click.Group):
+    """Shows importq's own errors as one clear line (exit 1) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImportqError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="importq")
+def main() -> None:
+    """Queue records into SaaS import APIs through Redis-backed Celery workers."""
+
+
+for _command in (
+    publish.publish,
+    jobs.status,
+    jobs.jobs,
+    control.cancel,
+    dlq.dlq,
+    broker.redis_group,
+    demo.simulate,
+    services.worker,
+    demo.demo,
+    services.flower,
+    doctor.doctor,
+    services.metrics,
+    control.release,
+):
+    main.add_command(_command)
