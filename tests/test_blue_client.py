@@ -8,7 +8,15 @@ from typing import Any
 import httpx
 import pytest
 
-from importq.errors import AuthError, FinalError, NotFoundError, RetryableError, TargetError
+from importq.errors import (
+    AuthError,
+    FinalError,
+    NotApplied,
+    NotFoundError,
+    RejectedError,
+    RetryableError,
+    TargetError,
+)
 from importq.settings import Secret
 from simulators.blue import FAKE_API_KEY, BlueSimulator
 from workers.targets.blue.answers import ImportOptions
@@ -142,7 +150,7 @@ def test_blue_answers_map_to_the_error_tree(
     client = client_for(sim)
     with pytest.raises(error, match=phrase) as caught:
         CALLS[call](client)
-    assert not isinstance(caught.value, FinalError) or not caught.value.record_level
+    assert not isinstance(caught.value, RejectedError)  # one import: never bisected
 
 
 CALLS: dict[str, Callable[[BlueClient], Any]] = {
@@ -165,10 +173,10 @@ def test_the_other_soap_version_is_a_final_error_naming_the_setting() -> None:
 
 
 @pytest.mark.parametrize(
-    ("failure", "resendable"),
+    ("failure", "not_applied"),
     [(httpx.ReadTimeout("slow"), False), (httpx.ConnectError("refused"), True)],
 )
-def test_network_failures_are_retryable(failure: Exception, resendable: bool) -> None:
+def test_network_failures_are_retryable(failure: Exception, not_applied: bool) -> None:
     wsdl_only = BlueSimulator()
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -176,7 +184,7 @@ def test_network_failures_are_retryable(failure: Exception, resendable: bool) ->
 
     with pytest.raises(RetryableError) as caught:
         client_for(handler, limits=BlueLimits(resend_attempts=1)).datasources()
-    assert caught.value.resendable is resendable
+    assert isinstance(caught.value, NotApplied) is not_applied
     assert wsdl_only.ledger()["requests"] == {}
 
 

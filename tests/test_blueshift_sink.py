@@ -18,8 +18,10 @@ from importq.errors import (
     ConfigError,
     FinalError,
     InputError,
+    NotApplied,
     NotFoundError,
     RateLimited,
+    RejectedError,
     RetryableError,
 )
 from importq.settings import Secret, Settings, load
@@ -100,7 +102,7 @@ def test_trigger_sends_the_uuid_with_the_key_as_basic_username() -> None:
         (429, RateLimited, ["Rate limit exceeded"]),
         (500, RetryableError, ["contact support"]),
         (502, RetryableError, ["Bad Gateway"]),
-        (503, RetryableError, ["Service Unavailable"]),
+        (503, NotApplied, ["Service Unavailable"]),  # refused before processing: resent
         (504, RetryableError, ["Gateway Timeout"]),
     ],
 )
@@ -129,7 +131,9 @@ def test_a_400_is_final_but_never_bisected() -> None:
         lambda request: httpx.Response(400, json={"message": "uuid is malformed"})))  # fmt: skip
     with pytest.raises(FinalError) as caught:
         client.trigger(UUID)
-    assert not caught.value.record_level  # one file, one trigger: no record to isolate
+    assert not isinstance(
+        caught.value, RejectedError
+    )  # one file, one trigger: no record to isolate
     assert "uuid is malformed" in str(caught.value)
 
 
@@ -137,7 +141,7 @@ def test_retry_after_of_a_429_is_kept(sim: BlueshiftSimulator) -> None:
     sim.configure(answers={UUID: [429]}, retry_after_seconds=42)
     with pytest.raises(RateLimited) as caught:
         client_for(sim).trigger(UUID)
-    assert caught.value.retry_after == 42 and caught.value.resendable
+    assert caught.value.retry_after == 42 and isinstance(caught.value, NotApplied)
 
 
 # -- the sink's outcomes -------------------------------------------------------------------

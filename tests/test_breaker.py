@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from importq.errors import AuthError, FinalError, RetryableError, Unreachable
+from importq.errors import AuthError, FinalError, RetryableError, Unreachable, VendorAnswer
 from importq.settings import load
 from tests.conftest import CANARY_TOKEN
 from tests.helpers import publish_sourcing, sample_records, wait_for_job, wait_until
@@ -25,6 +25,7 @@ from workers.jobs import JobStore
 
 BREAKER = {"IMPORTQ_BREAKER_FAILURES": "3", "IMPORTQ_BREAKER_PROBE_SECONDS": "30",
            "IMPORTQ_MAX_ATTEMPTS": "2"}  # fmt: skip
+UNAUTHORIZED, TOO_MANY = VendorAnswer(status=401), VendorAnswer(status=429)
 DOWN = Unreachable("POST /start failed: ConnectError: connection refused", target=TARGET)
 
 
@@ -69,7 +70,8 @@ def test_a_probe_that_reaches_the_vendor_resumes_the_target_and_wakes_its_units(
         runner.run(TARGET, unit_id)
     probe_now(redis_client)
     due_now(redis_client, units[0])
-    sink.error = FinalError("unknown entity", target=TARGET, status=400)  # an answer again
+    answered = VendorAnswer(status=400)  # an answer again
+    sink.error = FinalError("unknown entity", target=TARGET, answer=answered)
     published.calls.clear()
     assert runner.run(TARGET, units[0]) == "failed"  # the probe: a unit-level outcome
     assert runner.breaker.pause(TARGET) is None
@@ -104,7 +106,7 @@ def test_refused_credentials_pause_the_target_at_once(
 ) -> None:
     runner, store = make_runner(**BREAKER)
     unit_id = staged_unit(store)
-    sink.error = AuthError("401 Unauthorized: token revoked", target=TARGET, status=401)
+    sink.error = AuthError("401 Unauthorized: token revoked", target=TARGET, answer=UNAUTHORIZED)
     assert runner.run(TARGET, unit_id) == "waiting"
     assert store.unit(unit_id)["attempts"] == "0"
     job = store.get(keys.job_of(unit_id))
@@ -118,7 +120,7 @@ def test_unit_level_failures_do_not_pause_the_target(
 ) -> None:
     runner, store = make_runner(**BREAKER)
     units = [staged_unit(store) for _ in range(4)]
-    sink.error = RetryableError("429 Too Many Requests", target=TARGET, status=429)
+    sink.error = RetryableError("429 Too Many Requests", target=TARGET, answer=TOO_MANY)
     for unit_id in units:
         runner.run(TARGET, unit_id)
     assert runner.breaker.pause(TARGET) is None
@@ -179,7 +181,9 @@ def test_status_and_jobs_say_the_target_is_paused_and_why(
 
     monkeypatch.setattr(app, "publish_unit", lambda *args: None)  # no worker: it stays queued
     job_id = publish_sourcing(sample_records(10))
-    refused = AuthError("401: SOURCING_DATA_TOKEN was refused", target="sourcing_data", status=401)
+    refused = AuthError(
+        "401: SOURCING_DATA_TOKEN was refused", target="sourcing_data", answer=UNAUTHORIZED
+    )
     Breaker(redis_client, app.settings()).failed("sourcing_data", "u", "token", refused)
     status = CliRunner().invoke(main, ["status", job_id])
     assert "target sourcing_data paused since" in status.output

@@ -10,7 +10,14 @@ import httpx
 import pytest
 import structlog
 
-from importq.errors import AuthError, FinalError, InputError, RetryableError
+from importq.errors import (
+    AuthError,
+    FinalError,
+    InputError,
+    NotApplied,
+    RejectedError,
+    RetryableError,
+)
 from importq.settings import Secret, Settings
 from simulators.datasource import FAKE_KEY, DataSourceSimulator, SimConfig, data_source_id
 from workers.retry import resend
@@ -204,7 +211,7 @@ def test_a_refusal_after_the_first_request_says_how_far_it_got(sim: DataSourceSi
     sim.configure(max_new_rows=400)  # the vendor tightened NewRows below what importq sends
     with pytest.raises(FinalError) as refused:
         run(sim, [record for record, _ in rows(10_500)], REPLACE)
-    assert not refused.value.record_level  # a replace must never be bisected
+    assert not isinstance(refused.value, RejectedError)  # a replace must never be bisected
     assert "A limit of 400 NewRows" in str(refused.value)
     assert "request 2 of 2; the 1 before it were applied" in str(refused.value)
 
@@ -243,14 +250,14 @@ def test_bad_credentials_fail_at_once_naming_the_settings(
     assert FAKE_KEY not in str(refused.value)
 
 
-@pytest.mark.parametrize(("status", "resendable"), [(429, True), (503, True), (504, False)])
-def test_gateway_answers_and_timeouts_are_retryable(status: int, resendable: bool) -> None:
+@pytest.mark.parametrize(("status", "not_applied"), [(429, True), (503, True), (504, False)])
+def test_gateway_answers_and_timeouts_are_retryable(status: int, not_applied: bool) -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, headers={"Retry-After": "2"}, text="busy")
 
     with pytest.raises(RetryableError) as retried:
         client_for(answer).put(DataSourceRef("S", "ds-1"), "DeletedRows", [["K1"]])
-    assert retried.value.resendable is resendable
+    assert isinstance(retried.value, NotApplied) is not_applied
 
     def time_out(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("slow", request=request)

@@ -12,17 +12,21 @@ import pytest
 from importq.errors import (
     AuthError,
     FinalError,
+    NotApplied,
+    NotConnected,
     NotFoundError,
     RateLimited,
     RejectedError,
     RetryableError,
     TargetError,
     Unreachable,
+    VendorAnswer,
 )
 from workers.http import parse_retry_after, raise_for_status, transport_error, vendor_message
 
 TARGET = "acme"
 PROBLEM = {"title": "Invalid record", "status": 400, "detail": "items[3].recordId is required."}
+PROBLEM_SAID = "Invalid record; items[3].recordId is required."
 
 
 def raised(response: httpx.Response, hints: dict[int, str] | None = None) -> TargetError:
@@ -32,31 +36,30 @@ def raised(response: httpx.Response, hints: dict[int, str] | None = None) -> Tar
 
 
 @pytest.mark.parametrize(
-    ("status", "cls", "retryable", "resendable"),
+    ("status", "cls", "retryable", "not_applied"),
     [
-        (400, RejectedError, False, None),
-        (401, AuthError, False, None),
-        (403, AuthError, False, None),
-        (404, NotFoundError, False, None),
-        (409, RejectedError, False, None),
+        (400, RejectedError, False, False),
+        (401, AuthError, False, False),
+        (403, AuthError, False, False),
+        (404, NotFoundError, False, False),
+        (409, RejectedError, False, False),
         (429, RateLimited, True, True),
         (500, RetryableError, True, False),
         (502, RetryableError, True, False),  # a gateway's answer: the app may have applied it
-        (503, RetryableError, True, True),
+        (503, NotApplied, True, True),
         (504, RetryableError, True, False),
     ],
 )
 def test_status_maps_to_its_error_class(
-    status: int, cls: type[TargetError], retryable: bool, resendable: bool | None
+    status: int, cls: type[TargetError], retryable: bool, not_applied: bool
 ) -> None:
     error = raised(httpx.Response(status, json=PROBLEM))
     assert type(error) is cls
-    assert error.retryable is retryable
     assert isinstance(error, RetryableError) is retryable
     assert isinstance(error, FinalError) is not retryable
-    if isinstance(error, RetryableError):
-        assert error.resendable is resendable
+    assert isinstance(error, NotApplied) is not_applied
     assert (error.status, error.target) == (status, TARGET)
+    assert error.answer == VendorAnswer(status=status, said=PROBLEM_SAID)  # what the vendor said
     assert str(error).startswith(f"{TARGET}: HTTP {status}: ")
 
 
@@ -67,7 +70,7 @@ def test_gateway_error_after_a_request_that_changes_something_is_an_unknown_outc
 ) -> None:
     request = httpx.Request(method, "http://vendor/start")
     error = raised(httpx.Response(status, json=PROBLEM, request=request))
-    assert isinstance(error, RetryableError) and error.resendable is False
+    assert type(error) is RetryableError and not isinstance(error, NotApplied)
     assert error.status == status  # kept: the runner counts 5xx target-wide
 
 
@@ -76,17 +79,18 @@ def test_gateway_error_after_a_request_that_changes_something_is_an_unknown_outc
 def test_gateway_error_after_a_read_may_be_resent(method: str, status: int) -> None:
     request = httpx.Request(method, "http://vendor/status/1")
     error = raised(httpx.Response(status, json=PROBLEM, request=request))
-    assert isinstance(error, RetryableError) and error.resendable is True
+    assert isinstance(error, NotApplied)
     assert error.status == status
 
 
 @pytest.mark.parametrize(
-    ("status", "record_level"), [(400, True), (409, True), (401, False), (404, False)]
+    ("status", "record_level"),
+    [(400, True), (409, True), (413, True), (422, True), (401, False), (404, False)],
 )
 def test_only_a_data_refusal_may_be_caused_by_one_record(status: int, record_level: bool) -> None:
     error = raised(httpx.Response(status, json=PROBLEM))
     assert isinstance(error, FinalError)
-    assert error.record_level is record_level
+    assert isinstance(error, RejectedError) is record_level
 
 
 def test_success_statuses_raise_nothing() -> None:
@@ -96,8 +100,7 @@ def test_success_statuses_raise_nothing() -> None:
 
 def test_unlisted_client_error_is_final_but_not_record_level() -> None:
     error = raised(httpx.Response(405, text="Method Not Allowed"))
-    assert type(error) is FinalError
-    assert error.record_level is False
+    assert type(error) is FinalError  # not a RejectedError: never bisected
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -105,6 +108,7 @@ def test_retry_after_in_seconds_is_kept(status: int) -> None:
     error = raised(httpx.Response(status, headers={"Retry-After": "7"}))
     assert isinstance(error, RetryableError)
     assert error.retry_after == 7.0
+    assert error.answer is not None and error.answer.retry_after == 7.0
 
 
 def test_retry_after_as_an_http_date_becomes_seconds_from_now() -> None:
@@ -173,12 +177,13 @@ def test_hint_for_the_status_is_appended_to_the_vendor_message() -> None:
     assert other.message == "Forbidden"  # no hint for 403: nothing appended
 
 
-def test_refused_connection_is_resendable() -> None:
+def test_refused_connection_was_not_applied() -> None:
     request = httpx.Request("POST", "http://vendor/start")
     error = transport_error(httpx.ConnectError("refused", request=request), target=TARGET, what="x")
-    assert type(error) is Unreachable  # a RetryableError that says the target may be down
-    assert error.resendable is True
-    assert error.status is None
+    assert type(error) is NotConnected
+    assert isinstance(error, Unreachable)  # a RetryableError that says the target may be down
+    assert isinstance(error, NotApplied)  # nothing was sent: it may go again in place
+    assert error.status is None and error.answer is None
     assert "x failed: ConnectError: refused" in str(error)
 
 
@@ -188,8 +193,8 @@ def test_failure_after_sending_is_retryable_but_not_resendable(
 ) -> None:
     request = httpx.Request("POST", "http://vendor/start")
     error = transport_error(cls("boom", request=request), target=TARGET, what="start")
-    assert isinstance(error, Unreachable) and isinstance(error, RetryableError)
-    assert error.resendable is False
+    assert type(error) is Unreachable and isinstance(error, RetryableError)
+    assert not isinstance(error, NotApplied)
     assert str(error).startswith(f"{TARGET}: start ")
 
 

@@ -12,7 +12,15 @@ from typing import Any, ClassVar
 import pytest
 import tenacity
 
-from importq.errors import AuthError, RateLimited, RejectedError, RetryableError
+from importq.errors import (
+    AuthError,
+    NotApplied,
+    NotConnected,
+    RateLimited,
+    RejectedError,
+    RetryableError,
+    VendorAnswer,
+)
 from workers.retry import resend, safe_to_resend, unit_delay
 
 SAMPLES = 2000
@@ -67,10 +75,9 @@ class Flaky:
         return self.result
 
 
-def unavailable(retry_after: float | None = None) -> RetryableError:
-    return RetryableError(
-        "Service Unavailable", target="t", status=503, retry_after=retry_after, resendable=True
-    )
+def unavailable(retry_after: float | None = None) -> NotApplied:
+    answer = VendorAnswer(status=503, retry_after=retry_after)
+    return NotApplied("Service Unavailable", target="t", answer=answer)
 
 
 # --- unit_delay --------------------------------------------------------------------------------
@@ -118,7 +125,7 @@ def test_unit_delay_accepts_fractional_base_and_cap() -> None:
 # --- resend ------------------------------------------------------------------------------------
 
 
-def test_resendable_error_is_resent_until_it_succeeds(
+def test_not_applied_error_is_resent_until_it_succeeds(
     recorded: Callable[[], RecordingRetrying],
 ) -> None:
     call = Flaky(unavailable(), unavailable())
@@ -128,7 +135,7 @@ def test_resendable_error_is_resent_until_it_succeeds(
     assert recorded().statistics["attempt_number"] == 3
 
 
-def test_resendable_error_is_reraised_after_the_last_attempt(
+def test_not_applied_error_is_reraised_after_the_last_attempt(
     recorded: Callable[[], RecordingRetrying],
 ) -> None:
     errors = [unavailable() for _ in range(4)]
@@ -141,7 +148,7 @@ def test_resendable_error_is_reraised_after_the_last_attempt(
 
 
 def test_refused_connection_without_status_is_resent() -> None:
-    refused = RetryableError("connect failed", target="t", resendable=True)
+    refused = NotConnected("connect failed", target="t")
     call = Flaky(refused)
     assert resend(call, attempts=2, base=0.001, cap=0.001) == "ok"
     assert call.calls == 2
@@ -151,9 +158,9 @@ def test_refused_connection_without_status_is_resent() -> None:
     "error",
     [
         RetryableError("read timed out; the outcome is unknown", target="t"),
-        RetryableError("Gateway Timeout", target="t", status=504, resendable=False),
-        RejectedError("Invalid record", target="t", status=400),
-        AuthError("Unauthorized", target="t", status=401),
+        RetryableError("Gateway Timeout", target="t", answer=VendorAnswer(status=504)),
+        RejectedError("Invalid record", target="t", answer=VendorAnswer(status=400)),
+        AuthError("Unauthorized", target="t", answer=VendorAnswer(status=401)),
     ],
 )
 def test_request_that_may_have_been_applied_is_not_resent(
@@ -176,7 +183,9 @@ def test_plain_exception_is_not_resent() -> None:
 
 def test_resend_waits_at_least_retry_after(recorded: Callable[[], RecordingRetrying]) -> None:
     limited = [
-        RateLimited("Too Many Requests", target="t", status=429, retry_after=0.4, resendable=True)
+        RateLimited(
+            "Too Many Requests", target="t", answer=VendorAnswer(status=429, retry_after=0.4)
+        )
         for _ in range(3)
     ]
     assert resend(Flaky(*limited), attempts=5, base=0.001, cap=5.0) == "ok"
@@ -233,7 +242,7 @@ def test_custom_predicate_decides_what_is_resent() -> None:
     assert call.calls == 2
 
 
-def test_safe_to_resend_only_for_resendable_retryable_errors() -> None:
+def test_safe_to_resend_only_for_errors_the_vendor_did_not_apply() -> None:
     assert safe_to_resend(unavailable())
     assert not safe_to_resend(RetryableError("timeout", target="t"))
     assert not safe_to_resend(RejectedError("bad", target="t"))

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from importq.errors import RetryableError
+from importq.errors import RetryableError, VendorBusy
 from tests.faults import StallableProxy
 from tests.scripted import TARGET, MakeRunner, Published, ScriptedSink, staged_unit
 from workers import keys
@@ -121,7 +121,7 @@ def test_a_wait_that_costs_no_attempt_has_a_ceiling(
 ) -> None:
     runner, store = make_runner(IMPORTQ_MAX_WAIT_SECONDS_SCRIPTED="600")
     unit_id = staged_unit(store)
-    sink.error = RetryableError("another import is open", target=TARGET, counts_attempt=False)
+    sink.error = VendorBusy("another import is open", target=TARGET)
     assert runner.run(TARGET, unit_id) == "waiting"
     since = float(store.unit(unit_id)["waiting_since"])
     # Ten minutes later, still the same answer: the ceiling is reached.

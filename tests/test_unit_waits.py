@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import redis
 
-from importq.errors import RetryableError
+from importq.errors import RetryableError, VendorBusy
 from tests.scripted import TARGET, Published, ScriptedSink, staged_unit
 from workers import keys
 from workers.jobs import JobStore
@@ -49,10 +49,7 @@ def test_a_wait_that_costs_no_attempt_lasts_the_retry_after_it_was_given(
 ) -> None:
     runner, store = make_runner()
     unit_id = staged_unit(store)
-    sink.error = RetryableError(
-        "someone else's import is open", target=TARGET, retry_after=RETRY_AFTER,
-        counts_attempt=False,
-    )  # fmt: skip
+    sink.error = VendorBusy("someone else's import is open", target=TARGET, retry_after=RETRY_AFTER)
     before = time.time()
     assert runner.run(TARGET, unit_id) == "waiting"
     job = store.get(keys.job_of(unit_id))

@@ -8,7 +8,15 @@ from typing import Any
 import httpx
 import pytest
 
-from importq.errors import AuthError, ConfigError, FinalError, RateLimited, RetryableError
+from importq.errors import (
+    AuthError,
+    ConfigError,
+    FinalError,
+    NotApplied,
+    RateLimited,
+    RejectedError,
+    RetryableError,
+)
 from importq.settings import Secret, Settings
 from simulators.workflow_import import BASE_PATH
 from workers.targets.base import Record
@@ -78,7 +86,7 @@ def test_auth_refusals_are_final_and_name_the_permission(status: int, phrases: l
 
 def test_400_without_a_line_is_final_for_the_whole_batch() -> None:
     error = raised(answer(400, "Query parameter 'creationPath' is required."))
-    assert type(error) is FinalError and not error.record_level  # bisecting would not help
+    assert type(error) is FinalError  # not a RejectedError: bisecting would not help
     assert "creationPath' is required" in str(error)
     assert "WORKFLOW_IMPORT_CREATION_PATH" in str(error)
 
@@ -86,38 +94,39 @@ def test_400_without_a_line_is_final_for_the_whole_batch() -> None:
 @pytest.mark.parametrize(("status", "detail"), [(400, "Line 7: bad date."), (413, "too big")])
 def test_refusal_that_one_record_can_cause_is_record_level(status: int, detail: str) -> None:
     error = raised(answer(status, detail))
-    assert isinstance(error, FinalError) and error.record_level  # the core bisects the unit
+    assert isinstance(error, RejectedError)  # the core bisects the unit
 
 
 @pytest.mark.parametrize(
-    ("transport", "cls", "resendable"),
+    ("transport", "cls"),
     [
-        (answer(429, "slow down", **{"Retry-After": "3"}), RateLimited, True),
-        (answer(502), RetryableError, False),  # the gateway's: the batch may exist
-        (answer(503), RetryableError, True),
-        (answer(500), RetryableError, False),  # may have been applied
-        (answer(504), RetryableError, False),
+        (answer(429, "slow down", **{"Retry-After": "3"}), RateLimited),
+        (answer(502), RetryableError),  # the gateway's: the batch may exist
+        (answer(503), NotApplied),
+        (answer(500), RetryableError),  # may have been applied
+        (answer(504), RetryableError),
     ],
 )
 def test_server_errors_retry_and_only_certain_refusals_resend(
-    transport: httpx.MockTransport, cls: type[RetryableError], resendable: bool
+    transport: httpx.MockTransport, cls: type[RetryableError]
 ) -> None:
     error = raised(transport)
-    assert type(error) is cls and error.resendable is resendable
+    assert type(error) is cls
+    assert isinstance(error, NotApplied) is (cls in (RateLimited, NotApplied))
 
 
 @pytest.mark.parametrize(
-    ("failure", "resendable"),
+    ("failure", "not_applied"),
     [(httpx.ConnectError("refused"), True), (httpx.ReadTimeout("slow"), False)],
 )
 def test_network_failures_retry_and_a_timeout_is_an_unknown_outcome(
-    failure: Exception, resendable: bool
+    failure: Exception, not_applied: bool
 ) -> None:
     def fail(request: httpx.Request) -> httpx.Response:
         raise failure
 
     error = raised(httpx.MockTransport(fail))
-    assert isinstance(error, RetryableError) and error.resendable is resendable
+    assert isinstance(error, RetryableError) and isinstance(error, NotApplied) is not_applied
 
 
 def test_a_redirect_is_not_taken_for_a_created_batch() -> None:

@@ -15,11 +15,15 @@ import httpx
 from importq.errors import (
     AuthError,
     FinalError,
+    NotApplied,
+    NotConnected,
     NotFoundError,
     RateLimited,
     RejectedError,
     RetryableError,
+    TargetError,
     Unreachable,
+    VendorAnswer,
 )
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -29,6 +33,11 @@ NOT_APPLIED_STATUSES = frozenset({429, 503})
 # (retries-outages-ha.md: an unknown outcome), so only a read may be sent again in place.
 GATEWAY_STATUSES = frozenset({502, 504})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Client errors that are final whatever the request: the rest of 4xx is a FinalError.
+FINAL_CLASSES: dict[int, type[FinalError]] = {
+    401: AuthError, 403: AuthError, 404: NotFoundError,
+    400: RejectedError, 409: RejectedError, 413: RejectedError, 422: RejectedError,
+}  # fmt: skip
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -84,12 +93,31 @@ def is_read(response: httpx.Response) -> bool:
     return method.upper() in READ_METHODS
 
 
-def resendable(response: httpx.Response) -> bool:
+def had_no_effect(response: httpx.Response) -> bool:
     """True when the same request may go again in place: the vendor certainly did not apply
     it (429, 503), or it only read. A 502/504 after a POST (a Workflow batch, a Blueshift
     trigger, a SourcingData start) is an unknown outcome, like a timeout: never resent."""
     status = response.status_code
     return status in NOT_APPLIED_STATUSES or (status in GATEWAY_STATUSES and is_read(response))
+
+
+def answer_of(response: httpx.Response) -> VendorAnswer:
+    """What an HTTP vendor answered: its status, its own words and its Retry-After."""
+    return VendorAnswer(
+        status=response.status_code,
+        said=vendor_message(response),
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def error_class(response: httpx.Response) -> type[TargetError]:
+    """The importq error type a non-2xx response maps to."""
+    status = response.status_code
+    if status == 429:
+        return RateLimited
+    if status in RETRYABLE_STATUSES:
+        return NotApplied if had_no_effect(response) else RetryableError
+    return FINAL_CLASSES.get(status, FinalError)
 
 
 def raise_for_status(
@@ -99,29 +127,17 @@ def raise_for_status(
     status = response.status_code
     if status < 400:
         return
-    message = vendor_message(response)
+    answer = answer_of(response)
     hint = (hints or {}).get(status)
-    if hint:
-        message = f"{message} ({hint})"
-    if status in RETRYABLE_STATUSES:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        cls = RateLimited if status == 429 else RetryableError
-        raise cls(message, retry_after=retry_after, resendable=resendable(response),
-                  target=target, status=status)  # fmt: skip
-    if status in (401, 403):
-        raise AuthError(message, target=target, status=status)
-    if status == 404:
-        raise NotFoundError(message, target=target, status=status)
-    if status in (400, 409, 413, 422):
-        raise RejectedError(message, target=target, status=status)
-    raise FinalError(message, target=target, status=status)
+    message = f"{answer.said} ({hint})" if hint else answer.said
+    raise error_class(response)(message, target=target, answer=answer)
 
 
 def transport_error(error: httpx.TransportError, *, target: str, what: str) -> Unreachable:
-    """A network failure; only a refused connection certainly sent nothing."""
+    """A network failure; only a connection never made certainly sent nothing."""
     if isinstance(error, httpx.TimeoutException):
         reason = f"{what} timed out ({type(error).__name__}); the outcome is unknown"
     else:
         reason = f"{what} failed: {type(error).__name__}: {error}"
-    resendable = isinstance(error, httpx.ConnectError)
-    return Unreachable(reason, target=target, resendable=resendable)
+    cls = NotConnected if isinstance(error, httpx.ConnectError) else Unreachable
+    return cls(reason, target=target)

@@ -2,8 +2,8 @@
 
 Two levels use it. Inside a unit, a request the vendor refused *before
 processing it* (429, 503, connection refused), or a read (GET) that failed at a
-gateway (502, 504), is sent again in place with tenacity (workers/http.py sets
-`resendable`). A request whose outcome is unknown (a timeout, a reset, a 502 or
+gateway (502, 504), is sent again in place with tenacity (workers/http.py raises
+those as NotApplied). A request whose outcome is unknown (a timeout, a reset, a 502 or
 504 after a POST, which the application behind the gateway may have applied)
 is never resent in place: the unit goes back to the core, which reschedules it
 after `unit_delay`, and its next attempt settles what the last one may have
@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import tenacity
 
-from importq.errors import RetryableError
+from importq.errors import NotApplied
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ RESEND_WAIT_CAP = 30.0
 
 def safe_to_resend(error: BaseException) -> bool:
     """True when the failed request certainly had no effect and the pause asked is short."""
-    if not isinstance(error, RetryableError) or not error.resendable:
+    if not isinstance(error, NotApplied):
         return False
     return error.retry_after is None or error.retry_after <= RESEND_WAIT_CAP
 

@@ -20,7 +20,14 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
 from importq import broker
-from importq.errors import ConfigError, FinalError, RetryableError, TargetError
+from importq.errors import (
+    ConfigError,
+    FinalError,
+    RejectedError,
+    RetryableError,
+    TargetError,
+    VendorBusy,
+)
 from importq.settings import Settings
 from workers import breaker, keys, ordering, ratelimit, targets, vendor_calls
 from workers.heartbeat import Heartbeat, Slot
@@ -320,7 +327,7 @@ class Runner:
             return paused
         if error.status and not breaker.target_wide(error):  # the vendor answered (429...)
             self._answered(run)
-        if not error.counts_attempt:
+        if isinstance(error, VendorBusy):  # waiting, not failing: no attempt is used
             log.info("unit waits", reason=str(error), retry_after=error.retry_after)
             return self._defer(run, "vendor", error.retry_after, str(error))
         if run.claim.attempts >= self.settings.max_attempts:
@@ -338,7 +345,7 @@ class Runner:
         if breaker.target_wide(error) and (paused := self._target_failed(run, error)):
             return paused  # 401/403: nothing of this target can succeed until it is fixed
         self._answered(run)
-        if error.record_level and len(run.records) > 1 and run.sink.splittable:
+        if isinstance(error, RejectedError) and len(run.records) > 1 and run.sink.splittable:
             return self._split(run, error)
         return self._fail(run, str(error), settle=False)  # the sink settled before raising
 

@@ -26,7 +26,7 @@ from lxml import etree
 from zeep import exceptions as soap_errors
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
-from importq.errors import ConfigError, FinalError, RetryableError
+from importq.errors import ConfigError, FinalError, RetryableError, VendorAnswer
 from importq.settings import Secret, Settings
 from workers.targets.blue.answers import (
     CurrentImport,
@@ -220,7 +220,8 @@ class BlueClient:
             with self._transport.read_timeout(timeout), self._settings(**LENIENT_ANSWERS):
                 reply = getattr(service, operation)(_soapheaders=soap_headers, **body)
         except soap_errors.Fault as fault:
-            raise refusal(str(fault.message or ""), what=operation, fault=True) from None
+            code = str(fault.code) if fault.code else None
+            raise refusal(str(fault.message or ""), what=operation, fault=True, code=code) from None
         except _HOSTILE_XML:
             raise FinalError(
                 f"{operation}: the answer declares a DTD or entities; importq refuses to parse "
@@ -236,7 +237,8 @@ class BlueClient:
             status = error.status_code or 0
             cls = FinalError if 400 <= status < 500 else RetryableError
             text = str(error.message).split("\n", 1)[0][:300]
-            raise cls(f"{operation}: {text}", target=TARGET, status=status or None) from None
+            answer = VendorAnswer(status=status or None, said=text)
+            raise cls(f"{operation}: {text}", target=TARGET, answer=answer) from None
         fields = fields_of(reply)
         check(fields, operation)
         return fields

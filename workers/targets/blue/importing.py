@@ -25,6 +25,7 @@ from importq.errors import (
     AuthError,
     FinalError,
     ImportqError,
+    NotApplied,
     NotFoundError,
     RetryableError,
     TargetError,
@@ -362,9 +363,7 @@ def import_options(params: dict[str, Any]) -> ImportOptions:
 def _registered_nothing(error: TargetError) -> bool:
     """True when RegisterImport's failure says Blue opened no transaction: Blue's own
     refusal (busy, unknown datasource, bad key) or a request that never arrived."""
-    if isinstance(error, (BlueBusy, AuthError, NotFoundError)):
-        return True
-    return isinstance(error, RetryableError) and error.resendable
+    return isinstance(error, BlueBusy | AuthError | NotFoundError | NotApplied)
 
 
 def _columns_refused(error: FinalError, target: ImportTarget) -> FinalError:
@@ -375,7 +374,7 @@ def _columns_refused(error: FinalError, target: ImportTarget) -> FinalError:
         f"datasource {target.source.source_id} '{target.source.caption}'; the transaction is "
         "cancelled. Fix the input's column names",
         target=error.target,
-        status=error.status,
+        answer=error.answer,
     )
 
 

@@ -8,7 +8,15 @@ imports where the datasource expects one.
 
 from __future__ import annotations
 
-from importq.errors import AuthError, FinalError, NotFoundError, RetryableError, TargetError
+from importq.errors import (
+    AuthError,
+    FinalError,
+    NotApplied,
+    NotFoundError,
+    RetryableError,
+    TargetError,
+    VendorAnswer,
+)
 
 TARGET = "blue"
 SUCCESS = "success"
@@ -22,7 +30,6 @@ class TransactionLost(RetryableError):
     """Blue no longer knows the transaction (cancelled by hand, or flushed): import again."""
 
 
-_NOT_APPLIED = "cannot connect to the database"
 # (phrase in Blue's message, error class, what to tell the operator); first match wins.
 _KNOWN: tuple[tuple[str, type[TargetError], str], ...] = (
     ("invalid_apikey", AuthError,
@@ -33,7 +40,8 @@ _KNOWN: tuple[tuple[str, type[TargetError], str], ...] = (
      "ask the Blue administrator to allow this machine's IP address"),
     ("currently being imported by another process", BlueBusy,
      "another import is open on this Blue instance; importq checks whose and waits"),
-    ("cannot connect to the database", RetryableError,
+    # Blue did nothing, so the same call may go again at once.
+    ("cannot connect to the database", NotApplied,
      "Blue's database is unreachable; importq retries (contact Explorance support if it lasts)"),
     ("datasource does not exist", NotFoundError,
      "check the job's datasource option against GetDataSourceList"),
@@ -60,24 +68,24 @@ _KNOWN: tuple[tuple[str, type[TargetError], str], ...] = (
 )  # fmt: skip
 
 
-def refusal(message: str, *, what: str, fault: bool = False) -> TargetError:
-    """The importq error for Blue's `message` in answer to `what` (an operation name).
+def refusal(
+    message: str, *, what: str, fault: bool = False, code: str | None = None
+) -> TargetError:
+    """The importq error for Blue's `message` in answer to `what` (an operation name);
+    `fault`: it came as a SOAP fault, whose fault code is `code`.
 
     An unknown message in a SOAP fault is retryable (WCF answers internal errors with
     HTTP 500 faults); an unknown `Message` in a normal answer is final.
     """
     text = " ".join(message.split()) or "(no message)"
+    answer = VendorAnswer(code=code, said=text)
     lowered = text.lower()
     for phrase, cls, hint in _KNOWN:
-        if phrase not in lowered:
-            continue
-        said = f"{what}: {text} ({hint})"
-        if phrase == _NOT_APPLIED:  # Blue did nothing, so the same call may go again at once
-            return RetryableError(said, target=TARGET, resendable=True)
-        return cls(said, target=TARGET)
+        if phrase in lowered:
+            return cls(f"{what}: {text} ({hint})", target=TARGET, answer=answer)
     if fault:
-        return RetryableError(f"{what}: SOAP fault: {text}", target=TARGET)
-    return FinalError(f"{what}: {text}", target=TARGET)
+        return RetryableError(f"{what}: SOAP fault: {text}", target=TARGET, answer=answer)
+    return FinalError(f"{what}: {text}", target=TARGET, answer=answer)
 
 
 def is_success(message: str | None) -> bool:

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from importq.errors import RetryableError
+from importq.errors import VendorBusy
 from workers.targets.blue.answers import CurrentImport
 from workers.targets.blue.limits import BlueLimits
 from workers.targets.blue.refusals import TARGET, TransactionLost
@@ -33,7 +33,7 @@ def settle_open(
     *,
     cancel: Callable[[int], None],
 ) -> None:
-    """Cancel `current` if it is a dead one of ours; else raise RetryableError to wait."""
+    """Cancel `current` if it is a dead one of ours; else raise VendorBusy to wait."""
     transaction_id, progress = current.transaction_id, current.progress
     state, owner, key = owner_of(current, remembered, registry)
     if registry and key and key != registry.key:
@@ -53,22 +53,20 @@ def settle_open(
                 registry.forget_in(key, transaction_id)
         return
     if state == "alive":
-        raise RetryableError(
+        raise VendorBusy(
             f"transaction {transaction_id} (progress {progress}) of importq unit "
             f"{owner.unit if owner else '?'} is open on Blue; waiting for it to end",
             target=TARGET,
             retry_after=limits.busy_retry_seconds,
-            counts_attempt=False,
         )
     log.warning("a foreign import is open on Blue; not touching it",
                 transaction_id=transaction_id, progress=progress)  # fmt: skip
-    raise RetryableError(
+    raise VendorBusy(
         f"a foreign import is open on Blue: transaction {transaction_id}, progress "
         f"{progress}. importq did not start it and leaves it alone; it looks again in "
         f"{limits.foreign_retry_seconds:.0f} s. Let it finish, or cancel it in Blue",
         target=TARGET,
         retry_after=limits.foreign_retry_seconds,
-        counts_attempt=False,
     )
 
 

@@ -9,7 +9,7 @@ import httpx
 from importq.errors import ConfigError, FinalError, RejectedError, RetryableError
 from importq.settings import Secret, Settings
 from workers import vendor_calls
-from workers.http import raise_for_status, transport_error, vendor_message
+from workers.http import answer_of, raise_for_status, transport_error
 
 TARGET = "blueshift"
 US_URL = "https://api.getblueshift.com"
@@ -70,12 +70,13 @@ class BlueshiftClient:
         except httpx.TransportError as error:
             raise transport_error(error, target=TARGET, what=f"trigger of import {uuid}") from None
         if response.status_code == 405:
-            raise ImportNotTriggerable(vendor_message(response), target=TARGET, status=405)
+            answer = answer_of(response)
+            raise ImportNotTriggerable(answer.said, target=TARGET, answer=answer)
         try:
             raise_for_status(response, target=TARGET, hints=self._hints(uuid))
         except RejectedError as error:
             # One trigger of one whole file: there is no single record to isolate by bisection.
-            raise FinalError(error.message, target=TARGET, status=error.status) from None
+            raise FinalError(error.message, target=TARGET, answer=error.answer) from None
 
     def _hints(self, uuid: str) -> dict[int, str]:
         region = f"BLUESHIFT_URL is {self.base_url}; US {US_URL}, EU {EU_URL}"

@@ -18,7 +18,14 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from importq.errors import AuthError, FinalError, NotFoundError, RetryableError, TargetError
+from importq.errors import (
+    AuthError,
+    FinalError,
+    NotFoundError,
+    RetryableError,
+    TargetError,
+    VendorAnswer,
+)
 from importq.settings import Settings
 from workers.targets.base import Record
 from workers.targets.blueshift.client import TARGET
@@ -150,7 +157,8 @@ def staging_error(error: ClientError | BotoCoreError, uri: str) -> TargetError:
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     code = error.response.get("Error", {}).get("Code", "")
     message = f"S3 refused to write {uri}: {error}"
-    kw: dict[str, Any] = {"target": TARGET, "status": status or None, "vendor_code": code}
+    answer = VendorAnswer(status=status or None, code=code or None, said=str(error))
+    kw: dict[str, Any] = {"target": TARGET, "answer": answer}
     if status in (401, 403):
         return AuthError(f"{message} (give the worker's AWS identity s3:PutObject on it)", **kw)
     if code == "NoSuchBucket" or status == 404:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from importq.errors import FinalError, InputError, RetryableError, TargetError
+from importq.errors import FinalError, InputError, NotApplied, RetryableError, TargetError
 from importq.settings import Settings
 from workers import keys
 from workers.retry import resend, safe_to_resend
@@ -231,7 +231,7 @@ class BlueshiftSink(Sink):
         except RetryableError as error:
             if error.status == 500:
                 raise self._server_error(ctx, uuid, error) from None
-            if not error.resendable and not unknown_at:
+            if not isinstance(error, NotApplied) and not unknown_at:
                 # Blueshift may have taken it: the next attempt knows, and says so.
                 ctx.remember({"trigger_unknown_at": _now(), "trigger_unknown": _what(error)})
             raise
@@ -257,7 +257,7 @@ class BlueshiftSink(Sink):
             f"(.../customer/import_show/{uuid}): if none started at {unknown_at}, publish the "
             f"trigger again (`importq dlq replay {keys.job_of(ctx.unit_id)}` if it had records)",
             target=TARGET,
-            status=405,
+            answer=error.answer,
         )
 
     def _not_triggerable(
@@ -272,7 +272,7 @@ class BlueshiftSink(Sink):
                 f"tried again in {limits.busy_retry_seconds:g} s or more",
                 retry_after=limits.busy_retry_seconds,
                 target=TARGET,
-                status=405,
+                answer=error.answer,
             )
         causes = "; ".join(f"({n}) {cause}" for n, cause in enumerate(CAUSES, start=1))
         return FinalError(
@@ -281,7 +281,7 @@ class BlueshiftSink(Sink):
             "(.../customer/import_show/<uuid>), make sure it reads from S3, is launched and is "
             "scheduled for a future date or recurring, then publish the trigger again",
             target=TARGET,
-            status=405,
+            answer=error.answer,
         )
 
     def _server_error(self, ctx: RunContext, uuid: str, error: RetryableError) -> TargetError:
@@ -294,7 +294,7 @@ class BlueshiftSink(Sink):
             f"({error.message}): contact Blueshift support with the import's uuid, then publish "
             "the trigger again",
             target=TARGET,
-            status=500,
+            answer=error.answer,
         )
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from xml.etree.ElementTree import ParseError
 
 import httpx
 
-from importq.errors import AuthError, ConfigError, FinalError, TargetError
+from importq.errors import AuthError, ConfigError, FinalError, TargetError, VendorAnswer
 from importq.settings import Secret, Settings
 from workers import vendor_calls
 from workers.http import raise_for_status, transport_error, vendor_message
@@ -143,22 +143,24 @@ class DataSourceClient:
             except TargetError as error:  # an echo of the request must not carry the key
                 error.args = (self._scrub(str(error)),)
                 error.message = self._scrub(error.message)
+                if error.answer:
+                    error.answer = replace(error.answer, said=self._scrub(error.answer.said))
                 raise
             # Left: 1xx/3xx. httpx follows no redirect, and a PUT should not be redirected.
             return FinalError(
                 f"{what}: unexpected answer; check DATASOURCE_URL ('{self.url}')",
                 target=TARGET,
-                status=status,
+                answer=VendorAnswer(status=status),
             )
         code, message = self._response_status(response, what)
         said = self._scrub(f"{code}: {message}" if code else message)
+        answer = VendorAnswer(status=status, code=code or None, said=self._scrub(message))
         if status == 400:
             return FinalError(
                 f"{what} refused: {said} (check the job's external_id/id and name and that the "
                 "data source exists, then replay the dead letters)",
                 target=TARGET,
-                status=status,
-                vendor_code=code or None,
+                answer=answer,
             )
         hint = (
             "DATASOURCE_COMPANY_ID and DATASOURCE_INTEGRATION_KEY were refused: copy both "
@@ -167,7 +169,7 @@ class DataSourceClient:
             else "the integration key may not update this data source: check "
             "DATASOURCE_COMPANY_ID, DATASOURCE_INTEGRATION_KEY and the company's API access"
         )
-        return AuthError(f"{said} ({hint})", target=TARGET, status=status, vendor_code=code or None)
+        return AuthError(f"{said} ({hint})", target=TARGET, answer=answer)
 
     def _response_status(self, response: httpx.Response, what: str) -> tuple[str, str]:
         """The DataSourceResponse's ErrorCode and Message (XML or JSON), else the raw text."""
@@ -183,7 +185,7 @@ class DataSourceClient:
                 f"entities ({type(error).__name__}); importq does not parse such XML (entity "
                 "expansion). Check that DATASOURCE_URL points at the vendor, not at a proxy",
                 target=TARGET,
-                status=response.status_code,
+                answer=VendorAnswer(status=response.status_code),
             ) from None
         except (ParseError, ValueError, AttributeError):
             return "", vendor_message(response)

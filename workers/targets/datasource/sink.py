@@ -300,6 +300,5 @@ def _with_progress(error: FinalError, number: int, total: int) -> FinalError:
     return type(error)(
         f"{error.message} ({done})",
         target=error.target,
-        status=error.status,
-        vendor_code=error.vendor_code,
+        answer=error.answer,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from importq.errors import ConfigError, RetryableError
+from importq.errors import ConfigError, VendorBusy
 from importq.settings import Secret, Settings
 from workers import vendor_calls
 from workers.http import raise_for_status, transport_error
@@ -168,10 +168,9 @@ class SourcingDataClient:
         self._send("DELETE", f"/cancel/{queue_item_id}", "cancel", params=self._query())
 
 
-def still_processing(item: QueueItem, waited: float) -> RetryableError:
+def still_processing(item: QueueItem, waited: float) -> VendorBusy:
     # Not a failure: the item is complete and commits on its own; only the polling pauses.
-    return RetryableError(
+    return VendorBusy(
         f"queue item {item.id} still '{item.status}' after {waited:.0f} s; it will be polled again",
         target=TARGET,
-        counts_attempt=False,
     )

@@ -27,7 +27,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from importq.errors import FinalError, InputError, RejectedError, RetryableError
+from importq.errors import (
+    FinalError,
+    InputError,
+    NotApplied,
+    RejectedError,
+    RetryableError,
+    VendorBusy,
+)
 from importq.settings import Settings
 from workers import keys
 from workers.retry import RESEND_WAIT_CAP, resend
@@ -199,10 +206,9 @@ class SourcingDataSink(Sink):
                 item = self._call(
                     ctx, lambda: client.start(first, operation_id=operation_id, incomplete=True)
                 )
-            except (FinalError, RetryableError) as error:
-                if not error.retryable or getattr(error, "resendable", False):
-                    # Refused or never processed: no item was opened.
-                    ctx.remember({"start_sent_at": "", "start_operation_id": ""})
+            except (FinalError, NotApplied):
+                # Refused or never processed: no item was opened.
+                ctx.remember({"start_sent_at": "", "start_operation_id": ""})
                 raise
             if shared:
                 self._register(ctx, client, shared, item.id)
@@ -298,11 +304,10 @@ class SourcingDataSink(Sink):
         deadline = time.monotonic() + START_TURN_WAIT
         while not ctx.redis.eval(_TAKE, 1, key, token, ttl_ms, keys.lease("")):
             if time.monotonic() > deadline:
-                raise RetryableError(
+                raise VendorBusy(
                     f"another unit of operation {operation_id} is opening its queue item; "
                     "this one opens its own after it",
                     target=TARGET,
-                    counts_attempt=False,
                 )
             ctx.checkpoint()
             time.sleep(0.02)

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from importq.errors import ConfigError, FinalError, RejectedError
+from importq.errors import ConfigError, FinalError, RejectedError, VendorAnswer
 from importq.settings import Secret, Settings
 from workers import vendor_calls
 from workers.http import raise_for_status, transport_error
@@ -69,7 +69,7 @@ def refusal(error: RejectedError) -> FinalError:
         "WORKFLOW_IMPORT_CREATION_PATH and the job's --param options, then replay the "
         "dead letters with `importq dlq replay JOB`"
     )
-    return FinalError(f"{error.message} ({hint})", target=TARGET, status=error.status)
+    return FinalError(f"{error.message} ({hint})", target=TARGET, answer=error.answer)
 
 
 class WorkflowImportClient:
@@ -135,6 +135,6 @@ class WorkflowImportClient:
                 f"answered {response.status_code} and pointed to {where}: "
                 "set WORKFLOW_IMPORT_URL to the API endpoint itself",
                 target=TARGET,
-                status=response.status_code,
+                answer=VendorAnswer(status=response.status_code),
             )
         return QueueBatch.from_response(response)

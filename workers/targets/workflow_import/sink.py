@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from importq.errors import FinalError, InputError, RetryableError
+from importq.errors import FinalError, InputError, NotApplied
 from importq.settings import Settings
 from workers import keys
 from workers.retry import resend
@@ -160,10 +160,9 @@ class WorkflowImportSink(Sink):
             batch: QueueBatch = resend(
                 lambda: client.post_batch(ctx.records, query), attempts=limits.resend_attempts
             )
-        except (FinalError, RetryableError) as error:
-            if not error.retryable or getattr(error, "resendable", False):
-                # The vendor refused or never processed it: a later attempt may post freely.
-                ctx.remember({"post_started_at": ""})
+        except (FinalError, NotApplied):
+            # The vendor refused or never processed it: a later attempt may post freely.
+            ctx.remember({"post_started_at": ""})
             raise
         return self._created(ctx, batch)
 
