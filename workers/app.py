@@ -22,6 +22,7 @@ from importq.errors import ConfigError
 from workers import keys, pipelines, ratelimit, targets
 from workers.jobs import JobStore
 from workers.leases import Leases
+from workers.middleware.pipelines import Pipelines
 from workers.runner import Runner
 
 SETTINGS = importq_settings.load()
@@ -111,10 +112,8 @@ def publish_unit(unit_id: str, target: str, countdown: float | None = None) -> N
 def runner() -> Runner:
     if "runner" not in _state:
         _state["runner"] = Runner(SETTINGS, JobStore(redis_client()), publish_unit, REDIS_URL)
-        _state["runner"].job_finished_hooks.append(
-            pipelines.on_job_finished(
-                JobStore(redis_client()), publish_unit, SETTINGS.rescue_seconds
-            )
+        _state["runner"].add_middleware(
+            Pipelines(JobStore(redis_client()), publish_unit, SETTINGS.rescue_seconds)
         )
     result: Runner = _state["runner"]
     return result

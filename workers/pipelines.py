@@ -172,23 +172,6 @@ def _first_error(store: JobStore, job_id: str) -> str:
     return f" ({error[:300]})" if error else ""
 
 
-def on_job_finished(
-    store: JobStore, publish_unit: Publish, rescue_seconds: float
-) -> Callable[[JobView], None]:
-    """The runner's hook: advance the pipeline the finished job belongs to, if any."""
-
-    def hook(job: JobView) -> None:
-        pipeline_id = store.redis.get(pipeline_of(job.id))
-        if pipeline_id is None:
-            return
-        try:
-            advance(store, as_text(pipeline_id), publish_unit, rescue_seconds)
-        except Exception as error:  # the periodic sweep tries again
-            log.warning("pipeline not advanced", pipeline=as_text(pipeline_id), error=str(error))
-
-    return hook
-
-
 def sweep(store: JobStore, publish_unit: Publish, rescue_seconds: float) -> int:
     """Advance every open pipeline: catches the hooks a dying worker never ran."""
     opened = [as_text(p) for p in store.redis.zrange(OPEN, 0, -1)]
