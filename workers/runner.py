@@ -39,7 +39,6 @@ from workers.retry import unit_delay
 from workers.signals import HandBack, LeaseLost, LeaseUnconfirmed
 from workers.targets.base import Delivered, Record, RunContext, Sink
 
-__all__ = ["FREE_HANDBACKS", "MISSING_PAYLOAD", "Publish", "Runner", "UnitRun"]
 log = structlog.get_logger("importq.runner")
 
 WAIT_BASE = 1.0  # first wait of a unit whose slot or turn is taken; grows to WAIT_MAX
