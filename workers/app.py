@@ -23,6 +23,7 @@ from importq.settings import Settings
 from workers import keys, pipelines, ratelimit, targets
 from workers.jobs import JobStore
 from workers.leases import Leases
+from workers.middleware.pipelines import Pipelines
 from workers.runner import Runner
 
 log = structlog.get_logger("importq.worker")
@@ -142,10 +143,8 @@ def publish_unit(unit_id: str, target: str, countdown: float | None = None) -> N
 def runner() -> Runner:
     if "runner" not in _state:
         _state["runner"] = Runner(settings(), JobStore(redis_client()), publish_unit, redis_url())
-        _state["runner"].job_finished_hooks.append(
-            pipelines.on_job_finished(
-                JobStore(redis_client()), publish_unit, settings().rescue_seconds
-            )
+        _state["runner"].add_middleware(
+            Pipelines(JobStore(redis_client()), publish_unit, settings().rescue_seconds)
         )
     result: Runner = _state["runner"]
     return result

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -136,23 +135,6 @@ def _stop_rest(
 def _first_error(store: JobStore, job_id: str) -> str:
     error = store.first_error(job_id)
     return f" ({error[:300]})" if error else ""
-
-
-def on_job_finished(
-    store: JobStore, publish_unit: Publish, rescue_seconds: float
-) -> Callable[[JobView], None]:
-    """The runner's hook: advance the pipeline the finished job belongs to, if any."""
-
-    def hook(job: JobView) -> None:
-        pipeline_id = store.redis.get(pipeline_of(job.id))
-        if pipeline_id is None:
-            return
-        try:
-            advance(store, as_text(pipeline_id), publish_unit, rescue_seconds)
-        except Exception as error:  # the periodic sweep tries again
-            log.warning("pipeline not advanced", pipeline=as_text(pipeline_id), error=str(error))
-
-    return hook
 
 
 def sweep(store: JobStore, publish_unit: Publish, rescue_seconds: float) -> int:

@@ -1,4 +1,4 @@
-"""The loop around one unit: claim -> slot -> heartbeat -> sink.run -> route the outcome.
+"""The loop around one unit: claim -> middleware before -> sink.run -> route -> middleware after.
 
 Outcomes are routed the same way for every target: delivered records are
 counted, a retryable failure is rescheduled with backoff (or fails for good
@@ -6,6 +6,10 @@ once attempts run out), a record-level refusal is bisected until the bad
 record stands alone in the dead-letter store, and any other final error sends
 the unit's records there with the vendor's reason. Every write is fenced on
 the lease, so a worker presumed dead cannot commit over its successor.
+
+The rules that cut across targets (order per key, the circuit breaker,
+in-flight slots, rate limits, pipelines) are middleware around this loop:
+workers/middleware/, one module per rule, hooks described in base.py.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -29,15 +32,20 @@ from importq.errors import (
     VendorBusy,
 )
 from importq.settings import Settings
-from workers import breaker, keys, ordering, ratelimit, targets, vendor_calls
-from workers.heartbeat import Heartbeat, Slot
-from workers.jobs import JobStore, JobView, UnitState, encode_records, unit_fields
-from workers.leases import Claim, Finish, Leases, now_ms
+from workers import breaker, keys, targets, vendor_calls
+from workers.heartbeat import Heartbeat
+from workers.jobs import JobStore, UnitState, encode_records, unit_fields
+from workers.leases import Finish, Leases, now_ms
+from workers.middleware.base import Check, Middleware, Publish, Waker
+from workers.middleware.breaker import CircuitBreaker
+from workers.middleware.ordering import Ordering
+from workers.middleware.ratelimit import RateLimit
+from workers.middleware.slots import Slots
+from workers.outcomes import Defer, Misconfigured, Outcome, Paused, Result, UnitRun
 from workers.retry import unit_delay
 from workers.signals import HandBack, LeaseLost, LeaseUnconfirmed
 from workers.targets.base import Delivered, Record, RunContext, Sink
 
-Publish = Callable[[str, str, float | None], None]  # unit id, target, countdown
 log = structlog.get_logger("importq.runner")
 
 WAIT_BASE = 1.0  # first wait of a unit whose slot or turn is taken; grows to WAIT_MAX
@@ -50,21 +58,6 @@ MISSING_PAYLOAD = (
     "the unit's staged records are missing from Redis ({key}): deleted by hand, or evicted "
     "by a Redis whose maxmemory-policy is not noeviction; publish the records again"
 )
-
-
-@dataclass
-class UnitRun:
-    """One claimed unit and what it needs while it runs."""
-
-    unit_id: str
-    target: str
-    sink: Sink
-    claim: Claim
-    params: dict[str, Any]
-    records: list[Record]
-    unit: dict[str, str]
-    worker_id: str = ""  # whose shutdown signal hands this unit back (app.shutdown_id)
-    probing: bool = False  # its target is paused and this unit is the probe
 
 
 class Runner:
@@ -83,20 +76,28 @@ class Runner:
         self.breaker = breaker.Breaker(store.redis, settings)
         self.publish = publish
         self._clients: dict[str, Any] = {}
-        self._throttles: dict[str, ratelimit.Throttle | None] = {}
-        # Called once with the JobView when a job's last unit finishes (e.g. pipelines).
-        self.job_finished_hooks: list[Callable[[JobView], None]] = []
+        wake = Waker(self.leases, publish)
+        self.ordering = Ordering(store, wake)
+        # The order is the contract: a unit waits for its turn before it may probe a paused
+        # target; a probe is taken before a misconfigured worker counts against the target;
+        # the slot is sized by the target's limits, so it comes after they are loaded.
+        self.middleware: list[Middleware] = [
+            self.ordering,
+            CircuitBreaker(self.breaker, wake),
+            TargetSetup(settings, self.client),
+            Slots(self.leases, wake),
+            RateLimit(settings, redis_url),
+        ]
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Run `middleware` inside the built-in ones (its before last, its after first)."""
+        self.middleware.append(middleware)
 
     def client(self, sink: Sink) -> Any:
         # One client per target per process: connection pools are reused across units.
         if sink.name not in self._clients:
             self._clients[sink.name] = sink.make_client(self.settings)
         return self._clients[sink.name]
-
-    def throttle(self, target: str) -> ratelimit.Throttle | None:
-        if target not in self._throttles and self.redis_url:
-            self._throttles[target] = ratelimit.throttle_for(target, self.settings, self.redis_url)
-        return self._throttles.get(target)
 
     def run(self, target: str, unit_id: str, worker_id: str = "") -> str:
         claim = self.leases.claim(unit_id, self.settings.max_crashes)
@@ -134,9 +135,14 @@ class Runner:
         delay = max(0.0, due - time.time())
         log.info("message came before the unit is due; rescheduled without an attempt",
                  unit=unit_id, due_in=round(delay, 2))  # fmt: skip
-        if delay <= self.settings.visibility_timeout / 4:  # longer waits: the reaper sends it
-            self.publish(unit_id, target, delay)
+        self._send_when_due(unit_id, target, delay)
         return "early"
+
+    def _send_when_due(self, unit_id: str, target: str, delay: float) -> None:
+        # A countdown message waits in a worker's memory and is redelivered after the
+        # visibility timeout; a longer wait is left to the reaper, which sends it when due.
+        if delay <= self.settings.visibility_timeout / 4:
+            self.publish(unit_id, target, delay)
 
     def _cancel(self, run: UnitRun) -> str:
         if isinstance(settled := self._abandon(run), Delivered):
@@ -144,69 +150,77 @@ class Runner:
         return self._finish(run, Finish(UnitState.CANCELLED, terminal=True))
 
     def _run_claimed(self, run: UnitRun) -> str:
-        why = ordering.blocked(self.store, run.target, run.sink.order_key(run.params), run.unit_id)
-        if why == "turn":
-            log.info("an earlier job on the same order key is not finished; waiting")
-            return self._defer(run, "turn")
-        if why:  # held by a failed job until an operator acts: no ceiling on this wait
-            log.warning("unit waits: its order key is held", reason=why)
-            return self._defer(run, "turn", why=why, bounded=False)
-        verdict, probe_at = self.breaker.admit(run.target, run.claim.token)
-        if verdict == "wait":
-            return self._paused(run, probe_at)
-        run.probing = verdict == "probe"
+        entered: list[Middleware] = []  # those whose before_unit let the unit through
+        status: str | None = None
         try:
-            limits = run.sink.load_limits(self.settings)
-            client = self.client(run.sink)
-        except ConfigError as error:  # this worker's environment is wrong: no traceback
-            log.error("the worker's configuration is incomplete", error=str(error))
-            return self._target_failed(run, error) or self._fail(run, str(error))
-        slot = self._slot(run, limits)
-        token = run.claim.token
-        if slot and not self.leases.acquire_slot(slot.key, token, slot.cap):
-            self.leases.wait_for_slot(slot.key, run.unit_id)
-            return self._defer(run, "slot")
-        if slot:
-            self.leases.stop_waiting(slot.key, run.unit_id)
+            outcome = self._before_unit(run, entered)
+            result = self._run_sink(run) if outcome is None else outcome
+            for middleware in reversed(entered):
+                replaced = middleware.on_result(run, result)
+                result = result if replaced is None else replaced
+            status = self._route(run, result)
+            return status
+        finally:
+            for middleware in reversed(entered):
+                middleware.after_unit(run, status)
+
+    def _before_unit(self, run: UnitRun, entered: list[Middleware]) -> Outcome | None:
+        for middleware in self.middleware:
+            outcome = middleware.before_unit(run)
+            if outcome is not None:
+                return outcome
+            entered.append(middleware)
+        return None
+
+    def _run_sink(self, run: UnitRun) -> Result:
+        """Run the sink under the unit's heartbeat: what it delivered, or what stopped it."""
         try:
             with (
-                Heartbeat(
-                    self.beat_leases, run.unit_id, token, slot, run.worker_id, run.claim.sent_at
-                ) as beat,
-                vendor_calls.before_each_request(beat.check_lease, self._wait_for_rate(run)),
-            ):
-                delivered = run.sink.run(self._context(run, limits, client, beat))
-        except HandBack:
-            log.info("worker shutting down: the unit goes back to the queue at its checkpoint")
-            return self._hand_back(run, exact=True)
-        except LeaseUnconfirmed as error:
-            # Stopped before the next vendor request; back to the queue if still ours (the
-            # fenced finish decides), with no resume point: a request may have been cut.
-            log.warning("stopped without committing", reason=str(error))
-            return self._hand_back(run, exact=False, error=str(error))
-        except LeaseLost as error:
-            log.warning("stopped without committing", reason=str(error))
-            return "lease lost"
-        except RetryableError as error:
-            return self._retry(run, error)
+                Heartbeat(self.beat_leases, run.unit_id, run.claim.token, run.slot,
+                          run.worker_id, run.claim.sent_at) as beat,
+                vendor_calls.before_each_request(beat.check_lease, *self._request_checks(run)),
+            ):  # fmt: skip
+                return run.sink.run(self._context(run, run.limits, run.client, beat))
+        except (HandBack, LeaseLost, RetryableError, FinalError) as error:
+            return error  # routed by its type
         except SoftTimeLimitExceeded:
             limit = f"{self.settings.unit_time_limit:.0f} s (IMPORTQ_UNIT_TIME_LIMIT)"
-            return self._retry(run, RetryableError(f"the unit ran longer than {limit}",
-                                                   target=run.target))  # fmt: skip
-        except FinalError as error:
-            return self._refused(run, error)
+            return RetryableError(f"the unit ran longer than {limit}", target=run.target)
         except Exception as error:
             # A bug or an unreadable answer: retried like a timeout, bounded, then dead-lettered.
             log.exception("unexpected error while running the unit")
-            unexpected = RetryableError(
-                f"unexpected {type(error).__name__}: {error}", target=run.target
-            )
-            return self._retry(run, unexpected)
-        finally:
-            if slot:
-                self._release(run, slot, token)
-        self._answered(run)
-        return self._delivered(run, delivered)
+            return RetryableError(f"unexpected {type(error).__name__}: {error}", target=run.target)
+
+    def _route(self, run: UnitRun, result: Result) -> str:
+        match result:
+            case Delivered():
+                return self._delivered(run, result)
+            case Defer(waits_for, why, bounded, retry_after):
+                return self._defer(run, waits_for, retry_after, why, bounded)
+            case Paused(delay, why, waits_for):
+                return self._reschedule(run, delay, retry=False, attempts_delta=-1, error=why,
+                                        fields={"waits_for": waits_for})  # fmt: skip
+            case Misconfigured(error):
+                return self._fail(run, str(error))
+            case HandBack():
+                log.info("worker shutting down: the unit goes back to the queue at its checkpoint")
+                return self._hand_back(run, exact=True)
+            case LeaseUnconfirmed():
+                # Stopped before the next vendor request; back to the queue if still ours (the
+                # fenced finish decides), with no resume point: a request may have been cut.
+                log.warning("stopped without committing", reason=str(result))
+                return self._hand_back(run, exact=False, error=str(result))
+            case LeaseLost():
+                log.warning("stopped without committing", reason=str(result))
+                return "lease lost"
+            case RetryableError():
+                return self._retry(run, result)
+            case FinalError():
+                return self._refused(run, result)
+        raise TypeError(f"no route for {result!r}")
+
+    def _request_checks(self, run: UnitRun) -> list[Check | None]:
+        return [middleware.request_check(run) for middleware in self.middleware]
 
     def _hand_back(self, run: UnitRun, *, exact: bool, error: str = "") -> str:
         """Back to the queue now; `exact`: stopped at a checkpoint the next run may trust."""
@@ -219,37 +233,6 @@ class Runner:
         fields = {"handed_back": "1" if exact else "", "handbacks": str(handbacks)}
         return self._reschedule(run, 0.0, retry=False, attempts_delta=-1 if free else 0,
                                 error=error, fields=fields)  # fmt: skip
-
-    def _target_failed(self, run: UnitRun, error: Exception) -> str | None:
-        """Count a failure that is not the unit's fault; wait paused if the target is now."""
-        probe_at = self.breaker.failed(run.target, run.unit_id, run.claim.token, error)
-        if probe_at is None:
-            return None
-        return self._paused(run, probe_at)
-
-    def _paused(self, run: UnitRun, probe_at: float) -> str:
-        """Wait, using no attempt and without a ceiling, until the target resumes."""
-        pause = self.breaker.pause(run.target)
-        why = pause.describe() if pause else f"target {run.target} paused"
-        log.warning("unit waits: its target is paused", reason=why,
-                    next_probe_in=round(max(0.0, probe_at - time.time()), 1))  # fmt: skip
-        delay = max(0.0, self.breaker.wait(run.target, run.unit_id, probe_at) - time.time())
-        return self._reschedule(run, delay, retry=False, attempts_delta=-1, error=why,
-                                fields={"waits_for": "breaker"})  # fmt: skip
-
-    def _answered(self, run: UnitRun) -> None:
-        """The vendor answered this unit: a probe that gets this far resumes its target."""
-        if not run.probing:
-            return
-        waiting = self.breaker.resume(run.target)
-        log.warning("target resumed: the probe reached the vendor", waking=len(waiting))
-        for unit_id in waiting:
-            if unit_id != run.unit_id and self.leases.wake(unit_id, "breaker"):
-                self.publish(unit_id, run.target, None)
-
-    def _wait_for_rate(self, run: UnitRun) -> Callable[[], float] | None:
-        throttle = self.throttle(run.target)
-        return throttle.wait if throttle else None
 
     def _defer(self, run: UnitRun, waits_for: str, retry_after: float | None = None,
                why: str = "", bounded: bool = True) -> str:  # fmt: skip
@@ -266,20 +249,6 @@ class Runner:
         fields = {"deferrals": str(waits), "waits_for": waits_for, "waiting_since": str(since)}
         return self._reschedule(run, delay, retry=False, attempts_delta=-1, error=why,
                                 fields=fields)  # fmt: skip
-
-    def _release(self, run: UnitRun, slot: Slot, token: str) -> None:
-        """Give the slot back and wake the unit that has waited longest for it."""
-        self.leases.release_slot(slot.key, token, slot.gap)
-        waiter = self.leases.next_waiter(slot.key)
-        if waiter and self.leases.wake(waiter, "slot"):  # a second message: its claim decides
-            self.publish(waiter, run.target, slot.gap or None)
-
-    def _slot(self, run: UnitRun, limits: Any) -> Slot | None:
-        found = run.sink.slot(run.params, limits)
-        if found is None:
-            return None
-        gap = run.sink.slot_gap(run.params, limits)
-        return Slot(keys.slots(run.target, found[0]), found[1], gap)
 
     def _context(self, run: UnitRun, limits: Any, client: Any, beat: Heartbeat) -> RunContext:
         def remember(values: dict[str, str]) -> None:
@@ -323,10 +292,6 @@ class Runner:
         return self._finish(run, outcome)
 
     def _retry(self, run: UnitRun, error: RetryableError) -> str:
-        if breaker.target_wide(error) and (paused := self._target_failed(run, error)):
-            return paused
-        if error.status and not breaker.target_wide(error):  # the vendor answered (429...)
-            self._answered(run)
         if isinstance(error, VendorBusy):  # waiting, not failing: no attempt is used
             log.info("unit waits", reason=str(error), retry_after=error.retry_after)
             return self._defer(run, "vendor", error.retry_after, str(error))
@@ -342,9 +307,6 @@ class Runner:
         return self._reschedule(run, delay, retry=True, error=str(error))
 
     def _refused(self, run: UnitRun, error: FinalError) -> str:
-        if breaker.target_wide(error) and (paused := self._target_failed(run, error)):
-            return paused  # 401/403: nothing of this target can succeed until it is fixed
-        self._answered(run)
         if isinstance(error, RejectedError) and len(run.records) > 1 and run.sink.splittable:
             return self._split(run, error)
         return self._fail(run, str(error), settle=False)  # the sink settled before raising
@@ -389,7 +351,7 @@ class Runner:
             with (
                 Heartbeat(self.beat_leases, run.unit_id, run.claim.token, None,
                           leased_at=run.claim.sent_at) as beat,
-                vendor_calls.before_each_request(beat.check_lease, self._wait_for_rate(run)),
+                vendor_calls.before_each_request(beat.check_lease, *self._request_checks(run)),
             ):  # fmt: skip
                 settled = run.sink.abandon(self._context(run, limits, client, beat))
         except (FinalError, ConfigError) as error:
@@ -437,10 +399,8 @@ class Runner:
             deadline_ms=due + self.leases.grace_ms,
         )
         status = self._finish(run, outcome)
-        # A countdown message waits in a worker's memory and is redelivered after the
-        # visibility timeout; a longer wait is left to the reaper, which sends it when due.
-        if status == UnitState.WAITING and delay <= self.settings.visibility_timeout / 4:
-            self.publish(run.unit_id, run.target, delay)
+        if status == UnitState.WAITING:
+            self._send_when_due(run.unit_id, run.target, delay)
         return status
 
     def _finish(self, run: UnitRun, outcome: Finish) -> str:
@@ -461,22 +421,14 @@ class Runner:
             return
         log.info("job finished", job_state=str(job.state), delivered=job.records_delivered,
                  dead=job.records_dead)  # fmt: skip
-        if ordering.hold_if_unfit(self.store, job):
-            log.error("later jobs on its order key are held until it is replayed or released")
-        self.wake_turn(job.target, ordering.release(self.store.redis, job))
+        for middleware in self.middleware:
+            middleware.after_job_finished(job)
         if job.records_dead == 0:  # a job with dead letters stays until they are replayed
             self.store.expire(job.id, self.settings.job_ttl)
-        for hook in self.job_finished_hooks:
-            hook(job)
 
     def wake_turn(self, target: str, job_id: str | None) -> int:
-        """Wake the units of `job_id` that wait for their turn on its order key."""
-        woken = 0
-        for unit_id in self.store.unit_ids(job_id) if job_id else []:
-            if self.leases.wake(unit_id, "turn"):
-                self.publish(unit_id, target, None)
-                woken += 1
-        return woken
+        """Wake the units of `job_id` that wait for their turn (`importq release`)."""
+        return self.ordering.wake_turn(target, job_id)
 
     def _dead_letter(self, run: UnitRun, record: Record, reason: str) -> str:
         entry = {
@@ -488,3 +440,19 @@ class Runner:
             "at": time.time(),
         }
         return json.dumps(entry, separators=(",", ":"))
+
+
+class TargetSetup(Middleware):
+    """Loads the target's limits and client onto the run; a wrong environment stops it here."""
+
+    def __init__(self, settings: Settings, client: Callable[[Sink], Any]) -> None:
+        self.settings, self.client = settings, client
+
+    def before_unit(self, run: UnitRun) -> Misconfigured | None:
+        try:
+            run.limits = run.sink.load_limits(self.settings)
+            run.client = self.client(run.sink)
+        except ConfigError as error:  # this worker's environment is wrong: no traceback
+            log.error("the worker's configuration is incomplete", error=str(error))
+            return Misconfigured(error)
+        return None
