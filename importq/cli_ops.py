@@ -110,7 +110,7 @@ def release(job_id: str) -> None:
     job = store.get(job_id)
     if job is None:
         raise click.ClickException(f"no job {job_id} (see `importq jobs`)")
-    key = targets.get(job.target).order_key(job.params)
+    key = targets.get(job.target).sink.order_key(job.params)
     if not key or ordering.holder(store.redis, job.target, key) != job_id:
         raise click.ClickException(f"job {job_id} holds no later jobs")
     ordering.release_hold(store.redis, job.target, key)
@@ -155,12 +155,12 @@ def redis_stop() -> None:
 @click.option("--name", "-n", default=None, help="Worker node name, e.g. w1@%h.")
 def worker(targets: str, concurrency: int | None, name: str | None) -> None:
     """Run a Celery worker for the given targets' queues (execs `celery worker`)."""
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    queues = list(SINKS) if targets == "all" else [t.strip() for t in targets.split(",")]
-    unknown = [q for q in queues if q not in SINKS]
+    queues = list(TARGETS) if targets == "all" else [t.strip() for t in targets.split(",")]
+    unknown = [q for q in queues if q not in TARGETS]
     if unknown:
-        raise click.BadParameter(f"unknown target(s) {unknown}; known: {sorted(SINKS)}")
+        raise click.BadParameter(f"unknown target(s) {unknown}; known: {sorted(TARGETS)}")
     commands = worker_commands(queues, concurrency, name)
     if len(commands) == 1:
         os.execv(sys.executable, commands[0])  # becomes the worker: never returns
@@ -172,9 +172,9 @@ def worker_commands(
     queues: list[str], concurrency: int | None, name: str | None
 ) -> list[list[str]]:
     """One celery worker for the queues, plus one at -c 1 per one-process target (Blue)."""
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    solo = [q for q in queues if SINKS[q].one_process]
+    solo = [q for q in queues if TARGETS[q].one_process]
     shared = [q for q in queues if q not in solo]
     # Default node names carry this process's id: two `importq worker` runs on one host
     # stay apart in Flower and in `celery inspect`.
@@ -256,9 +256,9 @@ def metrics(port: int, address: str) -> None:
     from prometheus_client import REGISTRY, start_http_server
 
     from workers.metrics import ImportqCollector
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    REGISTRY.register(ImportqCollector(_app().redis_client(), list(SINKS)))
+    REGISTRY.register(ImportqCollector(_app().redis_client(), list(TARGETS)))
     start_http_server(port, addr=address)
     click.echo(f"importq metrics on http://{address}:{port}/metrics", err=True)
     stop = threading.Event()

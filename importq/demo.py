@@ -24,9 +24,9 @@ WORKER_CONCURRENCY = 4
 def _start_workers(env: dict[str, str], log_dir: Path) -> list[Process]:
     """Workers for every queue, as `importq worker` starts them (Blue alone at -c 1)."""
     from importq.cli_ops import worker_commands
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    commands = worker_commands(list(SINKS), WORKER_CONCURRENCY, f"demo-{os.getpid()}@%h")
+    commands = worker_commands(list(TARGETS), WORKER_CONCURRENCY, f"demo-{os.getpid()}@%h")
     quiet = ["--without-gossip", "--without-mingle"]
     workers = []
     for number, command in enumerate(commands):
@@ -53,11 +53,11 @@ def _serve_simulators(cleanup: ExitStack) -> tuple[dict[str, Any], dict[str, str
     """Every target's simulator, with mild latency and faults; and the env to reach them."""
     from simulators import load
     from simulators.http import serve
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
     sims: dict[str, Any] = {}
     env: dict[str, str] = {}
-    for name in SINKS:
+    for name in TARGETS:
         module = load(name)
         sim = module.SIMULATOR()
         sim.configure(latency_seconds=0.01, fault_rate=0.02, retry_after_seconds=1)

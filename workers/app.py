@@ -51,9 +51,9 @@ def _configure(app: Celery) -> None:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(name) for name in targets.SINKS],
-        task_routes={task_name(name): {"queue": name} for name in targets.SINKS},
-        task_default_queue=next(iter(targets.SINKS)),
+        task_queues=[Queue(name) for name in targets.TARGETS],
+        task_routes={task_name(name): {"queue": name} for name in targets.TARGETS},
+        task_default_queue=next(iter(targets.TARGETS)),
         broker_transport_options={
             # The last safety net only: the reaper requeues a dead worker's unit after
             # its lease (30 s). Longer than the longest unit (a Blue prepare: an hour).
@@ -136,7 +136,7 @@ def _register(target: str) -> None:
         return runner().run(target, envelope["unit_id"], shutdown_id(self.request.hostname or ""))
 
 
-for _name in targets.SINKS:
+for _name in targets.TARGETS:
     _register(_name)
 
 
@@ -184,13 +184,13 @@ def configuration_problems(names: list[str]) -> list[str]:
     """What keeps each of these targets from running here (its settings), in words."""
     problems = []
     for name in names:
-        sink = targets.SINKS.get(name)
-        if sink is None:
+        target = targets.TARGETS.get(name)
+        if target is None:
             continue
         try:
-            sink.load_limits(SETTINGS)
+            target.limits(SETTINGS)
             ratelimit.rate_for(name, SETTINGS)
-            client = sink.make_client(SETTINGS)
+            client = target.client(SETTINGS)
         except ConfigError as error:
             problems.append(f"{name}: {error}")
             continue

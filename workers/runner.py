@@ -28,6 +28,7 @@ from workers.jobs import JobStore, JobView, UnitState, encode_records, unit_fiel
 from workers.leases import Claim, Finish, Leases, now_ms
 from workers.retry import unit_delay
 from workers.signals import HandBack, LeaseLost, LeaseUnconfirmed
+from workers.target_state import TargetState
 from workers.targets.base import Delivered, Record, RunContext, Sink
 
 Publish = Callable[[str, str, float | None], None]  # unit id, target, countdown
@@ -51,7 +52,7 @@ class UnitRun:
 
     unit_id: str
     target: str
-    sink: Sink
+    sink: Sink[Any, Any]
     claim: Claim
     params: dict[str, Any]
     records: list[Record]
@@ -80,11 +81,11 @@ class Runner:
         # Called once with the JobView when a job's last unit finishes (e.g. pipelines).
         self.job_finished_hooks: list[Callable[[JobView], None]] = []
 
-    def client(self, sink: Sink) -> Any:
+    def client(self, target: str) -> Any:
         # One client per target per process: connection pools are reused across units.
-        if sink.name not in self._clients:
-            self._clients[sink.name] = sink.make_client(self.settings)
-        return self._clients[sink.name]
+        if target not in self._clients:
+            self._clients[target] = targets.get(target).client(self.settings)
+        return self._clients[target]
 
     def throttle(self, target: str) -> ratelimit.Throttle | None:
         if target not in self._throttles and self.redis_url:
@@ -104,7 +105,7 @@ class Runner:
         run = UnitRun(
             unit_id,
             target,
-            targets.get(target),
+            targets.get(target).sink,
             claim,
             job.params if job else {},
             records or [],
@@ -149,8 +150,8 @@ class Runner:
             return self._paused(run, probe_at)
         run.probing = verdict == "probe"
         try:
-            limits = run.sink.load_limits(self.settings)
-            client = self.client(run.sink)
+            limits = targets.get(run.target).limits(self.settings)
+            client = self.client(run.target)
         except ConfigError as error:  # this worker's environment is wrong: no traceback
             log.error("the worker's configuration is incomplete", error=str(error))
             return self._target_failed(run, error) or self._fail(run, str(error))
@@ -274,7 +275,9 @@ class Runner:
         gap = run.sink.slot_gap(run.params, limits)
         return Slot(keys.slots(run.target, found[0]), found[1], gap)
 
-    def _context(self, run: UnitRun, limits: Any, client: Any, beat: Heartbeat) -> RunContext:
+    def _context(
+        self, run: UnitRun, limits: Any, client: Any, beat: Heartbeat
+    ) -> RunContext[Any, Any]:
         def remember(values: dict[str, str]) -> None:
             fields = {f"remote.{k}": v for k, v in values.items()}
             if not self.leases.remember(run.unit_id, run.claim.token, fields):
@@ -294,7 +297,7 @@ class Runner:
             log=log,
             remember=remember,
             checkpoint=beat.checkpoint,
-            redis=self.store.redis,
+            target_state=TargetState(self.store.redis, run.target, run.unit_id),
             handed_back=run.claim.handed_back,
         )
 
@@ -338,7 +341,7 @@ class Runner:
         if breaker.target_wide(error) and (paused := self._target_failed(run, error)):
             return paused  # 401/403: nothing of this target can succeed until it is fixed
         self._answered(run)
-        if error.record_level and len(run.records) > 1 and run.sink.splittable:
+        if error.record_level and len(run.records) > 1 and targets.get(run.target).splittable:
             return self._split(run, error)
         return self._fail(run, str(error), settle=False)  # the sink settled before raising
 
@@ -377,8 +380,8 @@ class Runner:
         if not any(k.startswith("remote.") and v for k, v in run.unit.items()):
             return ""  # nothing was opened at the vendor: nothing to ask
         try:
-            limits = run.sink.load_limits(self.settings)
-            client = self.client(run.sink)
+            limits = targets.get(run.target).limits(self.settings)
+            client = self.client(run.target)
             with (
                 Heartbeat(self.beat_leases, run.unit_id, run.claim.token, None,
                           leased_at=run.claim.sent_at) as beat,
