@@ -1,8 +1,13 @@
-"""The seam every target plugs into: a Sink that plans units and runs one.
+"""The seam every target plugs into: a Target declaration and the Sink it names.
 
 A target package describes its vendor and nothing else. The core (runner.py)
 owns queues, leases, retries, bisection, in-flight slots and dead letters; the
-sink owns batching within the vendor's limits and the calls of one unit.
+sink owns batching within the vendor's limits and the calls of one unit. Each
+package's __init__.py declares `TARGET = Target(name, limits, client, sink, ...)`,
+and workers/targets/__init__.py registers it with one line. The sink is generic
+in the target's limits and client (Sink[LimitsT, ClientT]), so `plan`, `slot`
+and `run` see them typed; what a sink keeps in Redis goes through the core's
+RunContext.target_state (workers/target_state.py), never a Redis client.
 """
 
 from __future__ import annotations
