@@ -4,7 +4,8 @@ Blue keeps a transaction open after its client died, and refuses every other
 import until someone cancels it. importq cancels only its own: a transaction
 recorded here whose owner (a unit and the claim token of the attempt that
 registered it) no longer holds that unit's lease. Anything else open on the
-instance was started by someone else, and is left alone.
+instance was started by someone else, and is left alone. The keys are kept through the
+core (workers/target_state.py: Claims, their index and a Note); this module never sees Redis.
 
     importq:blue:transactions:{instance}  hash  transaction id -> {"unit", "token"};
                                                 "registering" -> the owner about to
