@@ -23,14 +23,14 @@ from simulators import load
 from simulators.http import serve
 from workers import app
 from workers.jobs import JobStore
-from workers.targets import SINKS
+from workers.targets import TARGETS
 
 WORKER_CONCURRENCY = 4
 
 
 def _start_workers(env: dict[str, str], log_dir: Path) -> list[Process]:
     """Workers for every queue, as `importq worker` starts them (Blue alone at -c 1)."""
-    commands = worker_commands(list(SINKS), WORKER_CONCURRENCY, f"demo-{os.getpid()}@%h")
+    commands = worker_commands(list(TARGETS), WORKER_CONCURRENCY, f"demo-{os.getpid()}@%h")
     quiet = ["--without-gossip", "--without-mingle"]
     workers = []
     for number, command in enumerate(commands):
@@ -57,7 +57,7 @@ def _serve_simulators(cleanup: ExitStack) -> tuple[dict[str, Any], dict[str, str
     """Every target's simulator, with mild latency and faults; and the env to reach them."""
     sims: dict[str, Any] = {}
     env: dict[str, str] = {}
-    for name in SINKS:
+    for name in TARGETS:
         module = load(name)
         sim = module.SIMULATOR()
         sim.configure(latency_seconds=0.01, fault_rate=0.02, retry_after_seconds=1)

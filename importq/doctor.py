@@ -57,20 +57,21 @@ def _redis_config(client: redis.Redis, allow_eviction: bool) -> list[Check]:
 
 
 def check_targets(settings: Settings) -> list[Check]:
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    return [check_target(name, settings) for name in SINKS]
+    return [check_target(name, settings) for name in TARGETS]
 
 
 def check_target(name: str, settings: Settings) -> Check:
     from workers.targets import get
     from workers.targets.base import Sink
 
-    sink = get(name)
+    target = get(name)
+    sink = target.sink
     if type(sink).preflight is Sink.preflight:
         return Check(name, "skip", "the vendor offers no harmless call to check credentials with")
     try:
-        client = sink.make_client(settings)
+        client = target.client(settings)
     except ConfigError as error:
         return Check(name, "skip", f"not configured: {error}")
     try:

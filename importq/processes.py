@@ -28,9 +28,9 @@ def worker_commands(
     queues: list[str], concurrency: int | None, name: str | None
 ) -> list[list[str]]:
     """One celery worker for the queues, plus one at -c 1 per one-process target (Blue)."""
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    solo = [q for q in queues if SINKS[q].one_process]
+    solo = [q for q in queues if TARGETS[q].one_process]
     shared = [q for q in queues if q not in solo]
     # Default node names carry this process's id: two `importq worker` runs on one host
     # stay apart in Flower and in `celery inspect`.

@@ -64,21 +64,22 @@ def dry_run(
     notify: Callable[[str], None] = lambda message: None,
 ) -> DryRun:
     """Validate and plan `records` (read with the same `problems`) as `publish` would."""
-    sink = targets.get(target)
+    declared = targets.get(target)
+    sink = declared.sink
     report = DryRun(target, errors=problems.errors)
     try:
-        refuse_unknown_params(sink, params, settings)
+        refuse_unknown_params(declared, params, settings)
         params = sink.check_params(dict(params), settings)
         sink.check_job(params, settings, has_records=records is not None)
         if check_target:
-            preflight(sink, settings, params, notify)
+            preflight(declared, settings, params, notify)
         if records is None:
-            if not sink.records_optional:
-                raise InputError(f"{sink.name} needs records: give a file or an iterable")
+            if not declared.records_optional:
+                raise InputError(f"{target} needs records: give a file or an iterable")
             report.units = 1
             return report
         checked = validate(target, records, problems=problems)
-        for unit in sink.plan(checked, sink.load_limits(settings), params):
+        for unit in sink.plan(checked, declared.limits(settings), params):
             report.units += 1
             report.records += len(unit)
     except EnoughProblems:

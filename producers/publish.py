@@ -19,7 +19,7 @@ from workers import app as worker_app
 from workers import ordering, targets
 from workers.dispatch import Publish, release
 from workers.jobs import JobStore
-from workers.targets.base import PREFLIGHT_FACTS, Located, Record, Sink, refuse_unknown_params
+from workers.targets.base import PREFLIGHT_FACTS, Located, Record, Target, refuse_unknown_params
 
 
 def locate(records: Iterable[Record], source: str = "record") -> Iterable[Located]:
@@ -44,23 +44,24 @@ def publish(
 ) -> str:
     """Create a job from located records; returns the job id once every unit is enqueued.
 
-    `records` may be None for targets whose jobs need none (`Sink.records_optional`).
+    `records` may be None for targets whose jobs need none (`Target.records_optional`).
     With `check_target`, a harmless call to the target first refuses bad credentials
     or an unknown id before anything is staged. With `hold`, the job is staged and
     listed but its units are not sent until `release(job_id)` (pipelines use this). With
     `first_in_line` the job goes ahead of the others on its order key and lifts the key's
     hold (the replay of the job that holds it).
     """
-    sink = targets.get(target)
-    refuse_unknown_params(sink, params, settings)
+    declared = targets.get(target)
+    sink = declared.sink
+    refuse_unknown_params(declared, params, settings)
     params = sink.check_params(dict(params), settings)
     sink.check_job(params, settings, has_records=records is not None)
-    facts = preflight(sink, settings, params, notify) if check_target else None
+    facts = preflight(declared, settings, params, notify) if check_target else None
     wait_for_room(store, target, max_queued_units(settings, target), notify)
     job_id = store.create(target, params)
     plan_params = {**params, PREFLIGHT_FACTS: facts} if facts else params
     try:
-        unit_ids = _stage(sink, records, plan_params, job_id, settings, store, on_unit)
+        unit_ids = _stage(declared, records, plan_params, job_id, settings, store, on_unit)
     except BaseException:
         store.discard(job_id)
         raise
@@ -74,7 +75,7 @@ def publish(
 
 
 def _stage(
-    sink: Sink,
+    declared: Target[Any, Any],
     records: Iterable[Located] | None,
     params: dict[str, Any],
     job_id: str,
@@ -84,14 +85,15 @@ def _stage(
 ) -> list[str]:
     """Validate, plan and stage every unit; nothing is sent to a queue here."""
     if records is None:
-        if not sink.records_optional:
-            raise InputError(f"{sink.name} needs records: give a file or an iterable")
+        if not declared.records_optional:
+            raise InputError(f"{declared.name} needs records: give a file or an iterable")
         units: Iterable[list[Record]] = [[]]
     else:
-        units = sink.plan(validate(sink.name, records), sink.load_limits(settings), params)
+        located = validate(declared.name, records)
+        units = declared.sink.plan(located, declared.limits(settings), params)
     unit_ids: list[str] = []
     for number, unit_records in enumerate(units):
-        unit_ids.append(store.stage_unit(job_id, sink.name, number, unit_records))
+        unit_ids.append(store.stage_unit(job_id, declared.name, number, unit_records))
         if on_unit:
             on_unit(len(unit_ids), len(unit_records))
     if not unit_ids:  # validate() refuses empty input; this guards custom planners
@@ -121,21 +123,24 @@ def wait_for_room(
 
 
 def preflight(
-    sink: Sink, settings: Settings, params: dict[str, Any], notify: Callable[[str], None]
+    declared: Target[Any, Any],
+    settings: Settings,
+    params: dict[str, Any],
+    notify: Callable[[str], None],
 ) -> dict[str, Any] | None:
     """Ask the target whether the credentials and ids work; raise if they do not.
 
     Returns what the target said that the plan can check records against, if anything.
     """
     try:
-        client = sink.make_client(settings)
+        client = declared.client(settings)
     except ConfigError as error:  # producers need not hold the workers' credentials
-        notify(f"{sink.name} not checked before publishing: {error}")
+        notify(f"{declared.name} not checked before publishing: {error}")
         return None
     try:
-        return sink.preflight(client, params)
+        return declared.sink.preflight(client, params)
     except RetryableError as error:  # a target that is down now is what the queue absorbs
-        notify(f"{sink.name} not reachable now ({error}); the workers will retry")
+        notify(f"{declared.name} not reachable now ({error}); the workers will retry")
         return None
     finally:
         client.close()

@@ -50,9 +50,9 @@ def csv_columns_for(target: str) -> CsvColumns:
     """The CSV column mapping of `target`; InputError if the target takes no CSV."""
     from workers import targets  # the mapping lives with each target package
 
-    columns = targets.get(target).csv_columns
+    columns = targets.get(target).csv
     if columns is None:
-        supported = ", ".join(sorted(n for n, s in targets.SINKS.items() if s.csv_columns))
+        supported = ", ".join(sorted(n for n, t in targets.TARGETS.items() if t.csv))
         raise InputError(
             f"CSV input is not supported for target {target!r} (supported: {supported})"
         )

@@ -56,7 +56,7 @@ def replay(
         raise ReplayError(f"job {job_id} is being replayed already; nothing done")
     try:
         params = {**original.params, **(overrides or {})}
-        key = targets.get(original.target).order_key(params)
+        key = targets.get(original.target).sink.order_key(params)
         first = ordering.holder(store.redis, original.target, key) == job_id
         records = locate(letters.records(job_id), f"dead letter of {job_id}")
         new_job = publish(

@@ -31,9 +31,9 @@ class Simulator(Protocol):
 
 def simulators() -> dict[str, Callable[[], Simulator]]:
     """Every registered target's simulator: module simulators/<target>.py, class SIMULATOR."""
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    return {name: load(name).SIMULATOR for name in SINKS}
+    return {name: load(name).SIMULATOR for name in TARGETS}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -54,9 +54,9 @@ _started: dict[str, Any] = {}
 def _reserve_simulator_ports() -> dict[str, int]:
     """A port per registered target; its simulator's client env goes into os.environ now."""
     from simulators import load
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    ports = {name: free_port() for name in SINKS}
+    ports = {name: free_port() for name in TARGETS}
     for name, port in ports.items():
         os.environ.update(load(name).client_env(f"http://127.0.0.1:{port}"))
     return ports

@@ -19,33 +19,25 @@ from importq.settings import Settings
 from workers import targets
 from workers.jobs import JobStore
 from workers.runner import Runner
-from workers.targets.base import Delivered, Located, Record, RunContext, Sink
+from workers.targets.base import Delivered, Located, Record, RunContext, Sink, Target
 
 TARGET = "scripted"
 MakeRunner = Callable[..., tuple[Runner, JobStore]]
 
 
-class ScriptedSink(Sink):
+class ScriptedSink(Sink[None, None]):
     """A target whose every run raises `error`, or delivers every record when it is None."""
-
-    name = TARGET
 
     def __init__(self) -> None:
         self.error: Exception | None = None
         self.runs = 0
 
-    def load_limits(self, settings: Settings) -> None:
-        return None
-
-    def make_client(self, settings: Settings) -> None:
-        return None
-
     def plan(
-        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+        self, records: Iterable[Located], limits: None, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
         yield [record for record, _ in records]
 
-    def run(self, ctx: RunContext) -> Delivered:
+    def run(self, ctx: RunContext[None, None]) -> Delivered:
         self.runs += 1
         if self.error is not None:
             raise self.error
@@ -62,10 +54,21 @@ class Published:
         self.calls.append((unit_id, target, countdown))
 
 
+def nothing(settings: Settings) -> None:
+    """The scripted target's limits and client: it has neither."""
+    return None
+
+
+def register(monkeypatch: pytest.MonkeyPatch, scripted: ScriptedSink) -> None:
+    """Put `scripted` in the registry for one test, under the name TARGET."""
+    target = Target(name=TARGET, limits=nothing, client=nothing, sink=scripted)
+    monkeypatch.setitem(targets.TARGETS, TARGET, target)
+
+
 @pytest.fixture
 def sink(monkeypatch: pytest.MonkeyPatch) -> ScriptedSink:
     scripted = ScriptedSink()
-    monkeypatch.setitem(targets.SINKS, TARGET, scripted)
+    register(monkeypatch, scripted)
     return scripted
 
 

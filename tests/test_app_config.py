@@ -22,10 +22,10 @@ def test_visibility_timeout_is_a_safety_net_far_beyond_the_lease() -> None:
 
 
 def test_every_target_has_its_own_queue_and_task() -> None:
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    assert {q.name for q in app.app.conf.task_queues} == set(SINKS)
-    for name in SINKS:
+    assert {q.name for q in app.app.conf.task_queues} == set(TARGETS)
+    for name in TARGETS:
         assert app.task_name(name) in app.app.tasks
         assert app.app.conf.task_routes[app.task_name(name)] == {"queue": name}
 

@@ -23,14 +23,16 @@ from producers.publish import locate
 from simulators.blue import FAKE_API_KEY, BlueSimulator
 from workers import keys
 from workers.signals import HandBack
+from workers.target_state import TargetState
 from workers.targets.base import Delivered, RunContext
-from workers.targets.blue import SINK
+from workers.targets.blue import TARGET
 from workers.targets.blue.answers import ImportOptions
 from workers.targets.blue.client import BlueClient
 from workers.targets.blue.limits import BlueLimits
 from workers.targets.blue.registry import Owner, Registry
 from workers.targets.blue.row_warnings import Outcome, parse
 
+SINK = TARGET.sink
 UNIT = "job1:0"
 LIMITS = BlueLimits(instance="http://blue.test/BlueWebService.svc", rows_per_push=2,
                     foreign_retry_seconds=300, busy_retry_seconds=30)  # fmt: skip
@@ -46,7 +48,7 @@ def context(
     client: redis.Redis,
     records: list[dict[str, Any]],
     **remote: str,
-) -> RunContext:
+) -> RunContext[BlueLimits, BlueClient]:
     blue = BlueClient(Secret(FAKE_API_KEY), endpoint=LIMITS.instance, limits=LIMITS,
                       transport=httpx.MockTransport(sim))  # fmt: skip
     client.set(keys.lease(UNIT), "this-attempt")  # the runner's claim, as while a unit runs
@@ -55,12 +57,12 @@ def context(
         unit_id=UNIT, attempt=2, records=records, params={"datasource": "Users"},
         remote=remembered, client=blue, limits=LIMITS, settings=Settings(),
         log=structlog.get_logger("test"), remember=remembered.update, checkpoint=lambda: None,
-        redis=client,
+        target_state=TargetState(client, "blue", UNIT),
     )  # fmt: skip
 
 
 def registry(client: redis.Redis) -> Registry:
-    return Registry(client, LIMITS.instance, UNIT)
+    return Registry(TargetState(client, "blue", UNIT), LIMITS.instance)
 
 
 def open_transaction(sim: BlueSimulator) -> int:
@@ -266,7 +268,7 @@ def test_a_unit_waiting_on_a_lost_finalize_answer_keeps_its_transaction(
     from workers import keys
     from workers.targets.blue.registry import Owner, Registry
 
-    registry = Registry(redis_client, "instance", "job:0")
+    registry = Registry(TargetState(redis_client, "blue", "job:0"), "instance")
     other = Owner("job2:0", "gone-token")  # its lease is gone: it stepped away
     redis_client.hset(keys.unit(other.unit), mapping={"state": "waiting",
                                                       "remote.phase": "preparing"})  # fmt: skip
@@ -367,7 +369,8 @@ def test_a_transaction_recorded_under_another_spelling_of_the_instance_is_ours(
     # A worker given another address of this Blue (an alias no normalising can know).
     if alive:
         redis_client.set(keys.lease("job0:0"), "token0")
-    elsewhere = Registry(redis_client, "http://blue-alias.test/BlueWebService.svc", "job0:0")
+    alias = "http://blue-alias.test/BlueWebService.svc"
+    elsewhere = Registry(TargetState(redis_client, "blue", "job0:0"), alias)
     elsewhere.record(opened)  # as that worker's unit job0:0 did after RegisterImport
     if alive:
         with pytest.raises(RetryableError, match="of importq unit job0:0") as caught:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from workers.targets import SINKS
+from workers.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_NAME = re.compile(r"(_KEY|_TOKEN)$|PASSWORD|SECRET|BASIC_AUTH")
@@ -63,7 +63,7 @@ def _environment(service: dict[str, Any]) -> dict[str, str | None]:
 
 def test_every_registered_target_has_a_worker_service_on_its_own_queue() -> None:
     workers = _workers()
-    missing = sorted(set(SINKS) - set(workers))
+    missing = sorted(set(TARGETS) - set(workers))
     assert not missing, f"docker-compose.yml has no worker service for {missing}"
     for queue, (name, service) in workers.items():
         assert "," not in queue, f"{name} consumes several queues: {queue}"

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from tests.helpers import jsonl, nothing_enqueued, publish_file
-from workers.targets import SINKS
+from workers.targets import TARGETS
 
 UUID = "0b6f6c7e-3c1a-4b8e-9d7e-2f4a5b6c7d8e"
 DATASOURCE = ["--param", "mode=upsert", "--param", "external_id=SPORTS-001",
@@ -59,11 +59,11 @@ def test_the_refusal_lists_what_the_target_takes_with_its_help(
 
 
 def test_every_target_but_blue_declares_its_params() -> None:
-    for name, sink in SINKS.items():
+    for name, target in TARGETS.items():
         if name == "blue":  # the Blue package checks its own options (workers/targets/blue)
             continue
-        assert sink.params, name
-        for param in sink.params:
+        assert target.params, name
+        for param in target.params:
             assert param.name and param.type and param.help, (name, param)
 
 

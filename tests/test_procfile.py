@@ -25,7 +25,7 @@ from simulators import load
 from tests.conftest import SIM_PORTS, free_port
 from tests.helpers import wait_for_job
 from workers.jobs import JobStore
-from workers.targets import SINKS
+from workers.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,7 @@ def test_procfile_serves_flower_and_one_worker_per_target() -> None:
     processes = _procfile()
     assert processes["web"][:2] == ["importq", "flower"]
     assert "${PORT:-5555}" in processes["web"]
-    for target in SINKS:
+    for target in TARGETS:
         command = processes[f"worker_{target}"]
         assert command[:4] == ["celery", "-A", "workers.app", "worker"]
         assert command[command.index("-Q") + 1] == target
@@ -102,7 +102,7 @@ def _publish_demo_jobs() -> dict[str, str]:
     from workers import app
 
     jobs = {}
-    for target in SINKS:
+    for target in TARGETS:
         params, records = load(target).demo_job(30)
         located = None if records is None else locate(records, f"{target} demo")  # a bare trigger
         jobs[target] = publish(
@@ -132,7 +132,7 @@ def test_honcho_runs_the_procfile_and_every_target_delivers(
             job = wait_for_job(job_id, timeout=60)
             assert job.state == "succeeded", (target, job)
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-        for target in SINKS:  # the metrics process counts what every worker did
+        for target in TARGETS:  # the metrics process counts what every worker did
             assert f'importq_units_total{{state="succeeded",target="{target}"}}' in metrics
         honcho.send_signal(signal.SIGTERM)
         honcho.wait(timeout=30)

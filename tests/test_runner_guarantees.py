@@ -14,7 +14,7 @@ import redis
 
 from importq.errors import RetryableError, VendorBusy
 from tests.faults import StallableProxy
-from tests.scripted import TARGET, MakeRunner, Published, ScriptedSink, staged_unit
+from tests.scripted import TARGET, MakeRunner, Published, ScriptedSink, register, staged_unit
 from workers import keys
 from workers.heartbeat import Heartbeat
 from workers.jobs import JobStore, UnitState
@@ -189,9 +189,9 @@ class OrderedSink(ScriptedSink):
 def test_a_job_waiting_for_its_turn_is_woken_when_the_job_before_it_finishes(
     make_runner: MakeRunner, published: Published, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers import ordering, targets
+    from workers import ordering
 
-    monkeypatch.setitem(targets.SINKS, TARGET, OrderedSink())
+    register(monkeypatch, OrderedSink())
     runner, store = make_runner()
     first, second = staged_unit(store), staged_unit(store)
     for unit_id in (first, second):

@@ -16,7 +16,7 @@ from simulators import load
 from tests.conftest import Worker
 from tests.helpers import sample_records, wait_for_job
 from workers.jobs import JobStore
-from workers.targets import SINKS
+from workers.targets import TARGETS
 
 StartWorkers = Callable[[str, list[str], int], list[Worker]]
 
@@ -78,7 +78,7 @@ def test_three_sourcing_workers_on_three_hosts_share_the_work(
 def test_two_blue_workers_never_run_two_imports_at_once(
     fresh_simulators: dict[str, Any], start_workers: StartWorkers
 ) -> None:
-    if "blue" not in SINKS:
+    if "blue" not in TARGETS:
         pytest.skip("blue target not registered yet")
     from workers import app
 

@@ -15,7 +15,7 @@ from importq.errors import ConfigError
 from importq.settings import load
 from tests.conftest import Worker
 from workers import ratelimit
-from workers.targets import SINKS
+from workers.targets import TARGETS
 from workers.targets.blueshift.limits import BlueshiftLimits
 from workers.targets.datasource.limits import DataSourceLimits
 from workers.targets.sourcing_data.limits import SourcingDataLimits
@@ -93,7 +93,7 @@ def test_target_limits_are_validated_where_they_are_read(
 
 
 def test_an_unknown_datasource_format_is_refused_naming_the_choices() -> None:
-    message = refusal(lambda: SINKS["datasource"].make_client(load({
+    message = refusal(lambda: TARGETS["datasource"].client(load({
         "DATASOURCE_URL": "http://x/api/v2/datasource", "DATASOURCE_COMPANY_ID": "1",
         "DATASOURCE_INTEGRATION_KEY": "unused-integration-key-7c1e", "DATASOURCE_FORMAT": "yaml",
     })))  # fmt: skip

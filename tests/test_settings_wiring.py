@@ -26,16 +26,12 @@ from importq.settings import load
 from simulators.http import serve
 from tests.test_blue_wsdl import Host
 from tests.test_logging_redaction import lines
+from workers.targets import blue, blueshift, datasource, sourcing_data, workflow_import
 from workers.targets.base import Record
 from workers.targets.blue.limits import BlueLimits
-from workers.targets.blue.sink import BlueSink
 from workers.targets.blueshift.client import TRIGGER_PATH
 from workers.targets.blueshift.limits import BlueshiftLimits
-from workers.targets.blueshift.sink import BlueshiftSink
 from workers.targets.datasource.client import DataSourceRef
-from workers.targets.datasource.sink import DataSourceSink
-from workers.targets.sourcing_data.sink import SourcingDataSink
-from workers.targets.workflow_import.sink import WorkflowImportSink
 
 # --- Blue ---------------------------------------------------------------------------------------
 
@@ -60,8 +56,8 @@ def test_each_blue_setting_sets_its_limit(variable: str, field: str, value: floa
 
 
 def test_the_import_gap_setting_is_the_slots_gap() -> None:
-    sink = BlueSink()
-    limits = sink.load_limits(load({"BLUE_IMPORT_GAP": "900"}))
+    sink = blue.TARGET.sink
+    limits = blue.TARGET.limits(load({"BLUE_IMPORT_GAP": "900"}))
     assert sink.slot_gap({"datasource": "Users"}, limits) == 900
 
 
@@ -72,7 +68,7 @@ def test_the_endpoint_names_the_instance_whose_slot_all_workers_share() -> None:
     assert both.instance == "https://blue-2.example.edu/BlueWebService.svc"  # the endpoint wins
     only_wsdl = BlueLimits.from_settings(load({"BLUE_WSDL_URL": wsdl}))
     assert only_wsdl.instance == "https://blue.example.edu/BlueWebService.svc"
-    sink = BlueSink()
+    sink = blue.TARGET.sink
     slots = {sink.slot({}, limits) for limits in (both, only_wsdl)}
     assert len(slots) == 2 and all(cap == 1 for _, cap in slots)
 
@@ -88,7 +84,7 @@ def test_the_endpoint_setting_is_where_calls_go_whatever_the_wsdl_says() -> None
         settings = load({"BLUE_WSDL_URL": f"{servers[0].url}/BlueWebService.svc?singleWsdl",
                          "BLUE_ENDPOINT_URL": f"{servers[1].url}/BlueWebService.svc",
                          "BLUE_API_KEY": FAKE_API_KEY})  # fmt: skip
-        client = BlueSink().make_client(settings)
+        client = blue.TARGET.client(settings)
         try:
             assert [s.source_id for s in client.datasources()] == ["Data1", "Data2", "Data3"]
         finally:
@@ -109,10 +105,10 @@ def people(count: int, size: int = 10) -> Iterator[tuple[Record, str]]:
 
 
 def test_workflow_batches_are_cut_at_the_record_and_byte_settings() -> None:
-    sink = WorkflowImportSink()
-    by_records = sink.load_limits(load({"WORKFLOW_IMPORT_RECORDS_PER_BATCH": "300"}))
+    sink = workflow_import.TARGET.sink
+    by_records = workflow_import.TARGET.limits(load({"WORKFLOW_IMPORT_RECORDS_PER_BATCH": "300"}))
     assert [len(batch) for batch in sink.plan(people(1000), by_records, {})] == [300] * 3 + [100]
-    by_bytes = sink.load_limits(load({"WORKFLOW_IMPORT_BYTES_PER_BATCH": "10000"}))
+    by_bytes = workflow_import.TARGET.limits(load({"WORKFLOW_IMPORT_BYTES_PER_BATCH": "10000"}))
     batches = list(sink.plan(people(1000, size=80), by_bytes, {}))
     assert len(batches) > 1 and sum(len(b) for b in batches) == 1000
     for batch in batches:  # JSON Lines: one line and its newline per record
@@ -120,8 +116,8 @@ def test_workflow_batches_are_cut_at_the_record_and_byte_settings() -> None:
 
 
 def test_batches_in_flight_is_the_cap_of_the_workflow_slot() -> None:
-    sink = WorkflowImportSink()
-    limits = sink.load_limits(load({"WORKFLOW_IMPORT_BATCHES_IN_FLIGHT": "3"}))
+    sink = workflow_import.TARGET.sink
+    limits = workflow_import.TARGET.limits(load({"WORKFLOW_IMPORT_BATCHES_IN_FLIGHT": "3"}))
     assert sink.slot({}, limits) == ("endpoint", 3)
 
 
@@ -142,7 +138,7 @@ def test_the_sourcing_data_client_id_goes_with_every_request(host: tuple[Host, s
     env = {"SOURCING_DATA_URL": f"{url}/api/asol/ds", "SOURCING_DATA_TOKEN": "t-1234",
            "SOURCING_DATA_AGENT_ID": "agent", "SOURCING_DATA_CLIENT_ID": "client-7"}  # fmt: skip
     settings = load(env)
-    client = SourcingDataSink().make_client(settings)
+    client = sourcing_data.TARGET.client(settings)
     try:
         client.list_items()
     finally:
@@ -154,7 +150,7 @@ def test_the_sourcing_data_client_id_goes_with_every_request(host: tuple[Host, s
 def test_blueshift_url_is_where_triggers_go(host: tuple[Host, str]) -> None:
     seen, url = host
     settings = load({"BLUESHIFT_URL": url, "BLUESHIFT_API_KEY": "k-1234"})
-    client = BlueshiftSink().make_client(settings).api
+    client = blueshift.TARGET.client(settings).api
     with pytest.raises(Exception, match="404"):  # this host is no Blueshift: it answers 404
         client.trigger("8a6f5c2e-0000-4000-8000-000000000001")
     client.close()
@@ -200,7 +196,7 @@ def test_datasource_timeout_bounds_a_request_that_never_answers(black_hole: str)
     env = {"DATASOURCE_URL": f"{black_hole}/api/v2/datasource", "DATASOURCE_TIMEOUT": "0.5",
            "DATASOURCE_COMPANY_ID": "1", "DATASOURCE_INTEGRATION_KEY": "k-1"}  # fmt: skip
     settings = load(env)
-    client = DataSourceSink().make_client(settings)
+    client = datasource.TARGET.client(settings)
     error = times_out(lambda: client.put(DataSourceRef("Sports", external_id="x"), "Rows", []))
     client.close()
     assert isinstance(error, RetryableError) and "timed out" in str(error).lower(), error
@@ -209,7 +205,7 @@ def test_datasource_timeout_bounds_a_request_that_never_answers(black_hole: str)
 def test_blueshift_timeout_bounds_a_trigger_that_never_answers(black_hole: str) -> None:
     settings = load({"BLUESHIFT_URL": black_hole, "BLUESHIFT_TIMEOUT": "0.5",
                      "BLUESHIFT_API_KEY": "k-1234"})  # fmt: skip
-    client = BlueshiftSink().make_client(settings).api
+    client = blueshift.TARGET.client(settings).api
     error = times_out(lambda: client.trigger("8a6f5c2e-0000-4000-8000-000000000001"))
     client.close()
     assert isinstance(error, RetryableError) and "timed out" in str(error).lower(), error

@@ -48,7 +48,7 @@ FIRST_REQUEST: dict[str, Callable[[Any, Any], object]] = {
 
 
 def test_every_target_is_checked_for_letting_a_lost_lease_through() -> None:
-    assert set(FIRST_REQUEST) == set(targets.SINKS)
+    assert set(FIRST_REQUEST) == set(targets.TARGETS)
 
 
 @pytest.mark.parametrize("signal", [LeaseLost, LeaseUnconfirmed])
@@ -56,8 +56,9 @@ def test_every_target_is_checked_for_letting_a_lost_lease_through() -> None:
 def test_a_lost_lease_before_a_vendor_request_reaches_the_runner_unchanged(
     target: str, signal: type[LeaseLost], simulators: dict[str, Any]
 ) -> None:
-    sink = targets.get(target)
-    client = sink.make_client(load())
+    declared = targets.get(target)
+    sink = declared.sink
+    client = declared.client(load())
     lost = signal(f"unit job:0: lease lost before a {target} request")
 
     def check_lease() -> None:

@@ -29,6 +29,7 @@ from simulators.sourcing_data import SimConfig, SourcingDataSimulator
 from workers import keys
 from workers.retry import resend
 from workers.signals import LeaseLost
+from workers.target_state import TargetState
 from workers.targets.base import Delivered, Record, RunContext
 from workers.targets.sourcing_data import sink as sink_module
 from workers.targets.sourcing_data.client import SourcingDataClient
@@ -138,7 +139,7 @@ def client(wire: Recorder) -> Iterator[SourcingDataClient]:
 class Unit:
     """A RunContext and the unit's remembered remote state (what Redis would hold)."""
 
-    ctx: RunContext
+    ctx: RunContext[SourcingDataLimits, SourcingDataClient]
     remote: dict[str, str]
 
     def run(self) -> Delivered:
@@ -675,14 +676,16 @@ def test_resume_of_an_item_the_last_attempt_cancelled_sends_the_unit_afresh(
 def test_start_turn_left_by_a_dead_worker_passes_on_and_the_item_is_registered(
     wire: Recorder, client: SourcingDataClient, redis_client: redis.Redis
 ) -> None:
-    turn = keys.sourcing_start_turn(AGENT, None, OPERATION)
+    turn = keys.target_key("sourcing_data", "start", AGENT, "", OPERATION)
     redis_client.set(turn, "job:9 token-of-a-worker-that-died", px=600_000)  # no lease: dead
     redis_client.set(keys.lease("job:0"), "our-token")
     run = unit(client, records(10))
-    run.ctx.redis = redis_client
+    run.ctx.target_state = TargetState(redis_client, "sourcing_data", "job:0")
     assert run.run().count == 10
     assert redis_client.get(turn) is None  # released by its holder
-    registered = redis_client.zrange(keys.sourcing_items(AGENT, None, OPERATION), 0, -1)
+    registered = redis_client.zrange(
+        keys.target_key("sourcing_data", "items", AGENT, "", OPERATION), 0, -1
+    )
     assert registered == [run.remote["queue_item_id"].encode()]
 
 
@@ -693,11 +696,11 @@ def test_start_turn_of_a_live_unit_is_waited_for_without_an_attempt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sink_module, "START_TURN_WAIT", 0.1)
-    turn = keys.sourcing_start_turn(AGENT, None, OPERATION)
+    turn = keys.target_key("sourcing_data", "start", AGENT, "", OPERATION)
     redis_client.set(turn, "job:9 live-token", px=600_000)
     redis_client.set(keys.lease("job:9"), "live-token")  # its unit is alive: it starts now
     run = unit(client, records(10))
-    run.ctx.redis = redis_client
+    run.ctx.target_state = TargetState(redis_client, "sourcing_data", "job:0")
     with pytest.raises(RetryableError) as caught:
         run.run()
     assert isinstance(caught.value, VendorBusy)  # waiting costs the unit no attempt

@@ -13,6 +13,7 @@ import pytest
 
 from importq.errors import ConfigError, InputError
 from importq.settings import load
+from workers.targets import datasource
 from workers.targets.base import Record
 from workers.targets.datasource.limits import DataSourceLimits
 from workers.targets.datasource.sink import DataSourceSink, requests_for
@@ -68,7 +69,7 @@ def test_requests_stay_within_the_vendor_limits_whatever_the_settings_say(
 ) -> None:
     settings = load(RAISED)
     sink = DataSourceSink()
-    limits = sink.load_limits(settings)
+    limits = datasource.TARGET.limits(settings)
     params = sink.check_params({**PARAMS, "mode": mode}, settings)
     (unit,) = list(sink.plan(rows(count, width), limits, params))
     sent = [(kind, len(chunk)) for kind, chunk in requests_for(mode, [r["Vals"] for r in unit],
@@ -83,4 +84,4 @@ def test_a_publish_over_the_vendors_row_limit_is_refused_whatever_the_settings_s
     sink = DataSourceSink()
     params = sink.check_params({**PARAMS, "mode": "replace"}, settings)
     with pytest.raises(InputError, match=r"more than 50000 rows"):
-        list(sink.plan(rows(50_001), sink.load_limits(settings), params))
+        list(sink.plan(rows(50_001), datasource.TARGET.limits(settings), params))

@@ -19,9 +19,9 @@ from importq.errors import (
 )
 from importq.settings import Secret, Settings
 from simulators.workflow_import import BASE_PATH
+from workers.targets import workflow_import
 from workers.targets.base import Record
 from workers.targets.workflow_import.client import QueueBatch, WorkflowImportClient, json_lines
-from workers.targets.workflow_import.sink import WorkflowImportSink
 
 URL = f"http://sim{BASE_PATH}"
 API_KEY = "client-test-key-81c0aa"
@@ -140,5 +140,5 @@ def test_a_redirect_is_not_taken_for_a_created_batch() -> None:
 def test_missing_settings_are_named() -> None:
     env = {"WORKFLOW_IMPORT_URL": URL}
     with pytest.raises(ConfigError) as caught:
-        WorkflowImportSink().make_client(Settings(env=env))
+        workflow_import.TARGET.client(Settings(env=env))
     assert "WORKFLOW_IMPORT_API_KEY, WORKFLOW_IMPORT_CREATION_PATH" in str(caught.value)

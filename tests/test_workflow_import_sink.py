@@ -86,7 +86,7 @@ def client(wire: Wire) -> Iterator[WorkflowImportClient]:
 class Unit:
     """A RunContext and the remote state Redis would hold for the unit."""
 
-    ctx: RunContext
+    ctx: RunContext[WorkflowImportLimits, WorkflowImportClient]
     remote: dict[str, str]
 
     def run(self) -> Delivered:

@@ -76,14 +76,14 @@ def _config() -> dict[str, Any]:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(name) for name in targets.SINKS],
-        task_routes={task_name(name): {"queue": name} for name in targets.SINKS},
-        task_default_queue=next(iter(targets.SINKS)),
+        task_queues=[Queue(name) for name in targets.TARGETS],
+        task_routes={task_name(name): {"queue": name} for name in targets.TARGETS},
+        task_default_queue=next(iter(targets.TARGETS)),
         # The runner turns it into a retry (an attempt) that names the setting; the next
         # attempt settles what this one left open with the vendor.
         task_annotations={
             task_name(name): {"soft_time_limit": settings().unit_time_limit}
-            for name in targets.SINKS
+            for name in targets.TARGETS
         },
         broker_transport_options={
             # The last safety net only: the reaper requeues a dead worker's unit after
@@ -163,7 +163,7 @@ def _register(target: str) -> None:
         return runner().run(target, envelope["unit_id"], shutdown_id(self.request.hostname or ""))
 
 
-for _name in targets.SINKS:
+for _name in targets.TARGETS:
     _register(_name)
 
 
@@ -211,13 +211,13 @@ def configuration_problems(names: list[str]) -> list[str]:
     """What keeps each of these targets from running here (its settings), in words."""
     problems = []
     for name in names:
-        sink = targets.SINKS.get(name)
-        if sink is None:
+        target = targets.TARGETS.get(name)
+        if target is None:
             continue
         try:
-            sink.load_limits(settings())
+            target.limits(settings())
             ratelimit.rate_for(name, settings())
-            client = sink.make_client(settings())
+            client = target.client(settings())
         except ConfigError as error:
             problems.append(f"{name}: {error}")
             continue

@@ -19,12 +19,15 @@
     importq:shutdown:{node}:{pid} string set while that worker process shuts down: hand back
     importq:ratelimit...          the shared request windows of the `limits` library
     importq:pipeline...           ordered pipelines of jobs (listed in workers/pipelines.py)
-    importq:blue:...              Blue's registry of importq's open transactions and skipped
-                                  rows (listed in workers/targets/blue/registry.py)
-    importq:sourcing_data:start:{agent}:{client}:{operation}  string  one SourcingData start
-                                  of a shared operationId at a time (holder's token, TTL)
-    importq:sourcing_data:items:{agent}:{client}:{operation}  zset  queue item id -> when
+    importq:{target}:{kind}:...   what a sink keeps through workers/target_state.py (its
+                                  locks, open things, claims and notes; listed there):
+      importq:sourcing_data:start:{agent}:{client}:{operation}  string  one SourcingData
+                                  start of a shared operationId at a time (holder, TTL)
+      importq:sourcing_data:items:{agent}:{client}:{operation}  zset  queue item id -> when
                                   (ms): items of that operation whose id a unit recorded
+      importq:blue:transactions:{instance}, importq:blue:instances, importq:blue:skipped:{unit}
+                                  Blue's registry of importq's open transactions and skipped
+                                  rows (listed in workers/targets/blue/registry.py)
     importq:stats:{target}        hash   running totals for the Prometheus metrics
     importq:breaker:{target}...   a paused target and its probe (listed in workers/breaker.py)
 
@@ -111,9 +114,6 @@ def breaker_waiting(target: str) -> str:
     return f"{PREFIX}breaker:{target}:waiting"
 
 
-def sourcing_start_turn(agent: str, client: str | None, operation: str) -> str:
-    return f"{PREFIX}sourcing_data:start:{agent}:{client or ''}:{operation}"
-
-
-def sourcing_items(agent: str, client: str | None, operation: str) -> str:
-    return f"{PREFIX}sourcing_data:items:{agent}:{client or ''}:{operation}"
+def target_key(target: str, kind: str, *name: str) -> str:
+    """A key of a target's own state (workers/target_state.py): importq:{target}:{kind}:..."""
+    return ":".join((f"{PREFIX}{target}:{kind}", *name))

@@ -73,7 +73,7 @@ def hold_if_unfit(store: JobStore, job: JobView) -> str | None:
     unfit for later jobs (a failed Data Source replace); the hold's reason, or None."""
     from workers import targets
 
-    sink = targets.get(job.target)
+    sink = targets.get(job.target).sink
     key = sink.order_key(job.params)
     if not key or job.state not in (JobState.FAILED, JobState.PARTIAL):
         return None
@@ -113,7 +113,7 @@ def release(client: redis.Redis, job: JobView) -> str | None:
     """A finished job leaves its line; returns the job now at its head, to be woken."""
     from workers import targets
 
-    key = targets.get(job.target).order_key(job.params)
+    key = targets.get(job.target).sink.order_key(job.params)
     if not key:
         return None
     pipe = client.pipeline(transaction=True)

@@ -24,7 +24,7 @@ class UnitRun:
 
     unit_id: str
     target: str
-    sink: Sink
+    sink: Sink[Any, Any]
     claim: Claim
     params: dict[str, Any]
     records: list[Record]

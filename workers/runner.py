@@ -44,7 +44,8 @@ from workers.middleware.slots import Slots
 from workers.outcomes import Defer, Misconfigured, Outcome, Paused, Result, UnitRun
 from workers.retry import unit_delay
 from workers.signals import HandBack, LeaseLost, LeaseUnconfirmed
-from workers.targets.base import Delivered, Record, RunContext, Sink
+from workers.target_state import TargetState
+from workers.targets.base import Delivered, Record, RunContext
 
 log = structlog.get_logger("importq.runner")
 
@@ -93,11 +94,11 @@ class Runner:
         """Run `middleware` inside the built-in ones (its before last, its after first)."""
         self.middleware.append(middleware)
 
-    def client(self, sink: Sink) -> Any:
+    def client(self, target: str) -> Any:
         # One client per target per process: connection pools are reused across units.
-        if sink.name not in self._clients:
-            self._clients[sink.name] = sink.make_client(self.settings)
-        return self._clients[sink.name]
+        if target not in self._clients:
+            self._clients[target] = targets.get(target).client(self.settings)
+        return self._clients[target]
 
     def run(self, target: str, unit_id: str, worker_id: str = "") -> str:
         claim = self.leases.claim(unit_id, self.settings.max_crashes)
@@ -112,7 +113,7 @@ class Runner:
         run = UnitRun(
             unit_id,
             target,
-            targets.get(target),
+            targets.get(target).sink,
             claim,
             job.params if job else {},
             records or [],
@@ -250,7 +251,9 @@ class Runner:
         return self._reschedule(run, delay, retry=False, attempts_delta=-1, error=why,
                                 fields=fields)  # fmt: skip
 
-    def _context(self, run: UnitRun, limits: Any, client: Any, beat: Heartbeat) -> RunContext:
+    def _context(
+        self, run: UnitRun, limits: Any, client: Any, beat: Heartbeat
+    ) -> RunContext[Any, Any]:
         def remember(values: dict[str, str]) -> None:
             fields = {f"remote.{k}": v for k, v in values.items()}
             if not self.leases.remember(run.unit_id, run.claim.token, fields):
@@ -270,7 +273,7 @@ class Runner:
             log=log,
             remember=remember,
             checkpoint=beat.checkpoint,
-            redis=self.store.redis,
+            target_state=TargetState(self.store.redis, run.target, run.unit_id),
             handed_back=run.claim.handed_back,
         )
 
@@ -307,7 +310,11 @@ class Runner:
         return self._reschedule(run, delay, retry=True, error=str(error))
 
     def _refused(self, run: UnitRun, error: FinalError) -> str:
-        if isinstance(error, RejectedError) and len(run.records) > 1 and run.sink.splittable:
+        if (
+            isinstance(error, RejectedError)
+            and len(run.records) > 1
+            and targets.get(run.target).splittable
+        ):
             return self._split(run, error)
         return self._fail(run, str(error), settle=False)  # the sink settled before raising
 
@@ -346,8 +353,8 @@ class Runner:
         if not any(k.startswith("remote.") and v for k, v in run.unit.items()):
             return ""  # nothing was opened at the vendor: nothing to ask
         try:
-            limits = run.sink.load_limits(self.settings)
-            client = self.client(run.sink)
+            limits = targets.get(run.target).limits(self.settings)
+            client = self.client(run.target)
             with (
                 Heartbeat(self.beat_leases, run.unit_id, run.claim.token, None,
                           leased_at=run.claim.sent_at) as beat,
@@ -445,13 +452,13 @@ class Runner:
 class TargetSetup(Middleware):
     """Loads the target's limits and client onto the run; a wrong environment stops it here."""
 
-    def __init__(self, settings: Settings, client: Callable[[Sink], Any]) -> None:
+    def __init__(self, settings: Settings, client: Callable[[str], Any]) -> None:
         self.settings, self.client = settings, client
 
     def before_unit(self, run: UnitRun) -> Misconfigured | None:
         try:
-            run.limits = run.sink.load_limits(self.settings)
-            run.client = self.client(run.sink)
+            run.limits = targets.get(run.target).limits(self.settings)
+            run.client = self.client(run.target)
         except ConfigError as error:  # this worker's environment is wrong: no traceback
             log.error("the worker's configuration is incomplete", error=str(error))
             return Misconfigured(error)

@@ -36,7 +36,7 @@ def release(job_id: str) -> None:
     job = store.get(job_id)
     if job is None:
         raise click.ClickException(f"no job {job_id} (see `importq jobs`)")
-    key = targets.get(job.target).order_key(job.params)
+    key = targets.get(job.target).sink.order_key(job.params)
     if not key or ordering.holder(store.redis, job.target, key) != job_id:
         raise click.ClickException(f"job {job_id} holds no later jobs")
     ordering.release_hold(store.redis, job.target, key)

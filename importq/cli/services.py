@@ -23,12 +23,12 @@ from importq.processes import worker_commands
 @click.option("--name", "-n", default=None, help="Worker node name, e.g. w1@%h.")
 def worker(targets: str, concurrency: int | None, name: str | None) -> None:
     """Run a Celery worker for the given targets' queues (execs `celery worker`)."""
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    queues = list(SINKS) if targets == "all" else [t.strip() for t in targets.split(",")]
-    unknown = [q for q in queues if q not in SINKS]
+    queues = list(TARGETS) if targets == "all" else [t.strip() for t in targets.split(",")]
+    unknown = [q for q in queues if q not in TARGETS]
     if unknown:
-        raise click.BadParameter(f"unknown target(s) {unknown}; known: {sorted(SINKS)}")
+        raise click.BadParameter(f"unknown target(s) {unknown}; known: {sorted(TARGETS)}")
     commands = worker_commands(queues, concurrency, name)
     if len(commands) == 1:
         os.execv(sys.executable, commands[0])  # becomes the worker: never returns
@@ -89,9 +89,9 @@ def metrics(port: int, address: str) -> None:
     from prometheus_client import REGISTRY, start_http_server
 
     from workers.metrics import ImportqCollector
-    from workers.targets import SINKS
+    from workers.targets import TARGETS
 
-    REGISTRY.register(ImportqCollector(worker_app().redis_client(), list(SINKS)))
+    REGISTRY.register(ImportqCollector(worker_app().redis_client(), list(TARGETS)))
     start_http_server(port, addr=address)
     click.echo(f"importq metrics on http://{address}:{port}/metrics", err=True)
     stop = threading.Event()

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from importq.errors import InputError
 from workers.targets import blue, blueshift, datasource, sourcing_data, workflow_import
-from workers.targets.base import Sink
+from workers.targets.base import Target, registry
 
-SINKS: dict[str, Sink] = {
-    sink.name: sink
-    for sink in (
-        sourcing_data.SINK,
-        workflow_import.SINK,
-        blueshift.SINK,
-        datasource.SINK,
-        blue.SINK,
-    )
-}
+TARGETS: dict[str, Target[Any, Any]] = registry(
+    sourcing_data.TARGET,
+    workflow_import.TARGET,
+    blueshift.TARGET,
+    datasource.TARGET,
+    blue.TARGET,
+)
 
 
-def get(name: str) -> Sink:
+def get(name: str) -> Target[Any, Any]:
     try:
-        return SINKS[name]
+        return TARGETS[name]
     except KeyError:
-        raise InputError(f"unknown target '{name}' (known: {', '.join(sorted(SINKS))})") from None
+        raise InputError(f"unknown target '{name}' (known: {', '.join(sorted(TARGETS))})") from None

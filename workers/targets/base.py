@@ -1,8 +1,13 @@
-"""The seam every target plugs into: a Sink that plans units and runs one.
+"""The seam every target plugs into: a Target declaration and the Sink it names.
 
 A target package describes its vendor and nothing else. The core (runner.py)
 owns queues, leases, retries, bisection, in-flight slots and dead letters; the
-sink owns batching within the vendor's limits and the calls of one unit.
+sink owns batching within the vendor's limits and the calls of one unit. Each
+package's __init__.py declares `TARGET = Target(name, limits, client, sink, ...)`,
+and workers/targets/__init__.py registers it with one line. The sink is generic
+in the target's limits and client (Sink[LimitsT, ClientT]), so `plan`, `slot`
+and `run` see them typed; what a sink keeps in Redis goes through the core's
+RunContext.target_state (workers/target_state.py), never a Redis client.
 """
 
 from __future__ import annotations
@@ -11,19 +16,21 @@ import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
-from redis import Redis
 
 from importq import jsoncodec
 from importq.errors import InputError
 from importq.settings import Settings
+from workers.target_state import TargetState
 
 Record = dict[str, Any]
 # The params key under which `plan` finds what the preflight learned (never stored in the job).
 PREFLIGHT_FACTS = "_preflight"
 Located = tuple[Record, str]  # a record and where it came from ("file:line")
+LimitsT = TypeVar("LimitsT")  # a target's frozen dataclass of vendor limits
+ClientT = TypeVar("ClientT")  # what talks to the vendor (one per target per process)
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class Delivered:
 
 
 @dataclass
-class RunContext:
+class RunContext(Generic[LimitsT, ClientT]):
     """Everything a sink sees while it runs one unit."""
 
     unit_id: str
@@ -95,47 +102,24 @@ class RunContext:
     records: list[Record]
     params: dict[str, Any]
     remote: dict[str, str]
-    client: Any
-    limits: Any
+    client: ClientT
+    limits: LimitsT
     settings: Settings
     log: structlog.typing.FilteringBoundLogger
     remember: Callable[[dict[str, str]], None]
     checkpoint: Callable[[], None]
-    redis: Redis | None = None
-    """The job-state Redis, for a sink's own small registry (Blue's open transactions)."""
+    target_state: TargetState | None = None
+    """The core's small store for a sink's own locks and registries (None: no Redis)."""
     # The previous attempt stopped cleanly at a checkpoint (worker shutdown), so what it
     # remembered is exact and the unit may continue from there instead of starting over.
     handed_back: bool = False
 
 
-class Sink(ABC):
-    """One vendor's unit of work. Subclasses set `name` and implement plan and run."""
+class Sink(ABC, Generic[LimitsT, ClientT]):
+    """One vendor's unit of work: plan and run are required, the other hooks optional.
 
-    name: str
-    csv_columns: CsvColumns | None = None  # how CSV input maps onto a record; None: no CSV
-    records_optional = False  # True: a job may carry no records (e.g. a bare trigger)
-    # True: the target's queue gets a worker of its own at concurrency 1 (Blue runs one
-    # import at a time; the slot enforces it across machines, this keeps pools from idling).
-    one_process = False
-    # False: a unit is one whole (a replace, one file, one transaction); halves of it would
-    # not mean the same, so a record-level refusal fails it instead of bisecting it.
-    splittable = True
-
-    params: tuple[Param, ...] = ()
-    """The --param options the target takes; any other is refused (refuse_unknown_params)."""
-    params_hint = ""  # said after the list of params when an unknown one is refused
-
-    def declared_params(self, settings: Settings) -> tuple[Param, ...]:
-        """`params`, plus any the settings declare (a vendor's undocumented query options)."""
-        return self.params
-
-    @abstractmethod
-    def load_limits(self, settings: Settings) -> Any:
-        """The vendor's limits, tightened by settings."""
-
-    @abstractmethod
-    def make_client(self, settings: Settings) -> Any:
-        """A client for the vendor, configured from settings (raises ConfigError)."""
+    What the target is called, its CSV mapping, params and flags live in its Target.
+    """
 
     def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
         """Normalise job parameters before anything is staged (raise InputError)."""
@@ -145,7 +129,7 @@ class Sink(ABC):
         """Refuse at publish a job the workers would refuse for certain (raise InputError)."""
         return None
 
-    def preflight(self, client: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+    def preflight(self, client: ClientT, params: dict[str, Any]) -> dict[str, Any] | None:
         """A harmless call that fails fast on bad credentials or ids (raise FinalError).
 
         May return what the target said that `plan` can check records against (Blue's
@@ -155,15 +139,15 @@ class Sink(ABC):
 
     @abstractmethod
     def plan(
-        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+        self, records: Iterable[Located], limits: LimitsT, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
         """Cut validated records into units that never exceed the limits (raise InputError)."""
 
-    def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
+    def slot(self, params: dict[str, Any], limits: LimitsT) -> tuple[str, int] | None:
         """A key and a cap on units in flight for that key, or None for no cap."""
         return None
 
-    def slot_gap(self, params: dict[str, Any], limits: Any) -> float:
+    def slot_gap(self, params: dict[str, Any], limits: LimitsT) -> float:
         """Seconds the slot's key stays closed after a unit on it ends (Blue's spacing)."""
         return 0.0
 
@@ -177,10 +161,10 @@ class Sink(ABC):
         return False
 
     @abstractmethod
-    def run(self, ctx: RunContext) -> Delivered:
+    def run(self, ctx: RunContext[LimitsT, ClientT]) -> Delivered:
         """Deliver one unit; raise RetryableError or FinalError from importq.errors."""
 
-    def abandon(self, ctx: RunContext) -> Delivered | None:
+    def abandon(self, ctx: RunContext[LimitsT, ClientT]) -> Delivered | None:
         """The unit ends without running again (out of attempts, poisoned, cancelled):
         settle what an earlier attempt left open with the vendor (cancel an open item or
         transaction). Return Delivered if the vendor shows the unit in fact committed; raise
@@ -188,17 +172,66 @@ class Sink(ABC):
         return None
 
 
+@dataclass(frozen=True)
+class Target(Generic[LimitsT, ClientT]):
+    """One target package's declaration: everything the core needs to know about it."""
+
+    name: str
+    """The target's name: its queue, its `importq publish` argument, its job field."""
+    limits: Callable[[Settings], LimitsT]
+    """The vendor's limits, tightened by settings."""
+    client: Callable[[Settings], ClientT]
+    """A client for the vendor, configured from settings (raises ConfigError)."""
+    sink: Sink[LimitsT, ClientT]
+    csv: CsvColumns | None = None
+    """How CSV input maps onto a record; None: the target takes no CSV."""
+    params: tuple[Param, ...] = ()
+    """The --param options the target takes; any other is refused (refuse_unknown_params).
+    Empty: the sink's check_params checks its own."""
+    params_hint: str = ""
+    """Said after the list of params when an unknown one is refused."""
+    extra_params: Callable[[Settings], tuple[Param, ...]] | None = None
+    """Params the settings declare on top of `params` (a vendor's undocumented options)."""
+    records_optional: bool = False
+    """True: a job may carry no records (e.g. a bare trigger)."""
+    one_process: bool = False
+    """True: the target's queue gets a worker of its own at concurrency 1 (Blue runs one
+    import at a time; the slot enforces it across machines, this keeps pools from idling)."""
+    splittable: bool = True
+    """False: a unit is one whole (a replace, one file, one transaction); halves of it would
+    not mean the same, so a record-level refusal fails it instead of bisecting it."""
+    settings: tuple[EnvSetting, ...] = ()
+    """The environment variables only this target reads (rows of the settings table)."""
+
+    def declared_params(self, settings: Settings) -> tuple[Param, ...]:
+        """`params`, plus any the settings declare."""
+        extra = self.extra_params(settings) if self.extra_params else ()
+        return self.params + extra
+
+
+def registry(*targets: Target[Any, Any]) -> dict[str, Target[Any, Any]]:
+    """Targets by name, in the order given (the first is Celery's default queue)."""
+    known: dict[str, Target[Any, Any]] = {}
+    for target in targets:
+        if target.name in known:
+            raise ValueError(f"two targets are named {target.name!r}: each needs its own name")
+        known[target.name] = target
+    return known
+
+
 # Names that would put a credential into job state, Flower and the logs.
 _CREDENTIAL_WORDS = ("apikey", "api_key", "authorization", "password", "secret", "token")
 
 
-def refuse_unknown_params(sink: Sink, params: dict[str, Any], settings: Settings) -> None:
-    """InputError for a param `sink` does not declare, suggesting the one probably meant.
+def refuse_unknown_params(
+    target: Target[Any, Any], params: dict[str, Any], settings: Settings
+) -> None:
+    """InputError for a param `target` does not declare, suggesting the one probably meant.
 
     A typo (creationpath for creationPath) would otherwise be forwarded, or ignored, while
     the default is used. Targets that declare no params check their own (Blue).
     """
-    declared = sink.declared_params(settings)
+    declared = target.declared_params(settings)
     if not declared:
         return
     names = [param.name for param in declared]
@@ -206,7 +239,7 @@ def refuse_unknown_params(sink: Sink, params: dict[str, Any], settings: Settings
         if name in names:
             continue
         if name == "operation_id":
-            raise InputError(f"--operation-id is a sourcing_data option; {sink.name} has none")
+            raise InputError(f"--operation-id is a sourcing_data option; {target.name} has none")
         if any(word in name.lower() for word in _CREDENTIAL_WORDS):
             raise InputError(
                 f"--param {name}: credentials do not travel in job parameters; set them in "
@@ -217,8 +250,8 @@ def refuse_unknown_params(sink: Sink, params: dict[str, Any], settings: Settings
         meant = f"did you mean {close[0]}? " if close else ""
         takes = "; ".join(param.describe() for param in declared)
         raise InputError(
-            f"unknown {sink.name} option {name!r}: {meant}{sink.name} takes --param "
-            f"{takes}{sink.params_hint}"
+            f"unknown {target.name} option {name!r}: {meant}{target.name} takes --param "
+            f"{takes}{target.params_hint}"
         )
 
 

@@ -49,14 +49,13 @@ FINALIZED, CANCELLED = "finalized", "cancelled"
 
 
 class BlueImport:
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: RunContext[BlueLimits, BlueClient]) -> None:
         self.ctx = ctx
-        self.client: BlueClient = ctx.client
-        self.limits: BlueLimits = ctx.limits
+        self.client = ctx.client
+        self.limits = ctx.limits
         self.records = ctx.records
-        self.registry = (
-            Registry(ctx.redis, self.limits.instance, ctx.unit_id) if ctx.redis else None
-        )
+        state = ctx.target_state
+        self.registry = Registry(state, self.limits.instance) if state else None
         self.target: ImportTarget | None = None
 
     def run(self) -> Delivered:

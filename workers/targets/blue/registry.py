@@ -4,7 +4,8 @@ Blue keeps a transaction open after its client died, and refuses every other
 import until someone cancels it. importq cancels only its own: a transaction
 recorded here whose owner (a unit and the claim token of the attempt that
 registered it) no longer holds that unit's lease. Anything else open on the
-instance was started by someone else, and is left alone.
+instance was started by someone else, and is left alone. The keys are kept through the
+core (workers/target_state.py: Claims, their index and a Note); this module never sees Redis.
 
     importq:blue:transactions:{instance}  hash  transaction id -> {"unit", "token"};
                                                 "registering" -> the owner about to
@@ -18,68 +19,47 @@ instance was started by someone else, and is left alone.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
-import redis
-
-from workers import keys
-from workers.jobs import as_text
+from workers.target_state import Claim, TargetState
 
 FINALIZING = "finalizing"  # the unit's remembered phase while FinalizeImport runs
 
-PREFIX = keys.PREFIX + "blue:"
 REGISTERING = "registering"
-NAMES = PREFIX + "instances"  # set: every registry key a transaction was recorded under
+TRANSACTIONS = "transactions"  # kind of the Claims of one instance's transactions
+INSTANCES = "instances"  # their index: every registry key a transaction was recorded under
+SKIPPED = "skipped"  # kind of a unit's Note of skipped rows
 SKIPPED_TTL_SECONDS = 7 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The attempt that opened a transaction: a unit and its claim token then."""
-
-    unit: str
-    token: str
-
-    def encode(self) -> str:
-        return json.dumps({"unit": self.unit, "token": self.token})
-
-    @classmethod
-    def decode(cls, raw: bytes | str | None) -> Owner | None:
-        if not raw:
-            return None
-        data = json.loads(raw)
-        return cls(str(data.get("unit", "")), str(data.get("token", "")))
+# The attempt that opened a transaction: a unit and its claim token then.
+Owner = Claim
 
 
 class Registry:
     """The transactions importq opened on one Blue instance, seen from one running unit."""
 
-    def __init__(self, client: redis.Redis, instance: str, unit_id: str) -> None:
-        self.redis = client
-        self.key = f"{PREFIX}transactions:{instance}"
+    def __init__(self, state: TargetState, instance: str) -> None:
+        self.state = state
+        self.claims = state.claims(TRANSACTIONS, instance, index=INSTANCES)
+        self.key = self.claims.key
         # While a unit runs, its lease key holds the claim token of this very attempt.
-        token = client.get(keys.lease(unit_id))
-        self.me = Owner(unit_id, as_text(token) if token else "")
+        self.me = state.me()
+        self.skipped = state.note(SKIPPED)
 
     def intend(self) -> None:
         """Say a RegisterImport is about to be sent: its answer could die with this process."""
-        self.redis.hset(self.key, REGISTERING, self.me.encode())
+        self.claims.mark(REGISTERING, self.me)
 
     def record(self, transaction_id: int) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.key, str(transaction_id), self.me.encode())
-        pipe.hdel(self.key, REGISTERING)
-        pipe.sadd(NAMES, self.key)  # where find() looks under other names of an instance
-        pipe.execute()
+        # The index is where find() looks under other names of an instance.
+        self.claims.hold(str(transaction_id), self.me, instead_of=REGISTERING)
 
     def forget(self, transaction_id: int) -> None:
-        self.redis.hdel(self.key, str(transaction_id))
+        self.claims.drop(str(transaction_id))
 
     def drop_intent(self) -> None:
-        self.redis.hdel(self.key, REGISTERING)
+        self.claims.drop(REGISTERING)
 
     def owner(self, transaction_id: int) -> Owner | None:
-        return Owner.decode(self.redis.hget(self.key, str(transaction_id)))
+        return self.claims.holder(str(transaction_id))
 
     def find(self, transaction_id: int) -> tuple[str, Owner] | None:
         """(registry key, owner) of a transaction any importq worker recorded: under this
@@ -88,45 +68,34 @@ class Registry:
         owner = self.owner(transaction_id)
         if owner is not None:
             return self.key, owner
-        for key in sorted(self.redis.smembers(NAMES)):
-            name = as_text(key)
-            if name == self.key:
-                continue
-            found = Owner.decode(self.redis.hget(name, str(transaction_id)))
-            if found is not None:
-                return name, found
-        return None
+        return self.claims.elsewhere(str(transaction_id))
 
     def forget_in(self, key: str, transaction_id: int) -> None:
         """Forget a transaction found under another name of the instance (see find)."""
-        self.redis.hdel(key, str(transaction_id))
+        self.claims.drop(str(transaction_id), key)
 
     def dead_intent(self) -> Owner | None:
         """An attempt that was registering an import when it died, if there is one."""
-        intent = Owner.decode(self.redis.hget(self.key, REGISTERING))
+        intent = self.claims.holder(REGISTERING)
         return intent if intent and not self.alive(intent) else None
 
     def alive(self, owner: Owner) -> bool:
         """True while the attempt still holds its unit's lease (a redo holds another token),
         or while its unit waits to learn how a FinalizeImport whose answer was lost ended:
         that transaction may be committing, and only its own unit may settle it."""
-        if owner == self.me:
+        if owner == self.me or self.state.running(owner):
             return True
-        token = self.redis.get(keys.lease(owner.unit))
-        if token and as_text(token) == owner.token:
-            return True
-        state, phase = self.redis.hmget(keys.unit(owner.unit), ["state", "remote.phase"])
-        return state in (b"waiting", b"queued") and phase == FINALIZING.encode()
+        state, phase = self.state.unit_state(owner.unit, "phase")
+        return state in ("waiting", "queued") and phase == FINALIZING
 
     def save_skipped(self, rejected: list[tuple[int, str]]) -> None:
-        key = f"{PREFIX}skipped:{self.me.unit}"
-        self.redis.set(key, json.dumps(rejected), ex=SKIPPED_TTL_SECONDS)
+        self.skipped.save(json.dumps(rejected), SKIPPED_TTL_SECONDS)
 
     def load_skipped(self) -> list[tuple[int, str]]:
-        raw = self.redis.get(f"{PREFIX}skipped:{self.me.unit}")
+        raw = self.skipped.load()
         if not raw:
             return []
         return [(int(index), str(reason)) for index, reason in json.loads(raw)]
 
     def drop_skipped(self) -> None:
-        self.redis.delete(f"{PREFIX}skipped:{self.me.unit}")
+        self.skipped.drop()

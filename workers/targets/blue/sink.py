@@ -15,7 +15,6 @@ from importq.errors import InputError
 from importq.settings import Settings
 from workers.targets.base import (
     PREFLIGHT_FACTS,
-    CsvColumns,
     Delivered,
     Located,
     Record,
@@ -26,7 +25,6 @@ from workers.targets.blue.blocks import find_block, find_datasource
 from workers.targets.blue.client import BlueClient
 from workers.targets.blue.importing import BlueImport
 from workers.targets.blue.limits import BlueLimits
-from workers.targets.blue.refusals import TARGET
 
 BOOLEANS = {
     "abort_on_empty": True,
@@ -40,18 +38,7 @@ _TRUTH = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 INVALID_ID_PARTS = (("||||||", "'||||||'"), ("'", "an apostrophe"), (",", "a comma"))
 
 
-class BlueSink(Sink):
-    name = TARGET
-    splittable = False  # one unit is one whole publish
-    csv_columns = CsvColumns(fields=(), other_columns="")  # the datasource's own columns
-    one_process = True
-
-    def load_limits(self, settings: Settings) -> BlueLimits:
-        return BlueLimits.from_settings(settings)
-
-    def make_client(self, settings: Settings) -> BlueClient:
-        return BlueClient.from_settings(settings, self.load_limits(settings))
-
+class BlueSink(Sink[BlueLimits, BlueClient]):
     def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
         unknown = sorted(set(params) - set(OPTIONS))
         if unknown:
@@ -88,7 +75,7 @@ class BlueSink(Sink):
         return {"columns": list(block.columns), "block": block.name, "source": source.caption}
 
     def plan(
-        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+        self, records: Iterable[Located], limits: BlueLimits, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
         unit: list[Record] = []
         columns: list[str] = []
@@ -107,17 +94,16 @@ class BlueSink(Sink):
         if unit:  # one import: Blue commits a datasource in one transaction
             yield unit
 
-    def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
+    def slot(self, params: dict[str, Any], limits: BlueLimits) -> tuple[str, int] | None:
         return f"instance:{limits.instance}", 1
 
-    def slot_gap(self, params: dict[str, Any], limits: Any) -> float:
-        gap: float = limits.import_gap_seconds
-        return gap
+    def slot_gap(self, params: dict[str, Any], limits: BlueLimits) -> float:
+        return limits.import_gap_seconds
 
-    def run(self, ctx: RunContext) -> Delivered:
+    def run(self, ctx: RunContext[BlueLimits, BlueClient]) -> Delivered:
         return BlueImport(ctx).run()
 
-    def abandon(self, ctx: RunContext) -> Delivered | None:
+    def abandon(self, ctx: RunContext[BlueLimits, BlueClient]) -> Delivered | None:
         return BlueImport(ctx).abandon()
 
 

@@ -29,10 +29,8 @@ from importq.settings import Settings
 from workers import keys
 from workers.retry import resend, safe_to_resend
 from workers.targets.base import (
-    CsvColumns,
     Delivered,
     Located,
-    Param,
     Record,
     RunContext,
     Sink,
@@ -101,26 +99,10 @@ def check_row(record: Record, where: str, columns: Sequence[str]) -> None:
         )
 
 
-class BlueshiftSink(Sink):
-    name = TARGET
-    splittable = False  # one unit is one whole publish
-    records_optional = True  # a bare trigger: the import's S3 files are written elsewhere
-    # CSV columns are the attributes; a line break in one is far likelier a stray quote.
-    csv_columns = CsvColumns(fields=(), other_columns="", line_breaks=False)
-    params = (
-        Param("uuid", "uuid", f"the customer import to trigger ({WHERE_UUID})"),
-        Param("columns", "list of names", "the CSV's columns in order, e.g. email,first_name"),
-        Param("s3_prefix", "text", "the S3 folder of this job's CSV (default BLUESHIFT_S3_PREFIX)"),
-    )
+Context = RunContext[BlueshiftLimits, BlueshiftConnections]
 
-    def load_limits(self, settings: Settings) -> BlueshiftLimits:
-        return BlueshiftLimits.from_settings(settings)
 
-    def make_client(self, settings: Settings) -> BlueshiftConnections:
-        limits = self.load_limits(settings)
-        api = BlueshiftClient.from_settings(settings, limits.request_timeout_seconds)
-        return BlueshiftConnections(api, S3Staging.from_settings(settings, limits))
-
+class BlueshiftSink(Sink[BlueshiftLimits, BlueshiftConnections]):
     def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
         unknown = sorted(set(params) - set(PARAMS))
         if unknown:
@@ -148,7 +130,7 @@ class BlueshiftSink(Sink):
             )
 
     def plan(
-        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+        self, records: Iterable[Located], limits: BlueshiftLimits, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
         """All records in one unit (one CSV, one trigger), refused whole above the byte budget."""
         budget: int = limits.max_import_bytes
@@ -168,19 +150,19 @@ class BlueshiftSink(Sink):
         if unit:
             yield unit
 
-    def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
+    def slot(self, params: dict[str, Any], limits: BlueshiftLimits) -> tuple[str, int] | None:
         return f"uuid:{params['uuid']}", limits.triggers_in_flight_per_import
 
     def order_key(self, params: dict[str, Any]) -> str | None:
         # Later files of one import must land after earlier ones (attribute upserts).
         return f"uuid:{params['uuid']}"
 
-    def run(self, ctx: RunContext) -> Delivered:
+    def run(self, ctx: Context) -> Delivered:
         uuid: str = ctx.params["uuid"]
         if ctx.remote.get("triggered_at"):  # accepted before this worker's predecessor died
             ctx.log.info("the trigger was accepted by an earlier attempt", uuid=uuid)
             return Delivered(len(ctx.records))
-        connections: BlueshiftConnections = ctx.client
+        connections = ctx.client
         if ctx.records:
             self._stage(ctx, connections.staging, uuid)
             ctx.checkpoint()  # a worker that lost its lease while uploading must not trigger
@@ -189,7 +171,7 @@ class BlueshiftSink(Sink):
         ctx.log.info("import triggered", uuid=uuid, records=len(ctx.records))
         return Delivered(len(ctx.records), warnings=warnings)
 
-    def _stage(self, ctx: RunContext, staging: S3Staging | None, uuid: str) -> None:
+    def _stage(self, ctx: Context, staging: S3Staging | None, uuid: str) -> None:
         if staging is None:
             raise FinalError(
                 f"records were published for import {uuid} but BLUESHIFT_S3_BUCKET is not set "
@@ -206,9 +188,9 @@ class BlueshiftSink(Sink):
         ctx.remember({"staged": uri})
         ctx.log.info("records staged as CSV", s3=uri, rows=len(ctx.records), bytes=size)
 
-    def _trigger(self, ctx: RunContext, api: BlueshiftClient, uuid: str) -> list[str]:
+    def _trigger(self, ctx: Context, api: BlueshiftClient, uuid: str) -> list[str]:
         """Trigger the import; the warnings of a delivery that may have run it twice."""
-        limits: BlueshiftLimits = ctx.limits
+        limits = ctx.limits
         unknown_at = ctx.remote.get("trigger_unknown_at")
 
         def resend_now(error: BaseException) -> bool:
@@ -244,7 +226,7 @@ class BlueshiftSink(Sink):
             "started the import, the import may have run twice over the same file"
         ]
 
-    def _maybe_running(self, ctx: RunContext, uuid: str, error: ImportNotTriggerable) -> FinalError:
+    def _maybe_running(self, ctx: Context, uuid: str, error: ImportNotTriggerable) -> FinalError:
         """405 after a lost answer: most likely the import runs that trigger. Triggering
         again once the run ends would run it twice, so a person decides."""
         unknown_at = ctx.remote["trigger_unknown_at"]
@@ -260,10 +242,8 @@ class BlueshiftSink(Sink):
             answer=error.answer,
         )
 
-    def _not_triggerable(
-        self, ctx: RunContext, uuid: str, error: ImportNotTriggerable
-    ) -> TargetError:
-        limits: BlueshiftLimits = ctx.limits
+    def _not_triggerable(self, ctx: Context, uuid: str, error: ImportNotTriggerable) -> TargetError:
+        limits = ctx.limits
         count = _count(ctx, "http_405")
         if count < limits.busy_attempts:
             return RetryableError(
@@ -284,8 +264,8 @@ class BlueshiftSink(Sink):
             answer=error.answer,
         )
 
-    def _server_error(self, ctx: RunContext, uuid: str, error: RetryableError) -> TargetError:
-        limits: BlueshiftLimits = ctx.limits
+    def _server_error(self, ctx: Context, uuid: str, error: RetryableError) -> TargetError:
+        limits = ctx.limits
         count = _count(ctx, "http_500")
         if count < limits.server_error_attempts:
             return error
@@ -307,7 +287,7 @@ def _what(error: RetryableError) -> str:
     return f"HTTP {error.status}" if error.status else error.message
 
 
-def _count(ctx: RunContext, name: str) -> int:
+def _count(ctx: Context, name: str) -> int:
     """Count one more `name` answer for this unit, across its attempts (in job state)."""
     count = int(ctx.remote.get(name) or 0) + 1
     ctx.remember({name: str(count)})

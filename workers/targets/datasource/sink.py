@@ -20,10 +20,9 @@ from typing import Any
 from importq.errors import FinalError, InputError
 from importq.settings import Settings
 from workers.retry import resend
-from workers.targets.base import CsvColumns, Delivered, Located, Param, Record, RunContext, Sink
+from workers.targets.base import Delivered, Located, Record, RunContext, Sink
 from workers.targets.datasource.client import (
     DISPLAY_AT,
-    TARGET,
     DataSourceClient,
     DataSourceRef,
     Header,
@@ -208,33 +207,17 @@ def requests_for(
         yield kind, rows[offset : offset + size]
 
 
-class DataSourceSink(Sink):
-    name = TARGET
-    splittable = False  # one unit is one whole publish
-    # Columns are the headers ("Code,Name"), or "Vals.Code" as written in the JSON form.
-    csv_columns = CsvColumns(fields=(), prefixes=("Vals",), other_columns="Vals")
-    params = (
-        Param("mode", "replace|upsert|delete", "replace the rows, add or update, or delete by key"),
-        Param("external_id", "text", "the data source's ExternalId (or give id)"),
-        Param("id", "GUID", "the data source's Id, instead of external_id"),
-        Param("name", "text", "the data source's Name (the vendor overwrites it)"),
-        Param("headers", "list", "the columns in order, each :Title/:SubLeft/:Thumb optional"),
-    )
+Context = RunContext[DataSourceLimits, DataSourceClient]
 
-    def load_limits(self, settings: Settings) -> DataSourceLimits:
-        return DataSourceLimits.from_settings(settings)
 
-    def make_client(self, settings: Settings) -> DataSourceClient:
-        limits = self.load_limits(settings)
-        return DataSourceClient.from_settings(settings, limits.request_timeout_seconds)
-
+class DataSourceSink(Sink[DataSourceLimits, DataSourceClient]):
     def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
         return Publish.from_params(params).params()
 
     # No preflight: the API's only call is the PUT, which overwrites the Name at least.
 
     def plan(
-        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+        self, records: Iterable[Located], limits: DataSourceLimits, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
         publish = Publish.from_params(params)
         rows: list[Record] = []
@@ -256,7 +239,7 @@ class DataSourceSink(Sink):
         if rows:
             yield rows  # the whole publish is the unit: a rerun starts over from its first request
 
-    def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
+    def slot(self, params: dict[str, Any], limits: DataSourceLimits) -> tuple[str, int] | None:
         return f"ds:{self.order_key(params)}", DATA_SOURCE_SLOTS
 
     def order_key(self, params: dict[str, Any]) -> str | None:
@@ -267,9 +250,9 @@ class DataSourceSink(Sink):
         # without its NewRows: upserts after it would run on a partial data set.
         return str(params.get("mode", "")).lower() == "replace"
 
-    def run(self, ctx: RunContext) -> Delivered:
-        client: DataSourceClient = ctx.client
-        limits: DataSourceLimits = ctx.limits
+    def run(self, ctx: Context) -> Delivered:
+        client = ctx.client
+        limits = ctx.limits
         publish = Publish.from_params(ctx.params)
         data_source = publish.data_source()
         rows = [record["Vals"] for record in ctx.records]

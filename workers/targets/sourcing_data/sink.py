@@ -36,13 +36,11 @@ from importq.errors import (
     VendorBusy,
 )
 from importq.settings import Settings
-from workers import keys
 from workers.retry import RESEND_WAIT_CAP, resend
+from workers.target_state import OpenSet
 from workers.targets.base import (
-    CsvColumns,
     Delivered,
     Located,
-    Param,
     Record,
     RunContext,
     Sink,
@@ -64,22 +62,6 @@ LIST_PAGES = 50  # pages of 100 items read when looking for a lost start's item
 START_TURN_WAIT = 10.0  # seconds a unit waits in place for its operation's start turn
 CLAIMS_KEPT_MS = 2 * 86400 * 1000  # how long a registered item id stays registered
 _FRACTION = re.compile(r"(\.\d{6})\d+")  # .NET writes 7 fractional digits
-# The start turn is "unit lease-token": a holder whose unit lease is gone (it died) loses it,
-# and the same claim takes it again (a release Redis did not confirm does not block it).
-# KEYS: the turn. ARGV: our value, TTL ms, the lease key prefix.
-_TAKE = """
-local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[1] then
-  local unit, token = string.match(held, '^(%S+) (%S+)$')
-  if unit and redis.call('GET', ARGV[3] .. unit) == token then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def _now() -> str:
@@ -109,23 +91,10 @@ def request_chunks(records: list[Record], size: int) -> list[list[Record]]:
     return chunks
 
 
-class SourcingDataSink(Sink):
-    name = TARGET
-    csv_columns = CsvColumns(
-        fields=("entityId", "recordId", "entityMappingId", "referenceId", "mandantCode"),
-        booleans=("isDeleted",),
-        prefixes=("data", "customData"),
-        required=("entityId", "recordId"),
-    )
-    params = (Param("operation_id", "text", "the queue items' operationId (also --operation-id)"),)
+Context = RunContext[SourcingDataLimits, SourcingDataClient]
 
-    def load_limits(self, settings: Settings) -> SourcingDataLimits:
-        return SourcingDataLimits.from_settings(settings)
 
-    def make_client(self, settings: Settings) -> SourcingDataClient:
-        limits = self.load_limits(settings)
-        return SourcingDataClient.from_settings(settings, limits.request_timeout_seconds)
-
+class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
     def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
         unknown = set(params) - {"operation_id"}
         if unknown:
@@ -136,16 +105,16 @@ class SourcingDataSink(Sink):
         client.list_items(limit=1)  # 401/403 bad token, 404 unknown agent
 
     def plan(
-        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+        self, records: Iterable[Located], limits: SourcingDataLimits, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
         return batched(records, limits.records_per_item, limits.bytes_per_item, "queue item")
 
-    def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
+    def slot(self, params: dict[str, Any], limits: SourcingDataLimits) -> tuple[str, int] | None:
         operation = params.get("operation_id") or "-"
         return f"operation:{operation}", limits.items_in_flight_per_operation
 
-    def run(self, ctx: RunContext) -> Delivered:
-        client: SourcingDataClient = ctx.client
+    def run(self, ctx: Context) -> Delivered:
+        client = ctx.client
         open_item = ctx.remote.get("queue_item_id")
         if open_item:
             item = self._call(ctx, lambda: client.status(open_item))
@@ -160,9 +129,9 @@ class SourcingDataSink(Sink):
         self._settle_lost_start(ctx, client)
         return self._send_item(ctx, client)
 
-    def abandon(self, ctx: RunContext) -> Delivered | None:
+    def abandon(self, ctx: Context) -> Delivered | None:
         """Cancel the item a dead attempt left Pending, or count it if it committed."""
-        client: SourcingDataClient = ctx.client
+        client = ctx.client
         self._settle_lost_start(ctx, client)  # an orphan never completes: it holds nothing
         open_item = ctx.remote.get("queue_item_id")
         if not open_item:
@@ -174,7 +143,7 @@ class SourcingDataSink(Sink):
             return None
 
     def _resume(
-        self, ctx: RunContext, client: SourcingDataClient, item: QueueItem
+        self, ctx: Context, client: SourcingDataClient, item: QueueItem
     ) -> Delivered | None:
         """Settle the item an earlier attempt left behind; None means send afresh."""
         if item.status in CANCELLED:  # an earlier attempt cancelled it: it holds nothing
@@ -191,8 +160,8 @@ class SourcingDataSink(Sink):
         ctx.remember({"queue_item_id": ""})
         return None
 
-    def _send_item(self, ctx: RunContext, client: SourcingDataClient) -> Delivered:
-        limits: SourcingDataLimits = ctx.limits
+    def _send_item(self, ctx: Context, client: SourcingDataClient) -> Delivered:
+        limits = ctx.limits
         first = request_chunks(ctx.records, limits.records_per_request)[0]
         shared = ctx.params.get("operation_id") or None
         # Without a job-wide operationId each start gets one of its own: a lost start's item
@@ -221,7 +190,7 @@ class SourcingDataSink(Sink):
                 raise
         return self._append_rest(ctx, client, item, sent=1)
 
-    def _settle_lost_start(self, ctx: RunContext, client: SourcingDataClient) -> None:
+    def _settle_lost_start(self, ctx: Context, client: SourcingDataClient) -> None:
         """Cancel the Pending item an earlier start may have opened without importq learning
         its id (the answer was lost, or recording it failed)."""
         sent_at = ctx.remote.get("start_sent_at")
@@ -251,7 +220,7 @@ class SourcingDataSink(Sink):
 
     def _orphans(
         self,
-        ctx: RunContext,
+        ctx: Context,
         client: SourcingDataClient,
         operation_id: str,
         began: datetime,
@@ -287,22 +256,19 @@ class SourcingDataSink(Sink):
 
     @contextmanager
     def _start_turn(
-        self, ctx: RunContext, client: SourcingDataClient, operation_id: str | None
+        self, ctx: Context, client: SourcingDataClient, operation_id: str | None
     ) -> Iterator[None]:
         """Hold the operation's start turn (no other start of it in flight) inside the block.
 
         The turn expires after the longest a start can take, and passes at once to the next
         unit when its holder's unit lease is gone (the worker died holding it)."""
-        if not operation_id or ctx.redis is None:
+        if not operation_id or ctx.target_state is None:
             yield
             return
-        key = keys.sourcing_start_turn(client.agent_id, client.client_id, operation_id)
-        lease = ctx.redis.get(keys.lease(ctx.unit_id))
-        lease_token = lease.decode() if isinstance(lease, bytes) else str(lease or "-")
-        token = f"{ctx.unit_id} {lease_token}"
         ttl_ms = int(self._turn_seconds(ctx.limits) * 1000)
+        turn = ctx.target_state.lock("start", *_operation(client, operation_id), ttl_ms=ttl_ms)
         deadline = time.monotonic() + START_TURN_WAIT
-        while not ctx.redis.eval(_TAKE, 1, key, token, ttl_ms, keys.lease("")):
+        while not turn.take():
             if time.monotonic() > deadline:
                 raise VendorBusy(
                     f"another unit of operation {operation_id} is opening its queue item; "
@@ -315,50 +281,38 @@ class SourcingDataSink(Sink):
             yield
         finally:
             try:
-                ctx.redis.eval(_RELEASE, 1, key, token)
+                turn.release()
             except Exception as error:  # expires by itself
                 ctx.log.warning("could not release the start turn", error=str(error))
 
     def _register(
-        self, ctx: RunContext, client: SourcingDataClient, operation_id: str, item_id: str
+        self, ctx: Context, client: SourcingDataClient, operation_id: str, item_id: str
     ) -> None:
-        if ctx.redis is None:
-            return
-        key = keys.sourcing_items(client.agent_id, client.client_id, operation_id)
-        now = int(time.time() * 1000)
-        pipe = ctx.redis.pipeline(transaction=True)
-        pipe.zadd(key, {item_id: now})
-        pipe.zremrangebyscore(key, "-inf", now - CLAIMS_KEPT_MS)
-        pipe.pexpire(key, CLAIMS_KEPT_MS)
-        pipe.execute()
+        items = _items(ctx, client, operation_id)
+        if items is not None:
+            items.add(item_id, CLAIMS_KEPT_MS)
 
     def _unregister(
-        self, ctx: RunContext, client: SourcingDataClient, operation_id: str, item_id: str
+        self, ctx: Context, client: SourcingDataClient, operation_id: str, item_id: str
     ) -> None:
-        if ctx.redis is None:
+        items = _items(ctx, client, operation_id)
+        if items is None:
             return
         try:
-            ctx.redis.zrem(keys.sourcing_items(client.agent_id, client.client_id, operation_id),
-                           item_id)  # fmt: skip
+            items.remove(item_id)
         except Exception as error:  # then it stays Pending: a leak, never a wrong cancel
             ctx.log.warning("could not unregister a queue item", queue_item_id=item_id,
                             error=str(error))  # fmt: skip
 
-    def _registered(
-        self, ctx: RunContext, client: SourcingDataClient, operation_id: str
-    ) -> set[str]:
-        if ctx.redis is None:
-            return set()
-        key = keys.sourcing_items(client.agent_id, client.client_id, operation_id)
-        return {
-            m.decode() if isinstance(m, bytes) else str(m) for m in ctx.redis.zrange(key, 0, -1)
-        }
+    def _registered(self, ctx: Context, client: SourcingDataClient, operation_id: str) -> set[str]:
+        items = _items(ctx, client, operation_id)
+        return set() if items is None else items.members()
 
     def _append_rest(
-        self, ctx: RunContext, client: SourcingDataClient, item: QueueItem, sent: int
+        self, ctx: Context, client: SourcingDataClient, item: QueueItem, sent: int
     ) -> Delivered:
         """Append the chunks after the first `sent`, remembering each, then settle the item."""
-        limits: SourcingDataLimits = ctx.limits
+        limits = ctx.limits
         chunks = request_chunks(ctx.records, limits.records_per_request)
         item_id = item.id
         try:
@@ -375,8 +329,8 @@ class SourcingDataSink(Sink):
             raise
         return self._settle(ctx, self._poll(ctx, client, item))
 
-    def _poll(self, ctx: RunContext, client: SourcingDataClient, item: QueueItem) -> QueueItem:
-        limits: SourcingDataLimits = ctx.limits
+    def _poll(self, ctx: Context, client: SourcingDataClient, item: QueueItem) -> QueueItem:
+        limits = ctx.limits
         started = time.monotonic()
         interval = limits.poll_interval_seconds
         item_id = item.id
@@ -390,7 +344,7 @@ class SourcingDataSink(Sink):
             item = self._call(ctx, lambda: client.status(item_id))
         return item
 
-    def _settle(self, ctx: RunContext, item: QueueItem) -> Delivered:
+    def _settle(self, ctx: Context, item: QueueItem) -> Delivered:
         if item.succeeded:
             ctx.log.info("queue item committed", queue_item_id=item.id, records=len(ctx.records))
             return Delivered(len(ctx.records))
@@ -398,14 +352,26 @@ class SourcingDataSink(Sink):
         ctx.remember({"queue_item_id": ""})  # a failed item holds nothing to resume
         raise RejectedError(f"queue item {item.id} failed: {reason}", target=TARGET)
 
-    def _call(self, ctx: RunContext, request: Any) -> Any:
-        limits: SourcingDataLimits = ctx.limits
+    def _call(self, ctx: Context, request: Any) -> Any:
+        limits = ctx.limits
         return resend(request, attempts=limits.resend_attempts)
 
-    def _cancel_quietly(self, ctx: RunContext, client: SourcingDataClient, item_id: str) -> None:
+    def _cancel_quietly(self, ctx: Context, client: SourcingDataClient, item_id: str) -> None:
         try:
             client.cancel(item_id)
             ctx.remember({"queue_item_id": ""})
         except (FinalError, RetryableError) as error:
             # The next attempt finds the id in job state and cancels it then.
             ctx.log.warning("could not cancel queue item", queue_item_id=item_id, error=str(error))
+
+
+def _operation(client: SourcingDataClient, operation_id: str) -> tuple[str, str, str]:
+    """The name of an operation's start turn and items: one agent, client and operationId."""
+    return client.agent_id, client.client_id or "", operation_id
+
+
+def _items(ctx: Context, client: SourcingDataClient, operation_id: str) -> OpenSet | None:
+    """The queue items of a shared operation whose id a unit recorded (None: no store)."""
+    if ctx.target_state is None:
+        return None
+    return ctx.target_state.open_set("items", *_operation(client, operation_id))

@@ -20,7 +20,6 @@ from importq.settings import Settings
 from workers import keys
 from workers.retry import resend
 from workers.targets.base import (
-    CsvColumns,
     Delivered,
     Located,
     Param,
@@ -75,32 +74,22 @@ def check_param(name: str, value: Any) -> str:
     return text
 
 
-class WorkflowImportSink(Sink):
-    name = TARGET
-    # A batch row is free-form: every CSV header column becomes a field of the same name.
-    csv_columns = CsvColumns(fields=(), other_columns="", line_breaks=False)
-    params = (
-        Param(CREATION_PATH, "text", "this job's creationPath (default "
-              "WORKFLOW_IMPORT_CREATION_PATH); its batches are found by "
-              "IMPORT_QUEUE_API:<creationPath>"),
-    )  # fmt: skip
-    params_hint = f"; another query parameter the API takes is allowed once named in {QUERY_PARAMS}"
+def query_params(settings: Settings) -> tuple[Param, ...]:
+    """The params the operator names in WORKFLOW_IMPORT_QUERY_PARAMS, on top of creationPath.
 
-    def declared_params(self, settings: Settings) -> tuple[Param, ...]:
-        # The vendor doc names only creationPath; the other "control data" of the query
-        # string are whatever the operator's instance takes, so the operator names them.
-        extra = [name.strip() for name in settings.get(QUERY_PARAMS).split(",") if name.strip()]
-        return self.params + tuple(
-            Param(name, "text", f"a query parameter named in {QUERY_PARAMS}") for name in extra
-        )
+    The vendor doc names only creationPath; the other "control data" of the query string
+    are whatever the operator's instance takes, so the operator names them.
+    """
+    extra = [name.strip() for name in settings.get(QUERY_PARAMS).split(",") if name.strip()]
+    return tuple(
+        Param(name, "text", f"a query parameter named in {QUERY_PARAMS}") for name in extra
+    )
 
-    def load_limits(self, settings: Settings) -> WorkflowImportLimits:
-        return WorkflowImportLimits.from_settings(settings)
 
-    def make_client(self, settings: Settings) -> WorkflowImportClient:
-        limits = self.load_limits(settings)
-        return WorkflowImportClient.from_settings(settings, limits.request_timeout_seconds)
+Context = RunContext[WorkflowImportLimits, WorkflowImportClient]
 
+
+class WorkflowImportSink(Sink[WorkflowImportLimits, WorkflowImportClient]):
     def check_params(self, params: dict[str, Any], settings: Settings) -> dict[str, Any]:
         """Every --param goes to the query string; creationPath here overrides the setting."""
         return {name: check_param(name, value) for name, value in params.items()}
@@ -108,15 +97,15 @@ class WorkflowImportSink(Sink):
     # preflight: the doc has no harmless call (every POST queues a batch), so none is made.
 
     def plan(
-        self, records: Iterable[Located], limits: Any, params: dict[str, Any]
+        self, records: Iterable[Located], limits: WorkflowImportLimits, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
         return batched(records, limits.records_per_batch, limits.bytes_per_batch, "batch")
 
-    def slot(self, params: dict[str, Any], limits: Any) -> tuple[str, int] | None:
+    def slot(self, params: dict[str, Any], limits: WorkflowImportLimits) -> tuple[str, int] | None:
         # One cap across every job and worker: all batches land on the same background queue.
         return "endpoint", limits.batches_in_flight
 
-    def run(self, ctx: RunContext) -> Delivered:
+    def run(self, ctx: Context) -> Delivered:
         if ctx.remote.get("queue_batch_id"):
             # An earlier attempt got its answer but died before finishing the unit.
             ctx.log.info("batch already created", queue_batch_id=ctx.remote["queue_batch_id"])
@@ -125,9 +114,9 @@ class WorkflowImportSink(Sink):
             self._after_unknown_outcome(ctx)
         return self._post(ctx)
 
-    def _after_unknown_outcome(self, ctx: RunContext) -> None:
+    def _after_unknown_outcome(self, ctx: Context) -> None:
         """An earlier POST may have created the batch: hold the unit for review, or repost."""
-        limits: WorkflowImportLimits = ctx.limits
+        limits = ctx.limits
         started = ctx.remote["post_started_at"]
         creation_path = ctx.remote.get("creation_path") or self._creation_path(ctx)
         if limits.repost_unknown:
@@ -148,9 +137,9 @@ class WorkflowImportSink(Sink):
             target=TARGET,
         )
 
-    def _post(self, ctx: RunContext) -> Delivered:
-        limits: WorkflowImportLimits = ctx.limits
-        client: WorkflowImportClient = ctx.client
+    def _post(self, ctx: Context) -> Delivered:
+        limits = ctx.limits
+        client = ctx.client
         creation_path = self._creation_path(ctx)
         query = {**ctx.params, CREATION_PATH: creation_path}
         ctx.checkpoint()
@@ -166,7 +155,7 @@ class WorkflowImportSink(Sink):
             raise
         return self._created(ctx, batch)
 
-    def _created(self, ctx: RunContext, batch: QueueBatch) -> Delivered:
+    def _created(self, ctx: Context, batch: QueueBatch) -> Delivered:
         warnings = []
         if not batch.id:
             warnings.append("the API answered success without a queueBatchId")
@@ -176,6 +165,6 @@ class WorkflowImportSink(Sink):
         ctx.log.info("queue batch created", queue_batch_id=batch.id, records=len(ctx.records))
         return Delivered(len(ctx.records), warnings=warnings)
 
-    def _creation_path(self, ctx: RunContext) -> str:
-        client: WorkflowImportClient = ctx.client
+    def _creation_path(self, ctx: Context) -> str:
+        client = ctx.client
         return str(ctx.params.get(CREATION_PATH) or client.creation_path)
