@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importq.errors import InputError
-from workers.targets import blue, blueshift, datasource, sourcing_data, workflow_import
+from workers.targets import blue, blueshift, datasource, http_batch, sourcing_data, workflow_import
 from workers.targets.base import Sink
 
 SINKS: dict[str, Sink] = {
@@ -14,6 +14,7 @@ SINKS: dict[str, Sink] = {
         blueshift.SINK,
         datasource.SINK,
         blue.SINK,
+        http_batch.SINK,
     )
 }
 
