@@ -6,6 +6,7 @@ receiver's settings from the environment the simulator's client_env gives them.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -45,23 +46,22 @@ def dead_letters(job_id: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def sim(fresh_simulators: dict[str, Any]) -> Any:
-    receiver = fresh_simulators[TARGET]
-    receiver.configure(auth_secret=CANARY_SECRET, key_column="eventId", retry_after_seconds=0)
-    return receiver
+    """The receiver, reset, expecting CANARY_SECRET and keeping records by their eventId."""
+    settings = {"auth_secret": CANARY_SECRET, "key_column": "eventId", "retry_after_seconds": 0}
+    fresh_simulators[TARGET].configure(**settings)
+    return fresh_simulators[TARGET]
 
 
 @pytest.fixture
 def worker(start_worker: Any) -> Any:
-    def start(concurrency: int = 2, **env: str) -> Any:
-        return start_worker(TARGET, concurrency, HTTP_BATCH_AUTH_SECRET=CANARY_SECRET, **env)
-
-    return start
+    """Starts a worker of this target that holds the secret the receiver expects."""
+    return functools.partial(start_worker, TARGET, HTTP_BATCH_AUTH_SECRET=CANARY_SECRET)
 
 
 def test_a_json_lines_file_lands_once_per_record_one_request_per_unit(
     tmp_path: Path, sim: Any, worker: Any
 ) -> None:
-    worker(HTTP_BATCH_FORMAT="jsonl")
+    worker(concurrency=2, HTTP_BATCH_FORMAT="jsonl")
     job = wait_for_job(published(tmp_path, 2000, "--param", "path=events/"))
     assert job.state == "succeeded", job
     assert (job.records_delivered, job.units_total) == (2000, 4)
@@ -77,7 +77,7 @@ def test_a_record_the_receiver_refuses_is_dead_lettered_with_its_reason(
     tmp_path: Path, sim: Any, worker: Any, whole: bool
 ) -> None:
     sim.configure(refuse_values={"ev-000123"}, refuse_whole=whole)
-    worker()
+    worker(concurrency=2)
     job = wait_for_job(published(tmp_path, 600))
     assert job.state == "partial", job
     assert (job.records_delivered, job.records_dead) == (599, 1)
