@@ -98,13 +98,14 @@ class HttpBatchClient:
         self.idempotency_header = idempotency_header
         self.errors = errors or ErrorList()
         headers = {"Content-Type": MEDIA_TYPES[body_format]}
-        if auth and auth[1]:
-            headers[auth[0]] = auth[1].reveal()
+        credential = auth if auth and auth[1] else None  # unset: the receiver wants none
+        if credential:
+            headers[credential[0]] = credential[1].reveal()
         self._http = vendor_calls.http_client(
             headers=headers, timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
             transport=transport,
         )  # fmt: skip
-        self._hints = _hints(auth is not None and bool(auth[1]))
+        self._hints = _hints(has_credential=credential is not None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpBatchClient:
