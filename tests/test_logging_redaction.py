@@ -274,7 +274,7 @@ SECRET_KEYS = [
     "proxy-authorization", "credential", "credentials", "IntegrationKey", "integration_key",
     "SOURCING_DATA_TOKEN", "BLUE_API_KEY", "WORKFLOW_IMPORT_API_KEY",
     "DATASOURCE_INTEGRATION_KEY", "BLUESHIFT_API_KEY", "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH", "basic_auth",
+    "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH", "basic_auth", "HTTP_BATCH_AUTH_SECRET",
 ]  # fmt: skip
 PLAIN_KEYS = ["unit", "job", "target", "records", "attempt", "delay", "monkey", "keys", "author"]
 

@@ -44,6 +44,7 @@ FIRST_REQUEST: dict[str, Callable[[Any, Any], object]] = {
     ),
     "workflow_import": lambda sink, client: client.post_batch([{"id": "1"}], {"creationPath": "x"}),
     "blueshift": lambda sink, client: client.api.trigger("3f2b1c7e-0000-4000-8000-000000000000"),
+    "http_batch": lambda sink, client: client.post([{"id": "1"}], "job:0"),
 }
 
 

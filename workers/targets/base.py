@@ -183,6 +183,8 @@ class Target(Generic[LimitsT, ClientT]):
     client: Callable[[Settings], ClientT]
     """A client for the vendor, configured from settings (raises ConfigError)."""
     sink: Sink[LimitsT, ClientT]
+    title: str = ""
+    """The vendor's API in words, for people (the settings table, the deployment files)."""
     csv: CsvColumns | None = None
     """How CSV input maps onto a record; None: the target takes no CSV."""
     params: tuple[Param, ...] = ()

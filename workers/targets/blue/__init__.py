@@ -62,6 +62,7 @@ SETTINGS = (
 
 TARGET = Target(
     name=NAME,
+    title="Explorance Blue (SOAP)",
     limits=BlueLimits.from_settings,
     client=connect,
     sink=BlueSink(),

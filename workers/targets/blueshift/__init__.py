@@ -66,6 +66,7 @@ SETTINGS = (
 
 TARGET = Target(
     name=NAME,
+    title="Blueshift customer import",
     limits=BlueshiftLimits.from_settings,
     client=connect,
     sink=BlueshiftSink(),

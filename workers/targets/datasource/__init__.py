@@ -47,6 +47,7 @@ SETTINGS = (
 
 TARGET = Target(
     name=NAME,
+    title="Mobile-forms Data Source API",
     limits=DataSourceLimits.from_settings,
     client=connect,
     sink=DataSourceSink(),

@@ -45,6 +45,7 @@ SETTINGS = (
 
 TARGET = Target(
     name=NAME,
+    title="ASOL DataService SourcingData v2",
     limits=SourcingDataLimits.from_settings,
     client=connect,
     sink=SourcingDataSink(),

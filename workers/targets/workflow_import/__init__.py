@@ -73,6 +73,7 @@ SETTINGS = (
 
 TARGET = Target(
     name=NAME,
+    title="Workflow Import Queue API",
     limits=WorkflowImportLimits.from_settings,
     client=connect,
     sink=WorkflowImportSink(),
