@@ -20,6 +20,7 @@ from importq import broker
 from importq.settings import load
 from tests.conftest import free_port
 from tests.helpers import sample_records
+from workers.targets import TARGETS
 
 
 def _settings(home: Path, **env: str) -> Any:
@@ -63,6 +64,8 @@ def test_demo_runs_on_the_embedded_redis_and_leaves_nothing_behind(tmp_path: Pat
     assert result.returncode == 0, result.stdout + result.stderr
     assert "embedded Redis" in result.stdout
     assert "3000 records committed, 0 twice" in result.stdout
+    for name in TARGETS:  # every registered target, by registration alone
+        assert re.search(rf"^  {name}: job \S+ succeeded", result.stdout, re.M), name
     embedded = re.search(r"embedded Redis at (redis://\S+)", result.stdout)
     assert embedded is not None
     with pytest.raises(redis.ConnectionError):  # the embedded Redis it started is gone

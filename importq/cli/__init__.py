@@ -4,7 +4,8 @@
     jobs.py      status, jobs                 control.py   cancel, release
     dlq.py       dlq list / show / replay     services.py  worker, flower, metrics
     broker.py    redis status / start / stop  doctor.py    doctor
-    demo.py      demo, simulate               common.py    what the groups share
+    demo.py      demo, simulate               deploy.py    deploy-files (from the registry)
+    common.py    what the groups share
 
 Command modules import the worker app (Celery and every target's client) only
 inside a command, so `importq --help` stays quick.
@@ -16,7 +17,7 @@ from typing import Any
 
 import click
 
-from importq.cli import broker, control, demo, dlq, doctor, jobs, publish, services
+from importq.cli import broker, control, demo, deploy, dlq, doctor, jobs, publish, services
 from importq.errors import ImportqError
 
 
@@ -50,5 +51,6 @@ for _command in (
     doctor.doctor,
     services.metrics,
     control.release,
+    deploy.deploy_files_command,
 ):
     main.add_command(_command)

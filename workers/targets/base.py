@@ -83,6 +83,11 @@ class EnvSetting:
     secret: bool = False
     """Never logged, never in job state; only the target's own workers get it."""
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The variables of this row: "A / B" documents two that go together."""
+        return tuple(part.strip() for part in self.name.split(" / "))
+
 
 @dataclass
 class Delivered:

@@ -39,10 +39,12 @@ SETTINGS = (
         "the import's S3 folder (`--param s3_prefix=` per job); the key is `<prefix>/<job id>.csv`",
     ),
     EnvSetting(
-        "AWS_* (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_PROFILE...)",
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN",
         "",
-        "boto3's usual credential chain and region",
+        "S3 credentials, read by boto3 itself (or its usual chain: a profile, an instance role)",
+        secret=True,
     ),
+    EnvSetting("AWS_REGION / AWS_PROFILE", "", "boto3's region and profile"),
     EnvSetting("AWS_ENDPOINT_URL", "", "another S3 endpoint (moto in the tests, MinIO...)"),
     EnvSetting(
         "BLUESHIFT_MAX_IMPORT_BYTES",
@@ -57,7 +59,7 @@ SETTINGS = (
     EnvSetting("BLUESHIFT_500_ATTEMPTS", "3", "500 answers before a trigger fails for good"),
     EnvSetting("BLUESHIFT_TIMEOUT", "30", "read timeout of the trigger request"),
     EnvSetting(
-        "BLUESHIFT_S3_MULTIPART_THRESHOLD / _CHUNKSIZE",
+        "BLUESHIFT_S3_MULTIPART_THRESHOLD / BLUESHIFT_S3_MULTIPART_CHUNKSIZE",
         "8388608",
         "CSV size from which the upload goes in parts, and the part size (at least 5242880, "
         "S3's smallest part)",
