@@ -1,17 +1,10 @@
 """The mobile-forms Data Source API: limits.py, client.py, xml.py, sink.py."""
 
-from importq.settings import Settings
 from workers.targets.base import CsvColumns, EnvSetting, Param, Target
 from workers.targets.datasource.client import TARGET as NAME
 from workers.targets.datasource.client import DataSourceClient
 from workers.targets.datasource.limits import DataSourceLimits
 from workers.targets.datasource.sink import DataSourceSink
-
-
-def connect(settings: Settings) -> DataSourceClient:
-    timeout = DataSourceLimits.from_settings(settings).request_timeout_seconds
-    return DataSourceClient.from_settings(settings, timeout)
-
 
 SETTINGS = (
     EnvSetting(
@@ -49,7 +42,7 @@ TARGET = Target(
     name=NAME,
     title="Mobile-forms Data Source API",
     limits=DataSourceLimits.from_settings,
-    client=connect,
+    client=DataSourceClient.from_settings,
     sink=DataSourceSink(),
     # Columns are the headers ("Code,Name"), or "Vals.Code" as written in the JSON form.
     csv=CsvColumns(fields=(), prefixes=("Vals",), other_columns="Vals"),

@@ -15,6 +15,7 @@ from importq.settings import Secret, Settings
 from workers import vendor_calls
 from workers.http import raise_for_status, transport_error, vendor_message
 from workers.targets.datasource import xml
+from workers.targets.datasource.limits import DataSourceLimits
 
 TARGET = "datasource"
 FORMATS = ("json", "xml")
@@ -72,7 +73,10 @@ class DataSourceClient:
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings, timeout: float) -> DataSourceClient:
+    def from_settings(cls, settings: Settings, timeout: float | None = None) -> DataSourceClient:
+        """The client the settings describe; `timeout` defaults to the limits' read timeout."""
+        if timeout is None:
+            timeout = DataSourceLimits.from_settings(settings).request_timeout_seconds
         url = settings.get("DATASOURCE_URL")
         company = settings.get("DATASOURCE_COMPANY_ID")
         key = settings.secret("DATASOURCE_INTEGRATION_KEY")

@@ -1,17 +1,10 @@
 """ASOL DataService SourcingData v2: limits.py, client.py, sink.py."""
 
-from importq.settings import Settings
 from workers.targets.base import CsvColumns, EnvSetting, Param, Target
 from workers.targets.sourcing_data.client import TARGET as NAME
 from workers.targets.sourcing_data.client import SourcingDataClient
 from workers.targets.sourcing_data.limits import SourcingDataLimits
 from workers.targets.sourcing_data.sink import SourcingDataSink
-
-
-def connect(settings: Settings) -> SourcingDataClient:
-    timeout = SourcingDataLimits.from_settings(settings).request_timeout_seconds
-    return SourcingDataClient.from_settings(settings, timeout)
-
 
 SETTINGS = (
     EnvSetting("SOURCING_DATA_URL", "", "base URL up to and including `/api/asol/ds`"),
@@ -47,7 +40,7 @@ TARGET = Target(
     name=NAME,
     title="ASOL DataService SourcingData v2",
     limits=SourcingDataLimits.from_settings,
-    client=connect,
+    client=SourcingDataClient.from_settings,
     sink=SourcingDataSink(),
     csv=CsvColumns(
         fields=("entityId", "recordId", "entityMappingId", "referenceId", "mandantCode"),

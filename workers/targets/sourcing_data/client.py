@@ -12,6 +12,7 @@ from importq.errors import ConfigError, VendorBusy
 from importq.settings import Secret, Settings
 from workers import vendor_calls
 from workers.http import raise_for_status, transport_error
+from workers.targets.sourcing_data.limits import SourcingDataLimits
 
 TARGET = "sourcing_data"
 API = "/api/v2/SourcingData/EnqueueData"
@@ -90,7 +91,10 @@ class SourcingDataClient:
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings, timeout: float) -> SourcingDataClient:
+    def from_settings(cls, settings: Settings, timeout: float | None = None) -> SourcingDataClient:
+        """The client the settings describe; `timeout` defaults to the limits' read timeout."""
+        if timeout is None:
+            timeout = SourcingDataLimits.from_settings(settings).request_timeout_seconds
         url = settings.get("SOURCING_DATA_URL")
         token = settings.secret("SOURCING_DATA_TOKEN")
         agent = settings.get("SOURCING_DATA_AGENT_ID")

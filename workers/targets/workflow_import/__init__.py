@@ -1,6 +1,5 @@
 """Workflow Import Queue API: limits.py, client.py, sink.py."""
 
-from importq.settings import Settings
 from workers.targets.base import CsvColumns, EnvSetting, Param, Target
 from workers.targets.workflow_import.client import TARGET as NAME
 from workers.targets.workflow_import.client import WorkflowImportClient
@@ -11,12 +10,6 @@ from workers.targets.workflow_import.sink import (
     WorkflowImportSink,
     query_params,
 )
-
-
-def connect(settings: Settings) -> WorkflowImportClient:
-    timeout = WorkflowImportLimits.from_settings(settings).request_timeout_seconds
-    return WorkflowImportClient.from_settings(settings, timeout)
-
 
 SETTINGS = (
     EnvSetting(
@@ -75,7 +68,7 @@ TARGET = Target(
     name=NAME,
     title="Workflow Import Queue API",
     limits=WorkflowImportLimits.from_settings,
-    client=connect,
+    client=WorkflowImportClient.from_settings,
     sink=WorkflowImportSink(),
     # A batch row is free-form: every CSV header column becomes a field of the same name.
     csv=CsvColumns(fields=(), other_columns="", line_breaks=False),

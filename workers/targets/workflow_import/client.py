@@ -15,6 +15,7 @@ from importq.errors import ConfigError, FinalError, RejectedError, VendorAnswer
 from importq.settings import Secret, Settings
 from workers import vendor_calls
 from workers.http import raise_for_status, transport_error
+from workers.targets.workflow_import.limits import WorkflowImportLimits
 
 TARGET = "workflow_import"
 PERMISSION = "BeginWorkflowImportProcess"
@@ -100,7 +101,12 @@ class WorkflowImportClient:
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings, timeout: float) -> WorkflowImportClient:
+    def from_settings(
+        cls, settings: Settings, timeout: float | None = None
+    ) -> WorkflowImportClient:
+        """The client the settings describe; `timeout` defaults to the limits' read timeout."""
+        if timeout is None:
+            timeout = WorkflowImportLimits.from_settings(settings).request_timeout_seconds
         url = settings.get("WORKFLOW_IMPORT_URL")
         api_key = settings.secret("WORKFLOW_IMPORT_API_KEY")
         creation_path = settings.get("WORKFLOW_IMPORT_CREATION_PATH")
