@@ -74,8 +74,10 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def get(self, name: str, default: str = "") -> str:
-        """A raw variable, for target packages that read their own settings."""
-        return self.env.get(name, default)
+        """A raw variable, for target packages that read their own settings. Empty is unset:
+        docker-compose passes a variable nobody set as an empty ${VAR:-} reference."""
+        value = self.env.get(name, "")
+        return value if value.strip() else default
 
     def secret(self, name: str) -> Secret:
         return Secret(self.env.get(name, ""))

@@ -143,6 +143,7 @@ class Worker(Process):
         self, log_path: Path, queues: str, concurrency: int, name: str, env: dict[str, str]
     ):
         super().__init__(celery_worker_command(queues, concurrency, name), env, log_path)
+        self.name = name  # its Celery node name
 
 
 @pytest.fixture

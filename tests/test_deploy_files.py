@@ -67,8 +67,38 @@ def test_every_registered_target_has_a_worker_service_on_its_own_queue() -> None
     assert not missing, f"docker-compose.yml has no worker service for {missing}"
     for queue, (name, service) in workers.items():
         assert "," not in queue, f"{name} consumes several queues: {queue}"
-        assert service.get("build") == "." and service.get("env_file") == ".env", name
+        assert service.get("build") == "." and "env_file" not in service, name
         assert f"{queue}@%h" in _command(service), f"{name}: give it a -n {queue}@%h node name"
+
+
+def _target_of(variable: str) -> str | None:
+    """The registered target whose own variable this is (SOURCING_DATA_URL: sourcing_data)."""
+    owners = [name for name in TARGETS if variable.startswith(name.upper() + "_")]
+    return max(owners, key=len) if owners else None
+
+
+def test_each_worker_gets_its_own_targets_variables_and_no_other_secret() -> None:
+    for queue, (name, service) in _workers().items():
+        env = _environment(service)
+        others = [v for v in env if _target_of(v) not in (None, queue)]
+        assert others == [], f"{name} is given another target's variables: {others}"
+        assert "FLOWER_BASIC_AUTH" not in env, name
+        per_target = [v for v in env if v.startswith(("IMPORTQ_RATE_LIMIT_", "IMPORTQ_MAX_WAIT_"))]
+        suffix = queue.upper()
+        assert all(v == "IMPORTQ_MAX_WAIT_SECONDS" or v.endswith("_" + suffix)
+                   for v in per_target), per_target  # fmt: skip
+        for setting in TARGETS[queue].settings:
+            if setting.secret or setting.name.startswith(suffix + "_"):
+                assert set(setting.names) <= set(env), f"{name} lacks {setting.name}"
+    assert "FLOWER_BASIC_AUTH" in _environment(_services()["flower"])
+
+
+def test_workers_and_the_metrics_have_health_checks() -> None:
+    for queue, (name, service) in _workers().items():
+        check = " ".join(service["healthcheck"]["test"])
+        assert f"inspect ping -d {queue}@$HOSTNAME" in check.replace("$$", "$"), name
+    metrics = " ".join(_services()["metrics"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:9808/metrics" in metrics
 
 
 def test_blue_runs_one_process_in_a_single_replica() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from importq import deploy_files
+from importq import deploy
 from importq.cli import main
 from importq.errors import InputError
 from importq.processes import worker_commands
@@ -55,7 +55,7 @@ def test_the_new_target_is_named_only_in_its_own_files_and_one_registry_line() -
 def test_the_deployment_files_and_the_settings_table_are_what_the_registry_says() -> None:
     result = CliRunner().invoke(main, ["deploy-files", "--check", "--root", str(ROOT)])
     assert result.exit_code == 0, result.output
-    wanted = {f.path: f.text for f in deploy_files.files(ROOT, deploy_files.registered())}
+    wanted = {f.path: f.text for f in deploy.files(ROOT, deploy.registered())}
     assert f"worker_{NEW}: exec celery -A workers.app worker -Q {NEW} " in wanted["Procfile"]
     assert f"  worker_{NEW}:\n" in wanted["docker-compose.yml"]
     for setting in TARGETS[NEW].settings:

@@ -7,6 +7,8 @@ a target whose settings are missing would fail every unit it took.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,3 +71,27 @@ def test_a_worker_refuses_a_target_whose_settings_are_missing(tmp_path: Path) ->
 
 def test_a_worker_refuses_a_circuit_breaker_setting_that_means_nothing(tmp_path: Path) -> None:
     assert "IMPORTQ_BREAKER_FAILURES" in refused_start(tmp_path, IMPORTQ_BREAKER_FAILURES="0")
+
+
+def _compose_healthcheck(queue: str, node: str) -> str:
+    """docker-compose.yml's health check of the worker for `queue`, aimed at `node`."""
+    import yaml
+
+    from importq.deploy.compose import HEALTHCHECK
+
+    compose = yaml.safe_load((Path(__file__).parent.parent / "docker-compose.yml").read_text())
+    kind, command = compose["services"][f"worker_{queue}"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and command == HEALTHCHECK.format(node=queue)
+    # The container's node is <queue>@$HOSTNAME; here the test worker's own name stands in.
+    return command.replace(f"{queue}@$$HOSTNAME", node).replace("celery", "python -m celery", 1)
+
+
+def test_the_compose_health_check_answers_for_a_live_worker_only(start_worker: Any) -> None:
+    worker = start_worker("sourcing_data", 1)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    alive = subprocess.run(["sh", "-c", _compose_healthcheck("sourcing_data", worker.name)],
+                           env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert alive.returncode == 0, alive.stdout + alive.stderr
+    gone = _compose_healthcheck("sourcing_data", "nobody@nowhere").replace("10", "2")
+    dead = subprocess.run(["sh", "-c", gone], env=env, capture_output=True, timeout=60)
+    assert dead.returncode != 0

@@ -1,5 +1,5 @@
 """`importq deploy-files`: the Procfile, docker-compose.yml, .env.example and the README's
-target settings, written from the target registry (importq/deploy_files.py)."""
+target settings, written from the target registry (importq/deploy/)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from importq import deploy_files
+from importq import deploy
 
 
 @click.command("deploy-files")
@@ -23,11 +23,11 @@ from importq import deploy_files
               help="Write nothing; exit 1 naming each file the registry would change.")  # fmt: skip
 def deploy_files_command(root: Path, check: bool) -> None:
     """Write the deployment files from the registered targets (one worker each)."""
-    wanted = deploy_files.files(root, deploy_files.registered())
+    wanted = deploy.files(root, deploy.registered())
     if check:
-        stale = deploy_files.stale(root, wanted)
+        stale = deploy.stale(root, wanted)
         for path in stale:
             click.echo(f"{path} is out of date: run `importq deploy-files`", err=True)
         sys.exit(1 if stale else 0)
-    written = deploy_files.write(root, wanted)
+    written = deploy.write(root, wanted)
     click.echo("wrote " + ", ".join(written) if written else "every file is up to date")

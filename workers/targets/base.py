@@ -23,6 +23,7 @@ import structlog
 from importq import jsoncodec
 from importq.errors import InputError
 from importq.settings import Settings
+from importq.settings_table import EnvSetting
 from workers.target_state import TargetState
 
 Record = dict[str, Any]
@@ -69,24 +70,6 @@ class Param:
 
     def describe(self) -> str:
         return f"{self.name} ({self.type}): {self.help}"
-
-
-@dataclass(frozen=True)
-class EnvSetting:
-    """One environment variable a target reads: a row of the README's settings table, and
-    what a deployment file passes to that target's workers (and to no other)."""
-
-    name: str
-    default: str
-    """As shown to people ("" for none, "(bucket root)" for a described default)."""
-    help: str
-    secret: bool = False
-    """Never logged, never in job state; only the target's own workers get it."""
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The variables of this row: "A / B" documents two that go together."""
-        return tuple(part.strip() for part in self.name.split(" / "))
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Explorance Blue over SOAP (zeep): limits.py, client.py, sink.py and the bundled blue.wsdl."""
 
 from importq.settings import Settings
-from workers.targets.base import CsvColumns, EnvSetting, Target
+from importq.settings_table import EnvSetting
+from workers.targets.base import CsvColumns, Target
 from workers.targets.blue.client import BlueClient
 from workers.targets.blue.limits import BlueLimits
 from workers.targets.blue.refusals import TARGET as NAME

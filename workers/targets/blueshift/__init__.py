@@ -1,7 +1,8 @@
 """Blueshift trigger customer import: limits.py, client.py, s3.py (CSV staging), sink.py."""
 
 from importq.settings import Settings
-from workers.targets.base import CsvColumns, EnvSetting, Param, Target
+from importq.settings_table import EnvSetting
+from workers.targets.base import CsvColumns, Param, Target
 from workers.targets.blueshift.client import TARGET as NAME
 from workers.targets.blueshift.client import BlueshiftClient
 from workers.targets.blueshift.limits import BlueshiftLimits

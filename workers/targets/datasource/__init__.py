@@ -1,6 +1,7 @@
 """The mobile-forms Data Source API: limits.py, client.py, xml.py, sink.py."""
 
-from workers.targets.base import CsvColumns, EnvSetting, Param, Target
+from importq.settings_table import EnvSetting
+from workers.targets.base import CsvColumns, Param, Target
 from workers.targets.datasource.client import TARGET as NAME
 from workers.targets.datasource.client import DataSourceClient
 from workers.targets.datasource.limits import DataSourceLimits

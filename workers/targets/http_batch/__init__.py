@@ -1,7 +1,8 @@
 """A generic HTTP batch receiver (an internal API, a webhook): limits.py, answers.py, client.py,
 sink.py. Units of records are POSTed as a JSON array or JSON Lines to one URL."""
 
-from workers.targets.base import CsvColumns, EnvSetting, Target
+from importq.settings_table import EnvSetting
+from workers.targets.base import CsvColumns, Target
 from workers.targets.http_batch.client import TARGET as NAME
 from workers.targets.http_batch.client import HttpBatchClient
 from workers.targets.http_batch.limits import HttpBatchLimits as Limits

@@ -1,6 +1,7 @@
 """ASOL DataService SourcingData v2: limits.py, client.py, sink.py."""
 
-from workers.targets.base import CsvColumns, EnvSetting, Param, Target
+from importq.settings_table import EnvSetting
+from workers.targets.base import CsvColumns, Param, Target
 from workers.targets.sourcing_data.client import TARGET as NAME
 from workers.targets.sourcing_data.client import SourcingDataClient
 from workers.targets.sourcing_data.limits import SourcingDataLimits

@@ -1,6 +1,7 @@
 """Workflow Import Queue API: limits.py, client.py, sink.py."""
 
-from workers.targets.base import CsvColumns, EnvSetting, Param, Target
+from importq.settings_table import EnvSetting
+from workers.targets.base import CsvColumns, Param, Target
 from workers.targets.workflow_import.client import TARGET as NAME
 from workers.targets.workflow_import.client import WorkflowImportClient
 from workers.targets.workflow_import.limits import WorkflowImportLimits

@@ -1,0 +1,77 @@
+"""The deployment files, written from the registry: nothing per target is copied by hand.
+
+`importq deploy-files` writes the Procfile, docker-compose.yml, .env.example and the
+README's settings tables from the core's settings table (importq/settings_table.py) and
+the registered targets (their names, whether they run one process, the variables they
+declare); `--check` names the files that are out of date instead (a test runs it).
+
+    procfile.py      one process per target, plus Flower and the metrics
+    compose.py       one service per target, given only its own variables, with health checks
+    env_example.py   what an operator fills in
+    readme.py        the settings tables between their markers in README.md
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from importq.settings_table import EnvSetting
+
+GENERATED = "# Written by `importq deploy-files` from the target registry: edit there, then run it."
+
+
+class Deployable(Protocol):
+    """What the files need to know of a target."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def one_process(self) -> bool: ...
+    @property
+    def settings(self) -> tuple[EnvSetting, ...]: ...
+
+
+@dataclass(frozen=True)
+class DeployFile:
+    path: str
+    text: str
+
+
+def is_own(setting: EnvSetting, target: Deployable) -> bool:
+    """The target's own variable (SOURCING_DATA_...), not one a library reads (AWS_...)."""
+    return setting.name.startswith(target.name.upper() + "_")
+
+
+def registered() -> list[Deployable]:
+    from workers.targets import TARGETS
+
+    return list(TARGETS.values())
+
+
+def files(root: Path, targets: Sequence[Deployable]) -> list[DeployFile]:
+    from importq.deploy import compose, env_example, procfile, readme
+
+    return [
+        DeployFile("Procfile", procfile.text(targets)),
+        DeployFile("docker-compose.yml", compose.text(targets)),
+        DeployFile(".env.example", env_example.text(targets)),
+        DeployFile("README.md", readme.text((root / "README.md").read_text(), targets)),
+    ]
+
+
+def stale(root: Path, wanted: Iterable[DeployFile]) -> list[str]:
+    """The files whose text differs from what the registry says they should be."""
+    return [f.path for f in wanted if (root / f.path).read_text() != f.text]
+
+
+def write(root: Path, wanted: Iterable[DeployFile]) -> list[str]:
+    written = stale(root, wanted := list(wanted))
+    for f in wanted:
+        if f.path in written:
+            (root / f.path).write_text(f.text)
+    return written

@@ -1,0 +1,150 @@
+"""docker-compose.yml: Redis, Flower, the metrics, and one worker service per target.
+
+Each service is given only the variables it reads, as ${VAR} references (no value is
+written here): a worker gets the core's worker settings, the per-target ones for its own
+target, and its target's own variables; Flower gets its logins; nothing gets another
+target's credentials. Workers are healthy while a Celery ping of their own node answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from importq.deploy import GENERATED, Deployable, is_own
+from importq.settings_table import CORE, PER_TARGET
+
+_HEAD = """\
+# importq on one host: Redis (AOF on), Flower, the metrics and one worker service per target.
+#
+#   cp .env.example .env     # then fill in the credentials of the targets you use
+#   docker-compose up -d --build redis flower metrics worker_<target> ...
+#   docker-compose up -d --scale worker_sourcing_data=3   # more workers, never for blue
+#
+# Secrets come from .env or from the shell's environment (the ${VAR} references below);
+# none is written here or baked into the image, and each service is given only the
+# variables it reads. Redis is reachable only inside the compose network; Flower is
+# published on the host's 127.0.0.1:5555 (put a TLS proxy in front of it to open it wider).
+"""
+
+_SHARED = """
+x-image: &image
+  build: .
+  image: importq:latest
+  init: true  # reaps zombies and forwards SIGTERM as PID 1
+  restart: unless-stopped
+  depends_on:
+    redis:
+      condition: service_healthy
+
+x-settings: &settings
+  REDIS_URL: redis://redis:6379/0
+  IMPORTQ_LOG_FORMAT: json
+
+x-worker: &worker
+  <<: *image
+  # Long enough for a worker to finish its current request and hand its unit back; a
+  # worker killed after this loses nothing either (the lease reaper re-enqueues its unit).
+  stop_grace_period: 90s
+
+services:
+  redis:
+    image: redis:7
+    # AOF: a Redis restart loses no queued unit or job state. noeviction: a full Redis
+    # refuses new writes instead of dropping messages.
+    command: ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec",
+              "--maxmemory-policy", "noeviction"]
+    volumes:
+      - redis-data:/data
+    healthcheck:
+      test: ["CMD", "redis-cli", "ping"]
+      interval: 5s
+      timeout: 3s
+      retries: 10
+    restart: unless-stopped
+
+  flower:
+    <<: *image
+    # Only the broker and the logins: Flower needs no target credential.
+    command: ["importq", "flower", "--address", "0.0.0.0", "--port", "5555"]
+    environment:
+      <<: *settings
+      FLOWER_BASIC_AUTH: ${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password in .env}
+    ports:
+      - "127.0.0.1:5555:5555"
+    healthcheck:
+      test: ["CMD", "python", "-c",
+             "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5555/healthcheck')"]
+      interval: 10s
+      timeout: 5s
+      retries: 5
+
+  metrics:
+    <<: *image
+    # importq's Prometheus metrics, read from Redis: they cover every worker.
+    command: ["importq", "metrics", "--address", "0.0.0.0", "--port", "9808"]
+    environment:
+      <<: *settings
+    ports:
+      - "127.0.0.1:9808:9808"
+    healthcheck:
+      test: ["CMD", "python", "-c",
+             "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9808/metrics')"]
+      interval: 15s
+      timeout: 5s
+      retries: 3
+"""
+
+# A worker is healthy while its own node answers a Celery ping ($$: compose's literal $).
+HEALTHCHECK = "celery -A workers.app inspect ping -d {node}@$$HOSTNAME --timeout 10 >/dev/null"
+
+
+def text(targets: Sequence[Deployable]) -> str:
+    services = "".join(_worker(target) for target in targets)
+    return _HEAD + GENERATED + "\n" + _SHARED + services + "\nvolumes:\n  redis-data:\n"
+
+
+def worker_variables(target: Deployable) -> list[str]:
+    """Every variable a worker of `target` reads: the core's, then its target's own."""
+    core = [s for s in CORE if s.workers]
+    names = [n for s in core if PER_TARGET not in s.name for n in s.names]
+    names += [n for s in core if PER_TARGET in s.name for n in s.names_for(target.name)]
+    own = [n for s in target.settings if is_own(s, target) or s.secret for n in s.names]
+    return list(dict.fromkeys(names + own))
+
+
+def library_variables(target: Deployable) -> list[str]:
+    """Variables a library reads itself (boto3's AWS_REGION...): not passed empty, because
+    the library takes an empty value literally (an empty AWS_PROFILE is a missing profile)."""
+    return [n for s in target.settings if not (is_own(s, target) or s.secret) for n in s.names]
+
+
+def _worker(target: Deployable) -> str:
+    name = target.name
+    concurrency = '"1"' if target.one_process else '"${WORKER_CONCURRENCY:-4}"'
+    lines = ["", f"  worker_{name}:", "    <<: *worker"]
+    if target.one_process:
+        lines += [
+            "    # One process (the vendor takes one import at a time): the Redis slot keeps it",
+            "    # so across machines. Never scale this service.",
+        ]
+    lines += [
+        f'    command: ["celery", "-A", "workers.app", "worker", "-Q", "{name}",',
+        f'              "-n", "{name}@%h", "--concurrency", {concurrency},',
+        '              "--loglevel", "INFO"]',
+    ]
+    if target.one_process:
+        lines += ["    deploy:", "      replicas: 1"]
+    lines += [
+        "    healthcheck:",
+        f'      test: ["CMD-SHELL", "{HEALTHCHECK.format(node=name)}"]',
+        "      interval: 30s",
+        "      timeout: 30s",
+        "      retries: 3",
+        "      start_period: 60s",
+        "    environment:",
+        "      <<: *settings",
+    ]
+    lines += [f"      {variable}: ${{{variable}:-}}" for variable in worker_variables(target)]
+    if foreign := library_variables(target):
+        lines += [f"      # Add when you use them (never empty): {', '.join(foreign)}"]
+    return "\n".join(lines) + "\n"
