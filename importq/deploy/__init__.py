@@ -9,42 +9,16 @@ declare); `--check` names the files that are out of date instead (a test runs it
     compose.py       one service per target, given only its own variables, with health checks
     env_example.py   what an operator fills in
     readme.py        the settings tables between their markers in README.md
+    common.py        what they share: the Deployable protocol, the generated mark
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from importq.settings_table import EnvSetting
-
-GENERATED = "# Written by `importq deploy-files` from the target registry: edit there, then run it."
-
-
-class Deployable(Protocol):
-    """What the files need to know of a target."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def one_process(self) -> bool: ...
-    @property
-    def settings(self) -> tuple[EnvSetting, ...]: ...
-
-
-@dataclass(frozen=True)
-class DeployFile:
-    path: str
-    text: str
-
-
-def is_own(setting: EnvSetting, target: Deployable) -> bool:
-    """The target's own variable (SOURCING_DATA_...), not one a library reads (AWS_...)."""
-    return setting.name.startswith(target.name.upper() + "_")
+from importq.deploy import compose, env_example, procfile, readme
+from importq.deploy.common import Deployable, DeployFile
 
 
 def registered() -> list[Deployable]:
@@ -54,8 +28,6 @@ def registered() -> list[Deployable]:
 
 
 def files(root: Path, targets: Sequence[Deployable]) -> list[DeployFile]:
-    from importq.deploy import compose, env_example, procfile, readme
-
     return [
         DeployFile("Procfile", procfile.text(targets)),
         DeployFile("docker-compose.yml", compose.text(targets)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from importq.deploy import GENERATED, Deployable, is_own
+from importq.deploy.common import GENERATED, Deployable, is_own
 from importq.settings_table import CORE, PER_TARGET
 
 _HEAD = """\

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from importq.deploy import GENERATED, Deployable, is_own
+from importq.deploy.common import GENERATED, Deployable, is_own
 
 _HEAD = """\
 # Copy to .env (git ignores it) and fill in what you use; never commit real values.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from importq.deploy import GENERATED, Deployable
+from importq.deploy.common import GENERATED, Deployable
 
 _HEAD = [
     "# Flower (web), importq's Prometheus metrics, and one worker per target. `exec` makes each "

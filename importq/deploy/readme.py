@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from importq.deploy import Deployable
+from importq.deploy.common import Deployable
 from importq.settings_table import CORE, EnvSetting
 
 CORE_MARKERS = (
