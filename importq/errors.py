@@ -20,7 +20,7 @@ an error raised without an answer (a timeout, importq's own check) has `answer=N
 A target may subclass these for its own except clauses (Blue's BlueBusy, Blueshift's
 ImportNotTriggerable); the core routes them by the class they extend.
 
-Where each type goes (workers/retry.py, workers/runner.py, workers/breaker.py):
+Where each type goes (workers/retry.py, workers/routing.py, workers/breaker.py):
 
     NotApplied                  resent in place inside the unit (a short Retry-After only), then
                                 as any RetryableError

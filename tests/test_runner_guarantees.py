@@ -19,7 +19,8 @@ from workers import keys
 from workers.heartbeat import Heartbeat
 from workers.jobs import JobStore, UnitState
 from workers.leases import Finish, Leases
-from workers.runner import FREE_HANDBACKS, MISSING_PAYLOAD
+from workers.routing import FREE_HANDBACKS
+from workers.runner import MISSING_PAYLOAD
 from workers.signals import HandBack, LeaseUnconfirmed
 
 LATER = 40.0  # seconds: a due time far enough ahead that no test run reaches it

@@ -1,6 +1,6 @@
 """One claimed unit on its way through the runner, and what its run can come to.
 
-A run ends in one of these results, and the runner routes each the same way for
+A run ends in one of these results, and the router routes each the same way for
 every target: `Delivered` (the sink's answer), an error the sink stopped with (a
 TargetError or a control signal), or an outcome a middleware decided before the
 sink ran (workers/middleware/): wait for a turn or slot, wait out a paused target,
