@@ -24,32 +24,38 @@ from workers.targets.workflow_import.client import WorkflowImportClient
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
+# Obvious fakes, long enough that masking them (they are registered as secrets) cannot
+# touch ordinary words in the other tests' log lines.
+FAKE_KEY = Secret("fake-key-error-types")
+FAKE_TOKEN = Secret("fake-token-error-types")
+
+
 def workflow_post(handler: Handler) -> None:
-    client = WorkflowImportClient("http://wf/api", Secret("k"), "IMPORT_QUEUE_API:HR",
+    client = WorkflowImportClient("http://wf/api", FAKE_KEY, "IMPORT_QUEUE_API:HR",
                                   transport=httpx.MockTransport(handler))  # fmt: skip
     client.post_batch([{"id": "1"}], {"creationPath": "IMPORT_QUEUE_API:HR"})
 
 
 def sourcing_start(handler: Handler) -> None:
-    client = SourcingDataClient("http://sd", Secret("t"), "agent",
+    client = SourcingDataClient("http://sd", FAKE_TOKEN, "agent",
                                 transport=httpx.MockTransport(handler))  # fmt: skip
     client.start([{"id": "1"}], operation_id=None, incomplete=True)
 
 
 def sourcing_status(handler: Handler) -> None:
-    client = SourcingDataClient("http://sd", Secret("t"), "agent",
+    client = SourcingDataClient("http://sd", FAKE_TOKEN, "agent",
                                 transport=httpx.MockTransport(handler))  # fmt: skip
     client.status("item-1")
 
 
 def datasource_put(handler: Handler) -> None:
-    client = DataSourceClient("http://ds/api", 1, Secret("key"),
+    client = DataSourceClient("http://ds/api", 1, FAKE_KEY,
                               transport=httpx.MockTransport(handler))  # fmt: skip
     client.put(DataSourceRef("Sports", "ds-1"), "Rows", [["K1"]])
 
 
 def blueshift_trigger(handler: Handler) -> None:
-    client = BlueshiftClient("http://bs", Secret("k"), transport=httpx.MockTransport(handler))
+    client = BlueshiftClient("http://bs", FAKE_KEY, transport=httpx.MockTransport(handler))
     client.trigger("0b8e5a9c-1d2f-4a3b-8c7d-6e5f4a3b2c1d")
 
 

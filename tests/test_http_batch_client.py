@@ -59,13 +59,16 @@ def test_one_post_carries_the_credential_the_key_and_the_media_type() -> None:
         sent.append(request)
         return httpx.Response(204)
 
-    batch = client(receiver, auth=("X-Api-Key", Secret("k-1")), body_format="jsonl",
+    batch = client(receiver, auth=("X-Api-Key", Secret("fake-key-http-batch")), body_format="jsonl",
                    idempotency_header="X-Request-Id")  # fmt: skip
     assert batch.post(THREE, "job1:0.1", path="users/new") == {}
     (request,) = sent
     assert request.method == "POST"
     assert str(request.url) == f"{URL}/users/new"
-    assert request.headers["X-Api-Key"] == "k-1" and "Authorization" not in request.headers
+    assert (
+        request.headers["X-Api-Key"] == "fake-key-http-batch"
+        and "Authorization" not in request.headers
+    )
     assert request.headers["X-Request-Id"] == "job1:0.1"
     assert request.headers["Content-Type"] == "application/x-ndjson"
 
