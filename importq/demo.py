@@ -44,8 +44,8 @@ def run_demo(count: int) -> int:
     settings = importq_settings.load()
     with ExitStack() as cleanup:
         if settings.redis_url or broker.embedded_url(settings):
-            choice = broker.choose(settings, prefer_embedded=True, start=False)
-            print(f"using Redis at {broker.safe_url(choice.url)} ({choice.source})")
+            choice = broker.choose(settings, start=False)
+            print(choice.describe())
         else:
             choice = broker.RedisChoice(broker.start_embedded(settings), "embedded")
             cleanup.callback(broker.stop_embedded, settings)

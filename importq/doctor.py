@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import redis
 
 from importq import broker
-from importq.errors import ConfigError, FinalError, ImportqError, RetryableError
+from importq.errors import ConfigError, FinalError, ImportqError, RedisUnavailable, RetryableError
 from importq.settings import Settings
 
 
@@ -26,7 +26,7 @@ class Check:
 def check_redis(settings: Settings) -> list[Check]:
     try:
         choice = broker.choose(settings, start=False)
-    except ConfigError as error:
+    except RedisUnavailable as error:
         return [Check("redis", "fail", str(error), "set REDIS_URL or run `importq redis start`")]
     client = redis.Redis.from_url(choice.url, socket_timeout=3, socket_connect_timeout=3)
     where = f"{broker.safe_url(choice.url)} ({choice.source})"
@@ -36,7 +36,21 @@ def check_redis(settings: Settings) -> list[Check]:
         return [Check("redis", "fail", f"{where}: {error}", "start Redis or fix REDIS_URL")]
     checks = [Check("redis", "ok", f"{where}, Redis {info.get('redis_version', '?')}")]
     checks += _redis_config(client, settings.allow_eviction)
-    return checks
+    return checks + _other_candidates(settings, choice)
+
+
+def _other_candidates(settings: Settings, chosen: broker.RedisChoice) -> list[Check]:
+    """A warning when another Redis answers too: work published on one is invisible on the
+    other, and which one a command uses should never be a surprise."""
+    others = [c for c in broker.candidates(settings) if not broker.same_server(c.url, chosen.url)]
+    if not others:
+        return []
+    ignored = ", ".join(f"{c.source} at {broker.safe_url(c.url)}" for c in others)
+    return [Check("redis choice", "warn",
+                  f"importq uses {chosen.source} at {broker.safe_url(chosen.url)}, but "
+                  f"{ignored} answers too; jobs on one are invisible on the other",
+                  "stop the one you do not mean (`importq redis stop` for the embedded one), "
+                  "or set REDIS_URL to say which")]  # fmt: skip
 
 
 def _redis_config(client: redis.Redis, allow_eviction: bool) -> list[Check]:

@@ -3,6 +3,9 @@
     ImportqError
     ├── InputError            bad input refused before anything is enqueued (file:line: field: why)
     ├── ConfigError           a missing or invalid setting; fix the environment and run again
+    ├── RedisUnavailable      Redis does not answer, refuses the login, or REDIS_URL is no URL
+    ├── UnknownJob            a job id Redis does not know (mistyped, or its state expired)
+    ├── PortUnavailable       a port the metrics or Flower should listen on is taken
     └── TargetError           the vendor failed us: target, message and what it answered (answer)
         ├── RetryableError    may succeed later; the vendor may have applied it (outcome unknown)
         │   ├── NotApplied    certainly had no effect (503, a read's 502/504, Blue's database down)
@@ -66,6 +69,22 @@ class InputError(ImportqError):
 
 class ConfigError(ImportqError):
     """A setting is missing or invalid."""
+
+
+class RedisUnavailable(ImportqError):
+    """The chosen Redis cannot be used: it does not answer, or REDIS_URL cannot be read."""
+
+
+class UnknownJob(ImportqError):
+    """No job has this id: it was mistyped, or its state expired (IMPORTQ_JOB_TTL)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id}: mistyped, or its state expired (see `importq jobs`)")
+
+
+class PortUnavailable(ImportqError):
+    """A port importq should listen on is taken (or the address is not this machine's)."""
 
 
 class TargetError(ImportqError):

@@ -1,4 +1,5 @@
-"""Following a job until it ends: a progress bar (or line) on stderr, and its target's pause.
+"""Following a job until it ends: a progress bar (or line) on stderr, its target's pause, and
+a word when no worker consumes the target's queue.
 
 `importq publish --wait`, `importq status --wait` and `importq demo` share it.
 """
@@ -7,28 +8,43 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from importq.errors import ImportqError
+from importq.errors import UnknownJob
+from workers import keys
 from workers.breaker import Breaker, Pause
 from workers.jobs import JobView
 
+NO_WORKER_SETTING = "IMPORTQ_NO_WORKER_SECONDS"
+NO_WORKER_SECONDS = 30.0  # nothing moved this long, no lease held: ask the workers
+INSPECT_SECONDS = 1.5  # how long workers have to say which queues they consume
 
-def wait_for_job(store: Any, job_id: str, quiet: bool) -> JobView:
+
+def wait_for_job(store: Any, job_id: str, quiet: bool, timeout: float | None = None) -> JobView:
+    """Follow the job until it ends, or for `timeout` seconds (then it is returned unfinished)."""
     job: JobView | None = store.get(job_id)
     if job is None:
-        raise ImportqError(f"no job {job_id}")
+        raise UnknownJob(job_id)
     interactive = sys.stderr.isatty() and not quiet
+    deadline = None if timeout is None else time.monotonic() + timeout
+    idle = IdleWatch(store, no_worker_seconds(), queue_consumers)
     last = ""
     said_pause = ""
     while not job.finished:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         pause = pause_of(store, job)
         if pause and pause.reason != said_pause:  # said once per reason, in full
             click.echo(("\n" if interactive else "") + pause.describe(), err=True)
             said_pause = pause.reason
-        line = progress_line(job, store.running_progress(job_id))
+        in_flight = store.running_progress(job_id)
+        orphaned = idle.notice(job, in_flight, paused=pause is not None)
+        if orphaned:
+            click.echo(("\n" if interactive else "") + orphaned, err=True)
+        line = progress_line(job, in_flight)
         if pause:
             line += " - target paused"
         if interactive:
@@ -40,7 +56,69 @@ def wait_for_job(store: Any, job_id: str, quiet: bool) -> JobView:
         job = store.get(job_id)
     if interactive:
         click.echo("\r" + progress_line(job).ljust(78), err=True)
+    if not job.finished:
+        click.echo(f"still {job.state} after {timeout:g} s; `importq status {job_id} --wait` "
+                   "follows it on", err=True)  # fmt: skip
     return job
+
+
+class IdleWatch:
+    """Notices a job nobody works on: nothing moved for `idle_seconds`, no unit of it holds a
+    lease, and no worker answers that it consumes the target's queue (`consumers`).
+
+    A paused target's job is idle on purpose and is left alone. Workers are asked at most
+    once per `idle_seconds`, and a job is reported once until it moves again.
+    """
+
+    def __init__(self, store: Any, idle_seconds: float, consumers: Callable[[str], int]) -> None:
+        self.store, self.idle_seconds, self.consumers = store, idle_seconds, consumers
+        self._seen: tuple[float, ...] = ()
+        self._quiet_since = self._next_ask = time.monotonic()
+        self._said = False
+
+    def notice(self, job: JobView, in_flight: float, paused: bool) -> str | None:
+        """What to say when the job has just been found orphaned; None otherwise."""
+        now = time.monotonic()
+        seen = (job.records_delivered, job.records_dead, job.units_done, job.units_total,
+                job.retries, job.crashes, in_flight)  # fmt: skip
+        if seen != self._seen or paused:
+            self._seen, self._quiet_since, self._said = seen, now, False
+            self._next_ask = now + self.idle_seconds
+            return None
+        if self._said or now < self._next_ask:
+            return None
+        self._next_ask = now + self.idle_seconds
+        if self._leased(job.id) or self.consumers(job.target) != 0:
+            return None
+        self._said = True
+        return (
+            f"no worker is consuming {job.target}: nothing moved for {now - self._quiet_since:.0f}"
+            f" s; start one with `importq worker --targets {job.target}`"
+        )
+
+    def _leased(self, job_id: str) -> bool:
+        """Whether a unit of the job is held by a live worker (its lease has not expired)."""
+        unit_ids = self.store.unit_ids(job_id)
+        pipe = self.store.redis.pipeline(transaction=False)
+        for unit_id in unit_ids:
+            pipe.exists(keys.lease(unit_id))
+        return any(pipe.execute()) if unit_ids else False
+
+
+def queue_consumers(target: str) -> int:
+    """How many workers answer, within INSPECT_SECONDS, that they consume the target's queue
+    (Celery's `inspect active_queues`, through the broker: what `celery inspect` shows)."""
+    # On demand: the app brings Celery and every target's client, which `--help` need not load.
+    from workers import app
+
+    replies = app.app.control.inspect(timeout=INSPECT_SECONDS).active_queues() or {}
+    return sum(any(q.get("name") == target for q in queues) for queues in replies.values())
+
+
+def no_worker_seconds() -> float:
+    from workers import app
+
+    return app.settings().number(NO_WORKER_SETTING, NO_WORKER_SECONDS, above=0)
 
 
 def pause_of(store: Any, job: JobView) -> Pause | None:

@@ -15,10 +15,13 @@ from typing import Any
 import psutil
 import pytest
 import redis
+from click.testing import CliRunner
 
 from importq import broker
+from importq.cli import main
+from importq.doctor import check_redis
 from importq.settings import load
-from tests.conftest import free_port
+from tests.conftest import REDIS_URL, free_port
 from tests.helpers import sample_records
 from workers.targets import TARGETS
 
@@ -37,7 +40,7 @@ def test_embedded_redis_is_shared_has_aof_and_stops(tmp_path: Path) -> None:
     url = broker.start_embedded(settings)
     try:
         assert broker.start_embedded(settings) == url  # a second caller finds the same one
-        assert broker.choose(settings, prefer_embedded=True) == broker.RedisChoice(url, "embedded")
+        assert broker.choose(settings) == broker.RedisChoice(url, "embedded")
         client = redis.Redis.from_url(url)
         assert client.config_get("appendonly")["appendonly"] == "yes"
         assert client.config_get("dir")["dir"] == str(tmp_path / "redis")
@@ -47,6 +50,64 @@ def test_embedded_redis_is_shared_has_aof_and_stops(tmp_path: Path) -> None:
     _wait_gone(pid)
     assert broker.embedded_url(settings) is None
     assert not broker.stop_embedded(settings)
+
+
+def test_a_started_embedded_redis_wins_over_localhost_and_every_choice_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker, "LOCAL_URL", REDIS_URL)  # something answers on "localhost"
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("IMPORTQ_HOME", str(tmp_path))
+    cli = CliRunner()
+    assert cli.invoke(main, ["redis", "status"]).stdout == (
+        f"redis: localhost at {REDIS_URL} (REDIS_URL is unset, no embedded Redis runs under "
+        f"{tmp_path / 'redis'}, and this one answers)\n"
+    )
+    started = cli.invoke(main, ["redis", "start"]).stdout
+    embedded = re.search(r"embedded Redis at (redis://\S+)", started)
+    assert embedded is not None
+    url = embedded.group(1)
+    try:
+        running = f"embedded at {url} (running under {tmp_path / 'redis'})"
+        assert f"commands now use {running}" in started
+        assert cli.invoke(main, ["redis", "status"]).stdout == f"redis: {running}\n"
+        warning = check_redis(_settings(tmp_path))[-1]
+        assert (warning.name, warning.status) == ("redis choice", "warn")
+        assert f"uses embedded at {url}, but localhost at {REDIS_URL} answers too" in (
+            warning.detail
+        )
+        monkeypatch.setenv("REDIS_URL", REDIS_URL)  # said explicitly: it wins, and says so
+        assert cli.invoke(main, ["redis", "status"]).stdout == (
+            f"redis: {REDIS_URL} (set by REDIS_URL)\n"
+        )
+        assert "but embedded at" in check_redis(_settings(tmp_path, REDIS_URL=REDIS_URL))[-1].detail
+    finally:
+        stopped = cli.invoke(main, ["redis", "stop"]).stdout
+    assert stopped.startswith("embedded Redis stopped\ncommands now use redis://")
+
+
+def test_nothing_answering_starts_the_embedded_redis_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker, "LOCAL_URL", f"redis://127.0.0.1:{free_port()}/0")
+    settings = _settings(tmp_path)
+    with pytest.raises(broker.RedisUnavailable, match="no Redis: REDIS_URL is unset"):
+        broker.choose(settings, start=False)
+    choice = broker.choose(settings)
+    try:
+        assert choice.describe() == (
+            f"redis: embedded at {choice.url} (started now under {tmp_path / 'redis'}; "
+            "`importq redis stop` stops it)"
+        )
+        assert "redis choice" not in [c.name for c in check_redis(settings)]  # one candidate
+    finally:
+        broker.stop_embedded(settings)
+
+
+def test_a_command_that_touches_redis_says_which_on_stderr(redis_client: redis.Redis) -> None:
+    listed = _importq({**os.environ, "REDIS_URL": REDIS_URL}, "jobs")
+    assert listed.stderr.splitlines()[0] == f"redis: {REDIS_URL} (set by REDIS_URL)"
+    assert listed.stdout == ""
 
 
 def test_password_is_masked_in_messages() -> None:

@@ -16,19 +16,27 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import redis
+from kombu.exceptions import OperationalError
 
 from importq.cli import broker, control, demo, deploy, dlq, doctor, jobs, publish, services
+from importq.cli.common import ExitCode, Fault
 from importq.errors import ImportqError
 
 
 class _Group(click.Group):
-    """Shows importq's own errors as one clear line (exit 1) instead of a traceback."""
+    """Shows ordinary faults as one clear line and their exit code (common.ExitCode), never
+    a traceback: importq's own errors, and Redis lost in the middle of a command."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ImportqError as error:
-            raise click.ClickException(str(error)) from None
+            raise Fault.of(error) from None
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError) as error:
+            # Past the client's retries (about 45 s): Redis went away during the command.
+            message = f"lost Redis ({error}): start it again, then rerun the command"
+            raise Fault(message, ExitCode.REDIS_UNAVAILABLE) from None
 
 
 @click.group(cls=_Group)

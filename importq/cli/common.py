@@ -1,34 +1,105 @@
-"""What the `importq` command groups share: the worker app, messages, options, a job's view."""
+"""What the `importq` command groups share: exit codes, the worker app, messages, a job's view."""
 
 from __future__ import annotations
 
+import enum
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from importq import broker
+from importq import settings as importq_settings
+from importq.errors import ImportqError, PortUnavailable, RedisUnavailable, UnknownJob
 from workers.breaker import Pause
 from workers.jobs import JobState, JobView
 
+
+class ExitCode(enum.IntEnum):
+    """What `importq` exits with; README's Command line lists them too."""
+
+    SUCCEEDED = 0
+    FAILED = 1  # a job failed or was cancelled; or any other refusal, said in one line
+    PARTIAL = 2  # some records delivered, some dead-lettered (click's usage errors are 2 too)
+    STILL_RUNNING = 3  # `status` of an unfinished job; `--wait --timeout` ran out
+    UNKNOWN_JOB = 4  # no job has that id
+    REDIS_UNAVAILABLE = 5  # Redis does not answer, refuses the login, or REDIS_URL is no URL
+    PORT_UNAVAILABLE = 6  # the port `importq metrics` or `importq flower` should use is taken
+
+
 EXIT_CODES = {
-    JobState.SUCCEEDED: 0,
-    JobState.FAILED: 1,
-    JobState.CANCELLED: 1,
-    JobState.PARTIAL: 2,
+    JobState.SUCCEEDED: ExitCode.SUCCEEDED,
+    JobState.FAILED: ExitCode.FAILED,
+    JobState.CANCELLED: ExitCode.FAILED,
+    JobState.PARTIAL: ExitCode.PARTIAL,
 }
-STILL_RUNNING = 3
+STILL_RUNNING = ExitCode.STILL_RUNNING
+_FAULT_CODES = {
+    UnknownJob: ExitCode.UNKNOWN_JOB,
+    RedisUnavailable: ExitCode.REDIS_UNAVAILABLE,
+    PortUnavailable: ExitCode.PORT_UNAVAILABLE,
+}
+
+
+class Fault(click.ClickException):
+    """An ordinary fault: one line on stderr ("Error: ...") and its documented exit code."""
+
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click reads it from the instance
+
+    @classmethod
+    def of(cls, error: ImportqError) -> Fault:
+        return cls(str(error), _FAULT_CODES.get(type(error), ExitCode.FAILED))
 
 
 def worker_app() -> Any:
+    """The worker app (workers.app), once the Redis it uses is said on stderr and answers.
+
+    Every command that touches Redis comes through here, so each says which Redis it
+    uses and why, and a Redis that is down is one line (exit 5), not a minute of retries.
+    """
     # Imported on demand: the app brings Celery and every target's client, which `--help`
     # and the commands that need no Redis (dry runs, doctor, redis) need not load.
     from workers import app
 
+    announce_redis(app.redis_choice)
     return app
+
+
+def announce_redis(resolve: Callable[[], broker.RedisChoice] | None = None) -> broker.RedisChoice:
+    """Say the chosen Redis and why (once per command), and check that it answers.
+
+    `resolve` gives the choice (the worker app's, which it keeps); by default it is
+    made from the settings, for commands that hand Redis to a process they exec.
+    """
+    context = click.get_current_context(silent=True)
+    meta = context.find_root().meta if context else {}
+    if "importq.redis" not in meta:
+        choice = resolve() if resolve else broker.choose(importq_settings.load())
+        say(choice.describe())
+        broker.check(choice)
+        meta["importq.redis"] = choice
+    chosen: broker.RedisChoice = meta["importq.redis"]
+    return chosen
 
 
 def say(message: str) -> None:
     click.echo(message, err=True)
+
+
+def wait_options(help_text: str) -> Callable[[Any], Any]:
+    """`--wait` and `--timeout SECONDS` (which implies --wait): how long to follow a job."""
+
+    def decorate(command: Any) -> Any:
+        timeout = click.option(
+            "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+            help="Wait at most this long (implies --wait); still running then: exit 3.",
+        )  # fmt: skip
+        return click.option("--wait", is_flag=True, help=help_text)(timeout(command))
+
+    return decorate
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from importq.cli.common import worker_app
+from importq.errors import UnknownJob
 
 
 @click.command()
@@ -17,7 +18,7 @@ def cancel(job_id: str, reason: str) -> None:
     store = JobStore(worker_app().redis_client())
     job = store.get(job_id)
     if job is None:
-        raise click.ClickException(f"no job {job_id}")
+        raise UnknownJob(job_id)
     if job.finished:
         raise click.ClickException(f"job {job_id} already ended {job.state}: nothing to cancel")
     store.cancel(job_id, reason)
@@ -35,7 +36,7 @@ def release(job_id: str) -> None:
     store = JobStore(app.redis_client())
     job = store.get(job_id)
     if job is None:
-        raise click.ClickException(f"no job {job_id} (see `importq jobs`)")
+        raise UnknownJob(job_id)
     key = targets.get(job.target).sink.order_key(job.params)
     if not key or ordering.holder(store.redis, job.target, key) != job_id:
         raise click.ClickException(f"job {job_id} holds no later jobs")

@@ -8,23 +8,26 @@ import time
 
 import click
 
-from importq.cli.common import EXIT_CODES, STILL_RUNNING, show_job, worker_app
+from importq.cli.common import EXIT_CODES, STILL_RUNNING, show_job, wait_options, worker_app
+from importq.errors import UnknownJob
 from importq.progress import pause_of, wait_for_job
 
 
 @click.command()
 @click.argument("job_id")
-@click.option("--wait", is_flag=True, help="Show progress until the job ends.")
+@wait_options("Show progress until the job ends.")
 @click.option("--units", "with_units", is_flag=True, help="List every unit with its remote ids.")
 @click.option("--json", "as_json", is_flag=True)
-def status(job_id: str, wait: bool, with_units: bool, as_json: bool) -> None:
-    """Show a job. Exit 0 succeeded, 1 failed or cancelled, 2 partial, 3 not finished."""
+def status(job_id: str, wait: bool, timeout: float | None, with_units: bool, as_json: bool) -> None:
+    """Show a job. Exit 0 succeeded, 1 failed or cancelled, 2 partial, 3 not finished,
+    4 no such job."""
     from workers.jobs import JobStore
 
     store = JobStore(worker_app().redis_client())
-    job = wait_for_job(store, job_id, as_json) if wait else store.get(job_id)
+    following = wait or timeout is not None
+    job = wait_for_job(store, job_id, as_json, timeout) if following else store.get(job_id)
     if job is None:
-        raise click.ClickException(f"no job {job_id} (see `importq jobs`)")
+        raise UnknownJob(job_id)
     show_job(job, as_json, list(store.units(job_id)) if with_units else None, pause_of(store, job))
     sys.exit(EXIT_CODES.get(job.state, STILL_RUNNING))
 

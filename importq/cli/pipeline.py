@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import click
@@ -20,8 +21,10 @@ def publish_manifest_steps(
     wait: bool,
     as_json: bool,
     no_check: bool,
+    timeout: float | None = None,
 ) -> None:
-    """Publish the manifest's steps as a pipeline; with `wait`, follow each job to its end."""
+    """Publish the manifest's steps as a pipeline; with `wait`, follow each job to its end
+    (all of them within `timeout` seconds, if given)."""
     from producers.manifest import publish_manifest
     from workers import pipelines
 
@@ -39,7 +42,12 @@ def publish_manifest_steps(
     found = pipelines.view(store, pipeline_id)
     assert found is not None
     say(f"\npipeline {pipeline_id}: jobs {' '.join(j.id for j in found.jobs)} run in this order")
-    jobs = [wait_for_job(store, j.id, as_json) for j in found.jobs] if wait else found.jobs
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left() -> float | None:
+        return None if deadline is None else max(deadline - time.monotonic(), 0.001)
+
+    jobs = [wait_for_job(store, j.id, as_json, left()) for j in found.jobs] if wait else found.jobs
     if as_json:
         click.echo(json.dumps({"pipeline": pipeline_id, "jobs": [j.as_dict() for j in jobs]}))
     else:

@@ -8,8 +8,15 @@ from typing import Any
 
 import click
 
-from importq import broker
-from importq.cli.common import EXIT_CODES, STILL_RUNNING, parse_params, say, show_job, worker_app
+from importq.cli.common import (
+    EXIT_CODES,
+    STILL_RUNNING,
+    parse_params,
+    say,
+    show_job,
+    wait_options,
+    worker_app,
+)
 from importq.cli.pipeline import publish_manifest_steps
 from importq.progress import wait_for_job
 
@@ -22,7 +29,7 @@ from importq.progress import wait_for_job
 )
 @click.option("--operation-id", help="sourcing_data: the operationId of the queue items.")
 @click.option("--param", "params", multiple=True, help="A target option as key=value.")
-@click.option("--wait", is_flag=True, help="Wait for the job to finish; exit like `status`.")
+@wait_options("Wait for the job to finish; exit like `status`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @click.option("--no-check", is_flag=True, help="Skip the call that checks credentials first.")
 @click.option("--manifest", type=click.Path(), help="A YAML/JSON list of steps run in order.")
@@ -38,6 +45,7 @@ def publish(
     operation_id: str | None,
     params: tuple[str, ...],
     wait: bool,
+    timeout: float | None,
     as_json: bool,
     no_check: bool,
     manifest: str | None,
@@ -60,13 +68,14 @@ def publish(
         if manifest:
             raise click.UsageError("--dry-run checks one FILE; it does not take --manifest")
         _dry_run(target, file, fmt, options, as_json, no_check)
+    wait = wait or timeout is not None
     app = worker_app()
     store = JobStore(app.redis_client())
-    say(f"redis: {broker.safe_url(app.redis_url())}")
     if manifest:
         if file:
             raise click.UsageError("give FILE or --manifest, not both")
-        publish_manifest_steps(store, target, manifest, options, wait, as_json, no_check)
+        publish_manifest_steps(store, target, manifest, options, wait, as_json, no_check,
+                               timeout)  # fmt: skip
     job_id = publish_job(
         target,
         read_records(file, fmt, target=target) if file else None,
@@ -82,7 +91,7 @@ def publish(
     assert job is not None
     say(f"\njob {job_id}: {job.records_total} records in {job.units_total} units enqueued")
     if wait:
-        job = wait_for_job(store, job_id, as_json)
+        job = wait_for_job(store, job_id, as_json, timeout)
     show_job(job, as_json)
     sys.exit(EXIT_CODES.get(job.state, STILL_RUNNING) if wait else 0)
 

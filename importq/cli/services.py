@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +14,8 @@ from typing import Any
 import click
 
 from importq import settings as importq_settings
-from importq.cli.common import worker_app
+from importq.cli.common import announce_redis, worker_app
+from importq.errors import PortUnavailable
 from importq.flower import DEFAULT_PORT, LOCAL_ADDRESS, check_basic_auth, flower_argv
 from importq.processes import worker_commands
 
@@ -30,6 +33,7 @@ def worker(targets: str, concurrency: int | None, name: str | None) -> None:
     if unknown:
         raise click.BadParameter(f"unknown target(s) {unknown}; known: {sorted(TARGETS)}")
     commands = worker_commands(queues, concurrency, name)
+    announce_redis()  # the worker makes the same choice (workers/app.py)
     if len(commands) == 1:
         os.execv(sys.executable, commands[0])  # becomes the worker: never returns
         return
@@ -73,6 +77,8 @@ def flower(port: int, address: str) -> None:
     warning = check_basic_auth(os.environ, address)
     if warning:
         click.echo(f"warning: {warning}", err=True)
+    ensure_free(address, port, "Flower", "--port (or FLOWER_PORT)")
+    announce_redis()  # Flower makes the same choice (workers/app.py)
     click.echo(f"flower: http://{address}:{port}/ (tasks at /tasks, Prometheus at /metrics)",
                err=True)  # fmt: skip
     argv = flower_argv(port, address)
@@ -91,6 +97,7 @@ def metrics(port: int, address: str) -> None:
     from workers.metrics import ImportqCollector
     from workers.targets import TARGETS
 
+    ensure_free(address, port, "importq metrics", "--port")
     REGISTRY.register(ImportqCollector(worker_app().redis_client(), list(TARGETS)))
     start_http_server(port, addr=address)
     click.echo(f"importq metrics on http://{address}:{port}/metrics", err=True)
@@ -98,3 +105,24 @@ def metrics(port: int, address: str) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):  # a clean exit (0) for process runners
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
+
+
+def ensure_free(address: str, port: int, server: str, option: str) -> None:
+    """PortUnavailable, saying what to do, unless `server` can listen on address:port.
+
+    Bound and let go at once, as the server's own socket will be (SO_REUSEADDR, like
+    Tornado's and the Prometheus client's), so a port in TIME_WAIT counts as free.
+    """
+    try:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address, port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            why = "the port is in use: stop what listens there"
+        else:
+            why = f"{error.strerror}: check the address"
+        raise PortUnavailable(
+            f"{server} cannot listen on {address}:{port}: {why}, or pick another port with {option}"
+        ) from None
