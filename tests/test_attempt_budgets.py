@@ -34,7 +34,7 @@ def store() -> JobStore:
 def dead_letters(job_id: str) -> list[dict[str, Any]]:
     shown = CliRunner().invoke(main, ["dlq", "show", job_id, "--json"])
     assert shown.exit_code == 0, shown.output
-    letters: list[dict[str, Any]] = json.loads(shown.output)
+    letters: list[dict[str, Any]] = json.loads(shown.stdout)
     return letters
 
 

@@ -188,7 +188,7 @@ def test_status_and_jobs_say_the_target_is_paused_and_why(
     status = CliRunner().invoke(main, ["status", job_id])
     assert "target sourcing_data paused since" in status.output
     assert "SOURCING_DATA_TOKEN was refused" in status.output
-    as_json = json.loads(CliRunner().invoke(main, ["status", job_id, "--json"]).output)
+    as_json = json.loads(CliRunner().invoke(main, ["status", job_id, "--json"]).stdout)
     assert "SOURCING_DATA_TOKEN was refused" in as_json["paused"]["reason"]
     listing = CliRunner().invoke(main, ["jobs"]).output
     assert "target sourcing_data paused since" in listing and "(target paused)" in listing

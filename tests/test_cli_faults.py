@@ -55,12 +55,26 @@ def test_a_redis_url_without_scheme_is_one_line_and_exit_5() -> None:
     assert "redis://[:password@]host:6379/0" in error
 
 
-def test_redis_down_is_one_line_and_exit_5_at_once_without_the_password() -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "0abc"],
+        ["jobs"],
+        ["dlq", "list"],
+        ["worker", "--targets", "sourcing_data"],
+        ["flower", "--port", "{port}"],
+        ["metrics", "--port", "{port}"],
+    ],
+)
+def test_redis_down_is_one_line_and_exit_5_at_once_without_the_password(
+    command: list[str],
+) -> None:
     closed = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    args = [arg.format(port=free_port()) for arg in command]
     started = time.monotonic()
-    result = _importq("status", "0abc", REDIS_URL=closed)
+    result = _importq(*args, REDIS_URL=closed)
     assert time.monotonic() - started < 20  # not the client's 45 s of retries
-    assert result.returncode == ExitCode.REDIS_UNAVAILABLE
+    assert result.returncode == ExitCode.REDIS_UNAVAILABLE, result.stderr
     error = _one_error_line(result)
     assert "does not answer" in error and "start it or fix REDIS_URL" in error
     assert "hunter2-secret" not in result.stdout + result.stderr

@@ -104,4 +104,4 @@ def test_good_file_is_enqueued_and_status_reports_it(
     status = CliRunner().invoke(main, ["status", job["id"], "--json"])
     assert status.exit_code == 3  # not finished: no worker runs in this test
     listed = CliRunner().invoke(main, ["jobs", "--json"])
-    assert [j["id"] for j in json.loads(listed.output)] == [job["id"]]
+    assert [j["id"] for j in json.loads(listed.stdout)] == [job["id"]]

@@ -115,7 +115,7 @@ def test_poison_record_is_dead_lettered_and_replayed_after_the_fix(
     job = wait_for_job(publish_sourcing(sample_records(5_000)))
     assert job.state == "partial"
     assert (job.records_delivered, job.records_dead) == (4_999, 1)
-    letters = json.loads(_cli("dlq", "show", job.id, "--json").output)
+    letters = json.loads(_cli("dlq", "show", job.id, "--json").stdout)
     assert [entry["record"]["recordId"] for entry in letters] == ["r-1234"]
     assert "doesn't fit to expected format" in letters[0]["reason"]
     assert _cli("status", job.id).exit_code == 2

@@ -118,7 +118,7 @@ def test_lost_answer_is_held_for_review_and_never_posted_twice(sim: Any, worker:
     shown = cli("status", job.id, "--units")
     assert "possible_duplicate=possible duplicate batch" in shown.output
     assert shown.exit_code == 2
-    letters = json.loads(cli("dlq", "show", job.id, "--json", "--limit", "1").output)
+    letters = json.loads(cli("dlq", "show", job.id, "--json", "--limit", "1").stdout)
     assert SEARCH in letters[0]["reason"]
     assert f"importq dlq replay {job.id}" in letters[0]["reason"]
 
@@ -175,7 +175,7 @@ def test_refused_record_is_isolated_and_the_rest_imported(sim: Any, worker: Any)
     job = wait_for_job(publish(people(1000)))
     assert job.state == "partial"
     assert (job.records_delivered, job.records_dead) == (999, 1)
-    letters = json.loads(cli("dlq", "show", job.id, "--json").output)
+    letters = json.loads(cli("dlq", "show", job.id, "--json").stdout)
     assert [entry["record"]["EmployeeId"] for entry in letters] == ["E000123"]
     assert "value 'E000123' of column 'EmployeeId' is not valid" in letters[0]["reason"]
     ledger = sim.ledger()
