@@ -46,11 +46,13 @@ def _other_candidates(settings: Settings, chosen: broker.RedisChoice) -> list[Ch
     if not others:
         return []
     ignored = ", ".join(f"{c.source} at {broker.safe_url(c.url)}" for c in others)
-    return [Check("redis choice", "warn",
-                  f"importq uses {chosen.source} at {broker.safe_url(chosen.url)}, but "
-                  f"{ignored} answers too; jobs on one are invisible on the other",
-                  "stop the one you do not mean (`importq redis stop` for the embedded one), "
-                  "or set REDIS_URL to say which")]  # fmt: skip
+    fix = ("make sure every producer and worker has this REDIS_URL"
+           if chosen.source == "REDIS_URL" else
+           "stop the one you do not mean (`importq redis stop` for the embedded one), "
+           "or set REDIS_URL to say which")  # fmt: skip
+    detail = (f"importq uses {chosen.source} at {broker.safe_url(chosen.url)}, but {ignored} "
+              "answers too; jobs on one are invisible on the other")  # fmt: skip
+    return [Check("redis choice", "warn", detail, fix)]
 
 
 def _redis_config(client: redis.Redis, allow_eviction: bool) -> list[Check]:
