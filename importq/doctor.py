@@ -29,7 +29,7 @@ def check_redis(settings: Settings) -> list[Check]:
     except RedisUnavailable as error:
         return [Check("redis", "fail", str(error), "set REDIS_URL or run `importq redis start`")]
     client = redis.Redis.from_url(choice.url, socket_timeout=3, socket_connect_timeout=3)
-    where = f"{broker.safe_url(choice.url)} ({choice.source})"
+    where = choice.describe().removeprefix("redis: ")  # which one, and why this one
     try:
         info = client.info("server")
     except redis.RedisError as error:
