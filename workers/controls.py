@@ -60,7 +60,8 @@ class Purge:
     left_to_workers: list[str] = field(default_factory=list)  # they settle with the vendor
 
     def describe(self) -> str:
-        text = (f"{len(self.jobs)} jobs of {self.target} ({self.units} units, "
+        jobs = f"{len(self.jobs)} job{'' if len(self.jobs) == 1 else 's'}"
+        text = (f"{jobs} of {self.target} ({self.units} units, "
                 f"{self.records} records not yet delivered)")  # fmt: skip
         if self.running:
             text += f"; {self.running} units at work now finish first"

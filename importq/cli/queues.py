@@ -55,6 +55,10 @@ def queues(as_json: bool) -> None:
     click.echo("(consumers: workers' own heartbeats, renewed every IMPORTQ_REAPER_INTERVAL)")
 
 
+def _count(items: list[Any], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
 def _row(*cells: Any) -> str:
     target, queued, oldest, running, consumers, delivered, dead, backlog, eta = cells
     return (f"{target:<16} {queued:>6} {oldest:>7} {running:>7} {consumers:>9}  "
@@ -73,8 +77,8 @@ def _age(seconds: float | None) -> str:
 
 def _eta(view: Any) -> str:
     if view.eta_seconds is None:
-        return "paused" if view.pause else "-"
-    return _age(view.eta_seconds) if view.eta_seconds else "done"
+        return "paused" if view.pause else "?"  # no worker, or no pace to go by yet
+    return _age(view.eta_seconds) if view.eta_seconds else "-"
 
 
 @click.command()
@@ -119,7 +123,7 @@ def purge(target: str, yes: bool, reason: str) -> None:
     if not yes:
         click.confirm(f"Drop {plan.describe()}?", abort=True, err=True)
     done = controls.purge(store, runner, plan, reason)
-    click.echo(f"purged {target}: {len(done.jobs)} jobs cancelled, {done.units} units and "
+    click.echo(f"purged {target}: {_count(done.jobs, 'job')} cancelled, {done.units} units and "
                f"{done.records} records dropped, {done.messages} queued messages removed; "
                "nothing was dead-lettered")  # fmt: skip
     if done.running:
