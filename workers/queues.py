@@ -31,13 +31,9 @@ SCAN_BATCH = 1000
 
 
 @dataclass(frozen=True)
-class Tally:
-    delivered: int = 0
-    dead: int = 0
-
-
-@dataclass(frozen=True)
 class QueueView:
+    """One target at a glance (the fields as the module docstring lists them)."""
+
     target: str
     queued: int
     oldest_queued_seconds: float | None
@@ -88,6 +84,14 @@ class QueueView:
             "backlog_jobs": self.backlog_jobs,
             "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
         }
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Records that ended in a span of minutes: delivered, or sent to the dead letters."""
+
+    delivered: int = 0
+    dead: int = 0
 
 
 def look(client: redis.Redis, breaker: Breaker, targets: list[str]) -> list[QueueView]:
