@@ -220,3 +220,12 @@ def test_retry_says_why_it_cannot_run_a_unit(
     assert runner.leases.claim(unit_id, max_crashes=5).status == "claimed"
     running = cli("retry", unit_id)
     assert running.exit_code == 1 and "is running now" in running.output
+
+
+def test_retry_sends_a_unit_whose_message_was_lost_again(redis_client: redis.Redis) -> None:
+    job_id = publish_sourcing(sample_records(10))  # no worker runs in this test
+    redis_client.delete("sourcing_data")  # its message is lost: the reaper would wait 300 s
+    result = cli("retry", f"{job_id}:0")
+    assert result.exit_code == 0, result.output
+    assert "(it waited for a worker)" in result.output
+    assert redis_client.llen("sourcing_data") == 1
