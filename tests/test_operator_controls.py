@@ -111,6 +111,8 @@ def test_pause_and_resume_a_target_with_a_real_worker(
     assert row["paused_units"] == 2 and row["eta_seconds"] is None
     status = cli("status", job_id).output
     assert "paused by an operator" in status and "vendor maintenance" in status
+    as_json = json.loads(cli("status", job_id, "--json").output)
+    assert as_json["paused"]["next_probe_at"] is None  # an operator's pause is not probed
     resumed = cli("resume", "sourcing_data")
     assert "sourcing_data resumed; 2 waiting units woken" in resumed.output
     started = time.monotonic()

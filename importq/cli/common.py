@@ -81,7 +81,7 @@ def show_job(
         data = job.as_dict()
         if pause:
             data["paused"] = {"reason": pause.reason, "since": pause.since,
-                              "next_probe_at": pause.probe_at}  # fmt: skip
+                              "next_probe_at": pause.probe_at or None}  # fmt: skip
         if units is not None:
             data["units"] = [{"id": uid, **fields} for uid, fields in units]
         click.echo(json.dumps(data, indent=2))
