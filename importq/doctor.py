@@ -1,12 +1,14 @@
 """`importq doctor`: is Redis fit for a queue, and does each configured target answer?
 
 Every check says what it found and, when something is wrong, how to fix it.
-Target checks use the sink's harmless preflight call (a list or read-only call).
+Target checks use the sink's harmless preflight call (a list or read-only call); each
+configured target should have a live worker consuming its queue (workers/consumers.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -105,5 +107,39 @@ def check_target(name: str, settings: Settings) -> Check:
     return Check(name, "ok", "credentials accepted")
 
 
+def check_consumers(settings: Settings) -> list[Check]:
+    """Each configured target (its settings complete here) has a live worker consuming it."""
+    from workers import consumers
+    from workers.targets import TARGETS
+
+    try:
+        client = redis.Redis.from_url(broker.choose(settings, start=False).url,
+                                      socket_timeout=3, socket_connect_timeout=3)  # fmt: skip
+        checks = []
+        for name, target in TARGETS.items():
+            if not _configured(target, settings):
+                continue
+            live = consumers.live(client, name)
+            if live:
+                checks.append(Check(f"{name} consumers", "ok", ", ".join(live)))
+            else:
+                checks.append(Check(f"{name} consumers", "warn", "no live worker consumes it",
+                                    f"start one: importq worker --targets {name}"))  # fmt: skip
+        return checks
+    except (ConfigError, redis.RedisError):  # said by the redis check already
+        return []
+
+
+def _configured(target: Any, settings: Settings) -> bool:
+    try:
+        client = target.client(settings)
+    except ConfigError:
+        return False
+    close = getattr(client, "close", None)
+    if callable(close):
+        close()
+    return True
+
+
 def run(settings: Settings) -> list[Check]:
-    return check_redis(settings) + check_targets(settings)
+    return check_redis(settings) + check_targets(settings) + check_consumers(settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import redis
@@ -20,10 +21,11 @@ from importq import logging as importq_logging
 from importq import settings as importq_settings
 from importq.errors import ConfigError
 from importq.settings import Settings
-from workers import keys, pipelines, ratelimit, targets
+from workers import consumers, keys, pipelines, ratelimit, targets
 from workers.jobs import JobStore
 from workers.leases import Leases
 from workers.middleware.pipelines import Pipelines
+from workers.queues import SENT_AT_HEADER
 from workers.runner import Runner
 
 log = structlog.get_logger("importq.worker")
@@ -137,6 +139,9 @@ def publish_unit(unit_id: str, target: str, countdown: float | None = None) -> N
         countdown=countdown,
         argsrepr=f"job={envelope['job_id']} unit={unit_id}",
         kwargsrepr="{}",
+        # When it was sent, for the age of the oldest waiting message (`importq queues`):
+        # kombu's messages carry no time of their own.
+        headers={SENT_AT_HEADER: time.time()},
     )
 
 
@@ -253,6 +258,25 @@ def _start_reaper(sender: Any = None, **_: Any) -> None:
     stop = threading.Event()
     _state["reaper_stop"] = stop
     threading.Thread(target=_reaper_loop, args=(stop,), name="importq-reaper", daemon=True).start()
+
+
+@signals.worker_ready.connect
+def _start_consumer_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Say which queues this worker consumes, until it stops (workers/consumers.py)."""
+    if sender is None:
+        return
+    queues = [str(name) for name in sender.app.amqp.queues.consume_from]
+    worker_id = shutdown_id(str(sender.hostname))
+    heartbeat = consumers.Heartbeat(redis_client(), worker_id, queues, settings().reaper_interval)
+    _state["consumer_heartbeat"] = heartbeat
+    heartbeat.start()
+
+
+@signals.worker_shutting_down.connect
+def _stop_consumer_heartbeat(**_: Any) -> None:
+    heartbeat = _state.pop("consumer_heartbeat", None)
+    if isinstance(heartbeat, consumers.Heartbeat):
+        heartbeat.stop()
 
 
 @signals.worker_shutting_down.connect

@@ -9,7 +9,12 @@ at once) the target is *paused*: its units wait without using attempts, one
 probe unit runs at a growing interval, and the first probe that reaches the
 vendor resumes the target and wakes every waiting unit.
 
-    importq:breaker:{target}           hash  reason, since, probe_at, interval (s)
+An operator pauses a target the same way (`importq pause`): its units wait
+without using attempts, but none probes and no answer lifts it; only `importq
+resume` does, which also lifts the breaker's own pause at once.
+
+    importq:breaker:{target}           hash  reason, since, probe_at, interval (s), by
+                                             ("operator" for an operator's pause)
     importq:breaker:{target}:failures  zset  unit id -> when it failed target-wide (ms)
     importq:breaker:{target}:probe     string the probing unit's claim token, TTL = lease
     importq:breaker:{target}:waiting   zset  unit id -> since (ms): units paused by it
@@ -58,10 +63,15 @@ redis.call('DEL', KEYS[2])
 return {'open', tostring(probe_at)}
 """
 
-# KEYS: breaker hash, probe key.  ARGV: now ms, token, lease ms.
+# KEYS: breaker hash, probe key.  ARGV: now ms, token, lease ms, operator recheck ms.
 # Returns {'run'} (not paused), {'probe'} (paused, and this unit probes) or {'wait', probe_at}.
+# An operator's pause is never probed: its units look again after the recheck (resume
+# wakes them at once; the recheck only bounds a unit that missed the wake-up).
 _ADMIT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'run'} end
+if redis.call('HGET', KEYS[1], 'by') == 'operator' then
+  return {'wait', tostring(tonumber(ARGV[1]) + tonumber(ARGV[4]))}
+end
 local probe_at = redis.call('HGET', KEYS[1], 'probe_at')
 if tonumber(ARGV[1]) >= tonumber(probe_at) then
   if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'probe'} end
@@ -69,18 +79,36 @@ end
 return {'wait', probe_at}
 """
 
+# KEYS: breaker hash, probe key, waiting zset.  ARGV: '1' when an operator resumes.
+# Returns {resumed (1 or 0), unit ids that waited...}: a probe's answer leaves an
+# operator's pause in place.
+_RESUME = """
+if ARGV[1] ~= '1' and redis.call('HGET', KEYS[1], 'by') == 'operator' then return {0} end
+local waiting = redis.call('ZRANGE', KEYS[3], 0, -1)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+table.insert(waiting, 1, 1)
+return waiting
+"""
+
+OPERATOR = "operator"
+
 
 @dataclass(frozen=True)
 class Pause:
-    """A paused target: why, since when, and when it is probed next (epoch seconds)."""
+    """A paused target: why, since when, and when it is probed next (epoch seconds; 0 for
+    an operator's pause, which is not probed)."""
 
     target: str
     reason: str
     since: float
     probe_at: float
+    by: str = "breaker"  # or OPERATOR
 
     def describe(self) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        if self.by == OPERATOR:
+            return (f"target {self.target} paused by an operator since {since}: {self.reason} "
+                    f"(`importq resume {self.target}` lifts it)")  # fmt: skip
         return f"target {self.target} paused since {since}: {self.reason}"
 
 
@@ -111,11 +139,13 @@ class Breaker:
         )
         self._failed = client.register_script(_FAILED)
         self._admit = client.register_script(_ADMIT)
+        self._resume = client.register_script(_RESUME)
 
     def admit(self, target: str, token: str) -> tuple[str, float]:
         """('run', 0), ('probe', 0) or ('wait', probe_at) for a unit about to run."""
+        recheck_ms = int(self.longest_interval * 1000)
         found = self._admit(keys=[keys.breaker(target), keys.breaker_probe(target)],
-                            args=[_now_ms(), token, self.lease_ms])  # fmt: skip
+                            args=[_now_ms(), token, self.lease_ms, recheck_ms])  # fmt: skip
         verdict = _text(found[0])
         return verdict, float(_text(found[1])) / 1000 if len(found) > 1 else 0.0
 
@@ -128,14 +158,23 @@ class Breaker:
         state, probe_at = (_text(x) for x in self._failed(keys=self._keys(target), args=args))
         return float(probe_at) / 1000 if state == "open" else None
 
-    def resume(self, target: str) -> list[str]:
-        """The target answered: unpause it; returns the units that waited, to be woken."""
+    def resume(self, target: str, *, by_operator: bool = False) -> list[str] | None:
+        """Unpause the target: the units that waited, to be woken; None when only an
+        operator may lift this pause and the caller is a probe that reached the vendor."""
+        resume_keys = [keys.breaker(target), keys.breaker_probe(target),
+                       keys.breaker_waiting(target)]  # fmt: skip
+        found = self._resume(keys=resume_keys, args=["1" if by_operator else "0"])
+        if not int(found[0]):
+            return None
+        return [_text(unit_id) for unit_id in found[1:]]
+
+    def hold(self, target: str, reason: str) -> None:
+        """An operator's pause: units wait without attempts until `resume(by_operator=True)`."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.breaker(target), keys.breaker_probe(target))
-        pipe.zrange(keys.breaker_waiting(target), 0, -1)
-        pipe.delete(keys.breaker_waiting(target))
-        _, waiting, _ = pipe.execute()
-        return [_text(unit_id) for unit_id in waiting]
+        pipe.delete(keys.breaker_probe(target), keys.breaker_failures(target))
+        pipe.hset(keys.breaker(target), mapping={"reason": reason, "since": _now_ms(),
+                                                 "probe_at": 0, "by": OPERATOR})  # fmt: skip
+        pipe.execute()
 
     def wait(self, target: str, unit_id: str, probe_at: float) -> float:
         """Park a unit until the target resumes; returns when it should look again."""
@@ -150,7 +189,7 @@ class Breaker:
         if not raw:
             return None
         return Pause(target, raw.get("reason", ""), float(raw.get("since", 0)) / 1000,
-                     float(raw.get("probe_at", 0)) / 1000)  # fmt: skip
+                     float(raw.get("probe_at", 0)) / 1000, raw.get("by", "breaker"))  # fmt: skip
 
     def _keys(self, target: str) -> list[str]:
         return [keys.breaker(target), keys.breaker_failures(target), keys.breaker_probe(target)]

@@ -85,6 +85,8 @@ class JobView:
     started: bool
     cancelled: bool
     cancel_reason: str
+    started_at: float = 0.0  # epoch seconds: the first claim of a unit (0: not yet)
+    finished_at: float = 0.0  # epoch seconds: the last unit ended (0: not yet)
 
     @property
     def state(self) -> JobState:
@@ -111,7 +113,23 @@ class JobView:
         flags = ("staging", "started", "cancelled")
         data = {k: v for k, v in self.__dict__.items() if k not in flags}
         data["state"] = self.state.value
+        data["duration_seconds"] = self.duration()
+        data["records_per_second"] = self.records_per_second()
         return data
+
+    def duration(self, now: float | None = None) -> float | None:
+        """Seconds from the first unit's start to the end (or to now while it runs)."""
+        if not self.started_at:
+            return None
+        end = self.finished_at or (None if self.finished else now or time.time())
+        return None if end is None else max(0.0, end - self.started_at)
+
+    def records_per_second(self, now: float | None = None) -> float | None:
+        """Records delivered or dead-lettered per second of the job's duration."""
+        seconds = self.duration(now)
+        if not seconds:
+            return None
+        return round((self.records_delivered + self.records_dead) / seconds, 1)
 
 
 def as_text(value: Any) -> str:
@@ -228,27 +246,15 @@ class JobStore:
         self.redis.hset(keys.job(job_id), mapping={"cancelled": 1, "cancel_reason": reason})
 
     def get(self, job_id: str) -> JobView | None:
-        raw = _decode(self.redis.hgetall(keys.job(job_id)))  # type: ignore[arg-type]
-        if not raw:
-            return None
-        return JobView(
-            id=job_id,
-            target=raw["target"],
-            params=json.loads(raw.get("params", "{}")),
-            created_at=float(raw.get("created_at", 0)),
-            units_total=int(raw.get("units_total", 0)),
-            units_done=int(raw.get("units_done", 0)),
-            records_total=int(raw.get("records_total", 0)),
-            records_delivered=int(raw.get("records_delivered", 0)),
-            records_dead=int(raw.get("records_dead", 0)),
-            units_failed=int(raw.get("units_failed", 0)),
-            retries=int(raw.get("retries", 0)),
-            crashes=int(raw.get("crashes", 0)),
-            staging="staging" in raw,
-            started="started_at" in raw,
-            cancelled="cancelled" in raw,
-            cancel_reason=raw.get("cancel_reason", ""),
-        )
+        return _view(job_id, _decode(self.redis.hgetall(keys.job(job_id))))  # type: ignore[arg-type]
+
+    def many(self, job_ids: list[str]) -> list[JobView]:
+        """The jobs of `job_ids` that still exist, in that order, read in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        views = (_view(j, _decode(raw)) for j, raw in zip(job_ids, pipe.execute(), strict=True))
+        return [v for v in views if v is not None]
 
     def unit_ids(self, job_id: str) -> list[str]:
         return [as_text(u) for u in self.redis.lrange(keys.job_units(job_id), 0, -1)]
@@ -279,10 +285,51 @@ class JobStore:
         raw = self.redis.get(keys.payload(unit_id))
         return decode_records(raw) if isinstance(raw, bytes) else None
 
-    def recent(self, limit: int = 20) -> list[JobView]:
-        ids = self.redis.zrevrange(keys.JOBS, 0, limit - 1)
-        views = (self.get(as_text(i)) for i in ids)
-        return [v for v in views if v is not None]
+    def recent(
+        self,
+        limit: int = 20,
+        *,
+        since: float | None = None,
+        target: str | None = None,
+        states: set[str] | None = None,
+    ) -> list[JobView]:
+        """The newest `limit` listed jobs created since `since`, of `target`, in `states`."""
+        ids = [as_text(i) for i in self.redis.zrevrangebyscore(keys.JOBS, "+inf", since or "-inf")]
+        found: list[JobView] = []
+        for start in range(0, len(ids), 200):
+            for view in self.many(ids[start : start + 200]):
+                if (target and view.target != target) or (states and view.state not in states):
+                    continue
+                found.append(view)
+                if len(found) >= limit:
+                    return found
+        return found
+
+
+def _view(job_id: str, raw: dict[str, str]) -> JobView | None:
+    """A job from its hash (None when it is gone); timings are stored in ms."""
+    if not raw:
+        return None
+    return JobView(
+        id=job_id,
+        target=raw["target"],
+        params=json.loads(raw.get("params", "{}")),
+        created_at=float(raw.get("created_at", 0)),
+        units_total=int(raw.get("units_total", 0)),
+        units_done=int(raw.get("units_done", 0)),
+        records_total=int(raw.get("records_total", 0)),
+        records_delivered=int(raw.get("records_delivered", 0)),
+        records_dead=int(raw.get("records_dead", 0)),
+        units_failed=int(raw.get("units_failed", 0)),
+        retries=int(raw.get("retries", 0)),
+        crashes=int(raw.get("crashes", 0)),
+        staging="staging" in raw,
+        started="started_at" in raw,
+        cancelled="cancelled" in raw,
+        cancel_reason=raw.get("cancel_reason", ""),
+        started_at=float(raw.get("started_at") or 0) / 1000,
+        finished_at=float(raw.get("finished_at") or 0) / 1000,
+    )
 
 
 def unit_fields(job_id: str, target: str, record_count: int, parent: str = "") -> dict[str, str]:

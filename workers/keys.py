@@ -29,13 +29,19 @@
                                   Blue's registry of importq's open transactions and skipped
                                   rows (listed in workers/targets/blue/registry.py)
     importq:stats:{target}        hash   running totals for the Prometheus metrics
+    importq:recent:{target}:{minute}  hash  records delivered / dead in that minute (epoch
+                                  minutes), TTL RECENT_TTL: `importq queues` and its ETA
+    importq:consumers:{target}    zset   worker id -> until (ms): live workers consuming the
+                                  target's queue, each renewing its own (workers/consumers.py)
+    {target}                      list   kombu's Celery queue of the target: unit messages
     importq:breaker:{target}...   a paused target and its probe (listed in workers/breaker.py)
 
 A unit id is "{job}:{n}", and a bisected unit's halves are "{unit}.0" and "{unit}.1".
 No Lua script spells a key or a prefix: every key comes through KEYS, except those
 a script learns only as it runs (the reaper's unit ids, a finished unit's target),
 which it builds from a prefix made here and passed as ARGV (`unit("")`, `lease("")`,
-`stats("")`). That is fine on one Redis (importq does not support Redis Cluster).
+`stats("")`, `recent("%s", minute)`). That is fine on one Redis (importq does not
+support Redis Cluster).
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ STAGING = PREFIX + "staging"
 WATCH = PREFIX + "watch"
 DLQ_INDEX = PREFIX + "dlq"
 REAPER_LOCK = PREFIX + "reaper"
+# A minute's delivered/dead tally outlives the hour `importq queues` reads by a little.
+RECENT_TTL = 3600 + 300
 
 
 def job(job_id: str) -> str:
@@ -91,6 +99,20 @@ def shutdown(hostname: str) -> str:
 
 def stats(target: str) -> str:
     return f"{PREFIX}stats:{target}"
+
+
+def recent(target: str, minute: int) -> str:
+    """One minute's records delivered and dead-lettered; `minute` is epoch seconds // 60."""
+    return f"{PREFIX}recent:{target}:{minute}"
+
+
+def consumers(target: str) -> str:
+    return f"{PREFIX}consumers:{target}"
+
+
+def celery_queue(target: str) -> str:
+    """kombu's list of the target's waiting messages: the queue name itself (newest left)."""
+    return target
 
 
 def job_of(unit_id: str) -> str:

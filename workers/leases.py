@@ -111,13 +111,15 @@ return 1
 
 # KEYS: unit hash, lease, watch, job hash, payload, job units list, dlq list, dlq index,
 #       then per child (in the order of the finish JSON's children): its unit hash, its payload.
-# ARGV: token, now ms, unit id, finish JSON, stats key prefix, child payloads...
+# ARGV: token, now ms, unit id, finish JSON, stats key prefix, this minute's tally key with
+#       %s for the target (keys.recent), its TTL s, child payloads...
 # Returns 0 when the lease is not ours, 1 when recorded, 2 when that also finished the job.
 # The finish JSON: state, fields{}, delivered, dead, attempts_delta, deadline (ms or null),
-# dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[6..]).
-# The one key not in KEYS is the metrics hash (keys.stats), named by the target that the
-# unit hash holds: the script reads it there, the truth, rather than trust the caller's,
-# and the prefix comes from keys.py as ARGV[5] (importq runs on one Redis, not a Cluster).
+# dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[8..]).
+# The keys not in KEYS are the metrics hash (keys.stats) and the minute's tally
+# (keys.recent), named by the target that the unit hash holds: the script reads it there,
+# the truth, rather than trust the caller's, and the prefix and template come from keys.py
+# as ARGV[5] and ARGV[6] (importq runs on one Redis, not a Cluster).
 _FINISH = (
     MINE
     + """
@@ -134,17 +136,25 @@ local job = redis.call('HGET', KEYS[1], 'job')
 for i, child in ipairs(f.children) do
   local child_unit, child_payload = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
   for k, v in pairs(child.fields) do redis.call('HSET', child_unit, k, v) end
-  redis.call('SET', child_payload, ARGV[5 + i])
+  redis.call('SET', child_payload, ARGV[7 + i])
   redis.call('RPUSH', KEYS[6], child.id)
   redis.call('ZADD', KEYS[3], now + f.grace_ms, child.id)
 end
 redis.call('HINCRBY', KEYS[4], 'units_total', #f.children)
 -- running totals per target for the Prometheus metrics (workers/metrics.py)
-local stats = ARGV[5] .. (redis.call('HGET', KEYS[1], 'target') or '-')
+local target = redis.call('HGET', KEYS[1], 'target') or '-'
+local stats = ARGV[5] .. target
 if f.terminal then
   redis.call('HINCRBY', stats, 'units_' .. f.state, 1)
   redis.call('HINCRBY', stats, 'records_delivered', f.delivered)
   redis.call('HINCRBY', stats, 'records_dead', f.dead)
+  -- this minute's tally (importq queues: the last 5 and 60 minutes, the backlog's ETA)
+  if f.delivered + f.dead > 0 then
+    local recent = string.format(ARGV[6], target)
+    redis.call('HINCRBY', recent, 'delivered', f.delivered)
+    redis.call('HINCRBY', recent, 'dead', f.dead)
+    redis.call('EXPIRE', recent, ARGV[7])
+  end
 elseif f.retry then
   redis.call('HINCRBY', stats, 'retries', 1)
 end
@@ -342,7 +352,10 @@ class Leases:
         ]
         for child_id, _, _ in result.children:
             finish_keys += [keys.unit(child_id), keys.payload(child_id)]
-        args: list[Any] = [token, now_ms(), unit_id, json.dumps(spec), keys.stats("")]
+        now = now_ms()
+        tally = keys.recent("%s", now // 60_000)  # the script fills in the unit's target
+        args: list[Any] = [token, now, unit_id, json.dumps(spec), keys.stats(""), tally,
+                           keys.RECENT_TTL]  # fmt: skip
         args += [payload for _, _, payload in result.children]
         return int(self._finish(keys=finish_keys, args=args))
 

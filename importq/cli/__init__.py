@@ -5,6 +5,7 @@
     dlq.py       dlq list / show / replay     services.py  worker, flower, metrics
     broker.py    redis status / start / stop  doctor.py    doctor
     demo.py      demo, simulate               deploy.py    deploy-files (from the registry)
+    queues.py    queues, pause, resume, purge, retry (the targets at a glance, operator controls)
     common.py    what the groups share
 
 Command modules import the worker app (Celery and every target's client) only
@@ -19,7 +20,18 @@ import click
 import redis
 from kombu.exceptions import OperationalError
 
-from importq.cli import broker, control, demo, deploy, dlq, doctor, jobs, publish, services
+from importq.cli import (
+    broker,
+    control,
+    demo,
+    deploy,
+    dlq,
+    doctor,
+    jobs,
+    publish,
+    queues,
+    services,
+)
 from importq.cli.common import ExitCode, Fault
 from importq.errors import ImportqError
 
@@ -60,5 +72,10 @@ for _command in (
     services.metrics,
     control.release,
     deploy.deploy_files_command,
+    queues.queues,
+    queues.pause,
+    queues.resume,
+    queues.purge,
+    queues.retry,
 ):
     main.add_command(_command)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 import json
+import re
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import click
@@ -112,6 +115,33 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+def registered_target(ctx: click.Context, param: click.Parameter, name: str | None) -> str | None:
+    """A target option or argument: one of the registry's names (workers/targets)."""
+    from workers.targets import TARGETS
+
+    if name is not None and name not in TARGETS:
+        raise click.BadParameter(f"no target {name!r}; the targets are {', '.join(TARGETS)}")
+    return name
+
+
+SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A --since option as epoch seconds: a duration back from now (90s, 30m, 2h, 7d) or a
+    local time (2026-12-07, 2026-12-07 13:00, 2026-12-07T13:00:00)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if found := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text):
+        return time.time() - float(found[1]) * SINCE_UNITS[found[2]]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a duration (90s, 30m, 2h, 7d) nor a "
+                                 "time (2026-12-07 13:00)") from None  # fmt: skip
+
+
 def show_job(
     job: JobView,
     as_json: bool,
@@ -122,7 +152,7 @@ def show_job(
         data = job.as_dict()
         if pause:
             data["paused"] = {"reason": pause.reason, "since": pause.since,
-                              "next_probe_at": pause.probe_at}  # fmt: skip
+                              "next_probe_at": pause.probe_at or None}  # fmt: skip
         if units is not None:
             data["units"] = [{"id": uid, **fields} for uid, fields in units]
         click.echo(json.dumps(data, indent=2))

@@ -10,8 +10,10 @@ from importq import settings as importq_settings
 
 
 @click.command()
-def doctor() -> None:
-    """Check Redis (and AOF) and each configured target's credentials; say how to fix."""
+@click.option("--strict", is_flag=True, help="Exit 2 on a warning too (for a deploy pipeline).")
+def doctor(strict: bool) -> None:
+    """Check Redis (and AOF), each configured target's credentials and that a live worker
+    consumes it; say how to fix. Exit 1 when a check fails, 2 on a warning with --strict."""
     from importq.doctor import run
 
     checks = run(importq_settings.load())
@@ -20,4 +22,6 @@ def doctor() -> None:
         click.echo(f"[{marks[check.status]}] {check.name}: {check.detail}")
         if check.fix:
             click.echo(f"       fix: {check.fix}")
-    sys.exit(1 if any(c.status == "fail" for c in checks) else 0)
+    if any(c.status == "fail" for c in checks):
+        sys.exit(1)
+    sys.exit(2 if strict and any(c.status == "warn" for c in checks) else 0)

@@ -8,9 +8,18 @@ import time
 
 import click
 
-from importq.cli.common import EXIT_CODES, STILL_RUNNING, show_job, wait_options, worker_app
+from importq.cli.common import (
+    EXIT_CODES,
+    STILL_RUNNING,
+    parse_since,
+    registered_target,
+    show_job,
+    wait_options,
+    worker_app,
+)
 from importq.errors import UnknownJob
 from importq.progress import pause_of, wait_for_job
+from workers.jobs import JobState, JobView
 
 
 @click.command()
@@ -32,15 +41,24 @@ def status(job_id: str, wait: bool, timeout: float | None, with_units: bool, as_
     sys.exit(EXIT_CODES.get(job.state, STILL_RUNNING))
 
 
+SINCE_HELP = "Only jobs created since: 90m, 2h, 1d, or a time (2026-12-07 13:00)."
+
+
 @click.command()
 @click.option("--limit", default=20, show_default=True)
+@click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in JobState]),
+              help="Only jobs in this state (repeat for several).")  # fmt: skip
+@click.option("--target", callback=registered_target, help="Only jobs of this target.")
+@click.option("--since", callback=parse_since, help=SINCE_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def jobs(limit: int, as_json: bool) -> None:
-    """List recent jobs, newest first."""
+def jobs(
+    limit: int, states: tuple[str, ...], target: str | None, since: float | None, as_json: bool
+) -> None:
+    """List recent jobs, newest first: start, end, duration and records per second."""
     from workers.jobs import JobStore
 
     store = JobStore(worker_app().redis_client())
-    views = store.recent(limit)
+    views = store.recent(limit, since=since, target=target, states=set(states))
     pauses = {job.target: pause for job in views if (pause := pause_of(store, job))}
     if as_json:
         rows = [{**v.as_dict(), "paused": v.target in pauses and not v.finished} for v in views]
@@ -48,11 +66,27 @@ def jobs(limit: int, as_json: bool) -> None:
         return
     for pause in pauses.values():
         click.echo(pause.describe())
+    if views:
+        click.echo(JOB_COLUMNS)
     for job in views:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
         paused = " (target paused)" if job.target in pauses and not job.finished else ""
-        click.echo(
-            f"{job.id}  {created}  {job.target:<16} {job.state:<10} "
-            f"{job.records_delivered}/{job.records_total} delivered, {job.records_dead} dead"
-            f"{paused}"
-        )
+        click.echo(f"{_job_row(job)}{paused}")
+
+
+JOB_COLUMNS = ("JOB               TARGET           STATE      START               END       "
+               "DURATION   REC/S  DELIVERED")  # fmt: skip
+
+
+def _job_row(job: JobView) -> str:
+    start = _clock(job.started_at, "%Y-%m-%d %H:%M:%S") if job.started_at else "-"
+    end = _clock(job.finished_at, "%H:%M:%S") if job.finished_at else "-"
+    duration, rate = job.duration(), job.records_per_second()
+    took = "-" if duration is None else f"{duration:.1f}s"
+    pace = "-" if rate is None else f"{rate:g}"
+    records = f"{job.records_delivered}/{job.records_total}, {job.records_dead} dead"
+    return (f"{job.id:<17} {job.target:<16} {job.state:<10} {start:<19} {end:<9} {took:>8} "
+            f"{pace:>7}  {records}")  # fmt: skip
+
+
+def _clock(epoch: float, layout: str) -> str:
+    return time.strftime(layout, time.localtime(epoch))

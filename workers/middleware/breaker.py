@@ -60,6 +60,8 @@ class CircuitBreaker(Middleware):
         if not run.probing:
             return
         waiting = self.breaker.resume(run.target)
+        if waiting is None:  # an operator paused it meanwhile: only `importq resume` lifts it
+            return
         log.warning("target resumed: the probe reached the vendor", waking=len(waiting))
         for unit_id in waiting:
             if unit_id != run.unit_id:
