@@ -20,7 +20,7 @@ from workers.jobs import JobStore
 def listed(*args: str) -> list[dict[str, Any]]:
     result = CliRunner().invoke(main, ["jobs", "--json", *args])
     assert result.exit_code == 0, result.output
-    rows: list[dict[str, Any]] = json.loads(result.output)
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
     return rows
 
 
@@ -70,7 +70,7 @@ def test_jobs_show_start_end_duration_and_records_per_second(
     assert row["id"] == job_id and row["state"] == "succeeded"
     assert row["duration_seconds"] == 25.0 and row["records_per_second"] == 2.0
     assert row["finished_at"] - row["started_at"] == 25.0
-    text = CliRunner().invoke(main, ["jobs"]).output.splitlines()
+    text = CliRunner().invoke(main, ["jobs"]).stdout.splitlines()
     assert text[0].split()[:8] == ["JOB", "TARGET", "STATE", "START", "END", "DURATION",
                                    "REC/S", "DELIVERED"]  # fmt: skip
     line = next(x for x in text if x.startswith(job_id))
@@ -79,7 +79,7 @@ def test_jobs_show_start_end_duration_and_records_per_second(
     assert f"{start} {end}" in " ".join(line.split())
     assert line.split()[6:9] == ["25.0s", "2", "50/50,"]
     queued = publish_sourcing(sample_records(10))
-    waiting = next(x for x in CliRunner().invoke(main, ["jobs"]).output.splitlines()
+    waiting = next(x for x in CliRunner().invoke(main, ["jobs"]).stdout.splitlines()
                    if x.startswith(queued))  # fmt: skip
     assert waiting.split()[2:6] == ["queued", "-", "-", "-"]
 

@@ -106,12 +106,12 @@ def test_pause_and_resume_a_target_with_a_real_worker(
     wait_until("both units to wait for the pause", waiting)
     assert {u["attempts"] for _, u in store.units(job_id)} == {"0"}
     assert sim.ledger()["committed_records"] == 0
-    row = {r["target"]: r for r in json.loads(cli("queues", "--json").output)}["sourcing_data"]
+    row = {r["target"]: r for r in json.loads(cli("queues", "--json").stdout)}["sourcing_data"]
     assert row["paused"]["by"] == "operator" and row["paused"]["reason"] == "vendor maintenance"
     assert row["paused_units"] == 2 and row["eta_seconds"] is None
     status = cli("status", job_id).output
     assert "paused by an operator" in status and "vendor maintenance" in status
-    as_json = json.loads(cli("status", job_id, "--json").output)
+    as_json = json.loads(cli("status", job_id, "--json").stdout)
     assert as_json["paused"]["next_probe_at"] is None  # an operator's pause is not probed
     resumed = cli("resume", "sourcing_data")
     assert "sourcing_data resumed; 2 waiting units woken" in resumed.output

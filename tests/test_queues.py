@@ -25,7 +25,7 @@ from workers.queues import QueueView, Tally, running_units, tally
 def queues_json() -> dict[str, dict[str, Any]]:
     result = CliRunner().invoke(main, ["queues", "--json"])
     assert result.exit_code == 0, result.output
-    return {row["target"]: row for row in json.loads(result.output)}
+    return {row["target"]: row for row in json.loads(result.stdout)}
 
 
 def test_delivered_and_dead_lettered_records_count_in_the_minute_they_ended(
