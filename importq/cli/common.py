@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from workers.breaker import Pause
+from workers.failures import Failure, describe, why_failed
 from workers.jobs import JobState, JobView
 
 EXIT_CODES = {
@@ -47,8 +48,10 @@ def show_job(
     units: list[tuple[str, dict[str, str]]] | None = None,
     pause: Pause | None = None,
 ) -> None:
+    failure = failure_of(job)
     if as_json:
         data = job.as_dict()
+        data["failure"] = failure.as_dict() if failure else None
         if pause:
             data["paused"] = {"reason": pause.reason, "since": pause.since,
                               "next_probe_at": pause.probe_at}  # fmt: skip
@@ -67,6 +70,8 @@ def show_job(
         f"  units: {job.units_done}/{job.units_total} done, {job.retries} retries, "
         f"{job.crashes} worker crashes"
     )
+    for line in describe(failure) if failure else []:
+        click.echo(f"  {line}")
     for unit_id, fields in units or []:
         remote = " ".join(
             f"{k[7:]}={v}" for k, v in fields.items() if k.startswith("remote.") and v
@@ -76,3 +81,10 @@ def show_job(
             f"  {unit_id:<24} {fields.get('state', '?'):<9} records={fields.get('records')} "
             f"attempts={fields.get('attempts')} {remote}{error}"
         )
+
+
+def failure_of(job: JobView) -> Failure | None:
+    """Why a failed or partial job failed (workers/failures.py); None for any other job."""
+    if job.state not in (JobState.FAILED, JobState.PARTIAL):
+        return None  # no Redis read for the jobs that did not fail
+    return why_failed(worker_app().redis_client(), job)

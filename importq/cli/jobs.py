@@ -8,8 +8,9 @@ import time
 
 import click
 
-from importq.cli.common import EXIT_CODES, STILL_RUNNING, show_job, worker_app
+from importq.cli.common import EXIT_CODES, STILL_RUNNING, failure_of, show_job, worker_app
 from importq.progress import pause_of, wait_for_job
+from workers.failures import describe
 
 
 @click.command()
@@ -40,7 +41,11 @@ def jobs(limit: int, as_json: bool) -> None:
     views = store.recent(limit)
     pauses = {job.target: pause for job in views if (pause := pause_of(store, job))}
     if as_json:
-        rows = [{**v.as_dict(), "paused": v.target in pauses and not v.finished} for v in views]
+        rows = []
+        for view in views:
+            failure = failure_of(view)
+            rows.append({**view.as_dict(), "paused": view.target in pauses and not view.finished,
+                         "failure": failure.as_dict() if failure else None})  # fmt: skip
         click.echo(json.dumps(rows, indent=2))
         return
     for pause in pauses.values():
@@ -53,3 +58,6 @@ def jobs(limit: int, as_json: bool) -> None:
             f"{job.records_delivered}/{job.records_total} delivered, {job.records_dead} dead"
             f"{paused}"
         )
+        failure = failure_of(job)
+        for line in describe(failure) if failure else []:
+            click.echo(f"    {line}")
