@@ -149,7 +149,7 @@ def test_refusals_carry_blues_message_and_the_key_never_leaks(
         job = wait_for_job(job_id, timeout=30)
         assert job.state == "failed", (job, unit_of(job_id))
         assert phrase in unit_of(job_id)["last_error"]
-        letters = json.loads(_cli("dlq", "show", job_id, "--json", "--limit", "1").output)
+        letters = json.loads(_cli("dlq", "show", job_id, "--json", "--limit", "1").stdout)
         assert phrase in letters[0]["reason"]
     assert blue.ledger()["transactions"] == {"failed": 1}  # only the empty one registered
     blue.configure(api_key="the-key-was-rotated")

@@ -173,7 +173,7 @@ def test_an_entity_expansion_answer_fails_the_job_without_being_parsed(
     start_worker(queues="datasource", concurrency=1, DATASOURCE_FORMAT="xml")
     job = wait_for_job(publish("replace", "sports", rows(20)))
     assert job.state == "failed" and job.records_dead == 20
-    letters = json.loads(_cli("dlq", "show", job.id, "--json", "--limit", "1").output)
+    letters = json.loads(_cli("dlq", "show", job.id, "--json", "--limit", "1").stdout)
     assert "declares a DTD or entities" in letters[0]["reason"]
     assert ds.ledger()["requests"] == 1  # final at once: no retry of a hostile answer
 

@@ -118,7 +118,7 @@ def test_lost_answer_is_held_for_review_and_never_posted_twice(sim: Any, worker:
     shown = cli("status", job.id, "--units")
     assert "possible_duplicate=possible duplicate batch" in shown.output
     assert shown.exit_code == 2
-    letters = json.loads(cli("dlq", "show", job.id, "--json", "--limit", "1").output)
+    letters = json.loads(cli("dlq", "show", job.id, "--json", "--limit", "1").stdout)
     assert SEARCH in letters[0]["reason"]
     assert f"importq dlq replay {job.id}" in letters[0]["reason"]
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -26,6 +29,30 @@ def worker_app() -> Any:
     from workers import app
 
     return app
+
+
+class Since(click.ParamType[float, Any]):
+    """A moment as a duration back from now (90s, 30m, 2h, 7d, 1w) or a time (ISO 8601)."""
+
+    name = "DURATION|TIME"
+    SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        if match := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text):
+            return time.time() - float(match[1]) * self.SECONDS[match[2]]
+        try:
+            return datetime.fromisoformat(text).timestamp()  # no offset given: local time
+        except ValueError:
+            self.fail(f"{text!r} is neither a duration (30m, 2h, 7d) nor a time "
+                      "(2026-12-07T09:00 or 2026-12-07)", param, ctx)  # fmt: skip
+
+
+SINCE = Since()  # seconds since the epoch
 
 
 def say(message: str) -> None:
