@@ -16,6 +16,7 @@ from importq.cli import main
 from importq.errors import FinalError
 from tests.helpers import publish_sourcing, sample_records, wait_for_job
 from tests.scripted import TARGET, MakeRunner, ScriptedSink
+from workers.failures import kind_of
 from workers.jobs import JobStore
 from workers.targets.base import Delivered, RunContext
 
@@ -124,16 +125,29 @@ def test_records_refused_inside_a_delivered_unit_are_counted_from_the_dead_lette
 
 
 def test_a_worker_run_job_says_why_in_status_wait_and_jobs(sim: Any, start_worker: Any) -> None:
-    sim.configure(poison_record_ids={"r-7"})
+    sim.configure(poison_record_ids={"r-7", "r-23"})
     start_worker(concurrency=2)
     job_id = publish_sourcing(sample_records(40))
     waited = cli("status", job_id, "--wait", "--json")
-    assert waited.exit_code == 2, waited.output  # partial: r-7 isolated by bisection
+    assert waited.exit_code == 2, waited.output  # partial: r-7 and r-23 isolated by bisection
     data = json.loads(waited.output[waited.output.index("{") :])
     failure = data["failure"]
     assert "Value 'r-7' doesn't fit" in failure["first_error"]
-    assert failure["errors"][0]["records"] == 1 and failure["errors"][0]["units"] == 1
     assert failure["first_unit"].startswith(f"{job_id}:0.")  # a half found by bisection
+    # One error about two records (two queue items): counted as one kind, two texts.
+    [kind] = failure["errors"]
+    assert (kind["units"], kind["records"], kind["variants"]) == (2, 2, 2)
+    assert "2 units, 2 records (2 texts, other ids or values): " in cli("status", job_id).output
     assert "doesn't fit" in cli("status", job_id, "--wait").output
     assert "doesn't fit" in cli("jobs").output
-    assert wait_for_job(job_id).records_dead == 1
+    assert wait_for_job(job_id).records_dead == 2
+
+
+def test_reports_of_one_error_about_other_ids_count_as_one_kind() -> None:
+    item = "sourcing_data: queue item {} failed: Value '{}' doesn't fit to expected format."
+    first = item.format("dc2d12ed-bb83-470c-94d4-0545b84e247d", "r-7")
+    second = item.format("4a431cc8-0094-4ec6-b02a-3873de2b3e83", "r-3012")
+    assert kind_of(first) == kind_of(second)
+    assert kind_of("blue: HTTP 404: no such course") != kind_of("blue: HTTP 409: no such course")
+    assert kind_of("row 1: amount") != kind_of("row 2: amount")  # short numbers tell apart
+    assert kind_of("record EMP-000123 refused") == kind_of("record EMP-004711 refused")
