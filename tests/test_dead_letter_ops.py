@@ -16,7 +16,6 @@ from click.testing import CliRunner
 
 from importq.cli import main
 from tests.helpers import publish_sourcing, sample_records, wait_for_job
-from tests.scripted import TARGET, MakeRunner, ScriptedSink, staged_unit
 from tests.test_blueshift_e2e import CANARY_KEY, UUID, WORKER_ENV
 from tests.test_blueshift_e2e import publish as publish_trigger
 from workers import keys
@@ -59,22 +58,6 @@ def test_a_failed_bare_trigger_is_listed_with_its_params_and_replayed(
     assert (again.state, again.params, again.records_total) == ("succeeded", {"uuid": UUID}, 0)
     assert blueshift.ledger()["accepted"] == {UUID: 1}
     assert cli("dlq", "list").output.strip() == "no dead letters"
-
-
-def test_a_unit_whose_records_are_lost_is_listed_but_not_replayed_as_a_trigger(
-    sink: ScriptedSink, make_runner: MakeRunner, redis_client: redis.Redis
-) -> None:
-    runner, store = make_runner()
-    unit_id = staged_unit(store)
-    redis_client.delete(keys.payload(unit_id))  # evicted, or deleted by hand
-    assert runner.run(TARGET, unit_id) == "failed"
-    job_id = keys.job_of(unit_id)
-    assert f"{job_id} {TARGET}: failed without records" in cli("dlq", "list").output
-    refused = cli("dlq", "replay", job_id)
-    assert refused.exit_code == 1
-    assert "failed without records to replay" in refused.output
-    assert f"publish its records again with `importq publish {TARGET}`" in refused.output
-    assert redis_client.llen(keys.dead_letters(job_id)) == 1  # nothing dropped
 
 
 # --- dlq show and dlq export ---------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Why a job failed: its first unit error and its most common errors, with counts.
 
 A failed unit keeps its reason as `last_error` and sends its records to the dead-letter
-store with it; a unit that was delivered but had records refused (an http_batch row, a
-Blue row skipped) leaves those reasons only in the dead letters. Both are counted here,
+store with it; a unit that was delivered but had records refused (rows the vendor listed
+as refused, or skipped) leaves those reasons only in the dead letters. Both are counted here,
 so `importq status` and `importq jobs` can say why any failed or partial job failed.
 Reports of one error about different ids or values ("queue item 4a43... failed: Value
 'r-7' doesn't fit") count as one kind, shown by the first text seen.

@@ -107,7 +107,7 @@ def dlq_export(job_id: str | None, target: str | None, since: float | None, outp
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 written += 1
     where = "stdout" if output == "-" else output
-    jobs = f"job {job_id}" if job_id else f"{len(job_ids)} {target} jobs"
+    jobs = f"job {job_id}" if job_id else f"{len(job_ids)} {target} job{'s' * (len(job_ids) != 1)}"
     note = f" (skipped {skipped} failed units without records)" if skipped else ""
     say(f"wrote {written} dead letters of {jobs} to {where}{note}")
 
