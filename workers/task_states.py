@@ -78,7 +78,8 @@ def _retry(store: JobStore, unit_id: str) -> Retry:
     unit = store.unit(unit_id)
     waits_for = unit.get("waits_for")
     if waits_for:
-        why = f"unit {unit_id} waits for its {waits_for}, using no attempt"
+        what = "paused target to resume" if waits_for == "breaker" else waits_for
+        why = f"unit {unit_id} waits for its {what}, using no attempt"
     else:
         why = f"unit {unit_id} will be retried after attempt {unit.get('attempts', '?')}"
     due = float(unit.get("next_attempt_at") or 0)
