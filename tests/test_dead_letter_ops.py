@@ -48,7 +48,7 @@ def test_a_failed_bare_trigger_is_listed_with_its_params_and_replayed(
     [summary] = json.loads(cli("dlq", "list", "--json").output)
     assert (summary["job_id"], summary["params"], summary["count"], summary["records"]) == (
         failed.id, {"uuid": UUID}, 1, 0)  # fmt: skip
-    assert "(no record: a bare trigger)" in cli("dlq", "show", failed.id).output
+    assert "(no record: a trigger)" in cli("dlq", "show", failed.id).output
 
     blueshift.configure(imports={UUID: "launched"})  # the operator created the import
     replayed = cli("dlq", "replay", failed.id)

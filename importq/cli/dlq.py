@@ -39,7 +39,8 @@ def dlq_list(as_json: bool) -> None:
 
 @dlq.command("show")
 @click.argument("job_id")
-@click.option("--limit", default=20, show_default=True, help="Dead letters shown; 0: all.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Dead letters shown; 0: all.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="A JSON list (the notice goes to stderr).")
 def dlq_show(job_id: str, limit: int, as_json: bool) -> None:
     """The dead letters of JOB_ID: each record with the target's reason."""
@@ -47,16 +48,17 @@ def dlq_show(job_id: str, limit: int, as_json: bool) -> None:
 
     letters = DeadLetters(worker_app().redis_client())
     total = letters.count(job_id)
-    entries = list(letters.entries(job_id, min(limit, total) if limit > 0 else None))
+    entries = list(letters.entries(job_id, min(limit, total) if limit else None))
     if as_json:
         click.echo(json.dumps(entries, indent=2))
     elif not entries:
         click.echo(f"job {job_id} has no dead letters")
-    for entry in [] if as_json else entries:
-        click.echo(f"unit {entry['unit']} ({entry['target']}): {entry['reason']}")
-        record = entry.get("record")
-        shown = json.dumps(record)[:300] if record is not None else "(no record: a bare trigger)"
-        click.echo(f"    {shown}")
+    else:
+        for entry in entries:
+            record = entry.get("record")
+            shown = json.dumps(record)[:300] if record is not None else "(no record: a trigger)"
+            click.echo(f"unit {entry['unit']} ({entry['target']}): {entry['reason']}")
+            click.echo(f"    {shown}")
     if len(entries) < total:  # never cut silently
         click.echo(f"showing {len(entries)} of {total} dead letters of {job_id}: --limit 0 shows "
                    f"all; `importq dlq export {job_id}` writes them as JSON Lines",
