@@ -3,12 +3,14 @@
 One replay per job at a time (a lock key with a TTL): two operators, or one
 pressing twice, replay the records once. The dead letters are dropped only
 after the new job is published. The replay of a job that holds its order key
-(a failed Data Source replace) goes ahead of the jobs held behind it.
+(a failed Data Source replace) goes ahead of the jobs held behind it. A failed job
+without records (a Blueshift bare trigger) is replayed as the same trigger, with
+its params.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ from workers import keys, ordering, targets
 from workers.dispatch import Publish
 from workers.dlq import DeadLetters
 from workers.jobs import JobStore
+from workers.targets.base import Located
 
 LOCK_SECONDS = 3600  # longer than any publish; a crashed replay frees the job after it
 
@@ -28,8 +31,9 @@ LOCK_SECONDS = 3600  # longer than any publish; a crashed replay frees the job a
 @dataclass(frozen=True)
 class Replayed:
     job_id: str
-    records: int
+    records: int  # dead letters replayed (a failed trigger's is one, without a record)
     new_job_id: str
+    trigger: bool = False  # a job without records, sent again with its params
 
 
 class ReplayError(ImportqError):
@@ -58,7 +62,7 @@ def replay(
         params = {**original.params, **(overrides or {})}
         key = targets.get(original.target).sink.order_key(params)
         first = ordering.holder(store.redis, original.target, key) == job_id
-        records = locate(letters.records(job_id), f"dead letter of {job_id}")
+        records = _records_to_replay(letters, job_id, original.target)
         new_job = publish(
             original.target, records, params, settings=settings, store=store,
             publish_unit=publish_unit, notify=notify, first_in_line=first,
@@ -66,7 +70,18 @@ def replay(
         letters.drop(job_id, count, settings.job_ttl)
     finally:
         store.redis.delete(lock)
-    return Replayed(job_id, count, new_job)
+    return Replayed(job_id, count, new_job, trigger=records is None)
+
+
+def _records_to_replay(letters: DeadLetters, job_id: str, target: str) -> Iterable[Located] | None:
+    """The job's refused records; None to replay a failed job without records (a trigger)."""
+    if next(letters.records(job_id), None) is not None:
+        return locate(letters.records(job_id), f"dead letter of {job_id}")
+    if targets.get(target).records_optional:
+        return None  # a bare trigger, sent again with the same params
+    reason = next(letters.entries(job_id, 1))["reason"]
+    raise ReplayError(f"job {job_id} failed without records to replay ({reason}): publish "
+                      f"its records again with `importq publish {target}`")  # fmt: skip
 
 
 def replayable(client: redis.Redis, target: str | None = None) -> list[str]:

@@ -22,7 +22,8 @@ import pytest
 
 from importq.flower import check_basic_auth
 from tests.conftest import CANARY_TOKEN, free_port
-from tests.helpers import publish_sourcing, sample_records, wait_for_job
+from tests.helpers import jsonl, publish_file, publish_sourcing, sample_records, wait_for_job
+from workers.jobs import JobStore
 
 LOGIN = ("fake-flower-user", "fake-flower-password")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -92,17 +93,34 @@ def _first_tasks(flower: Flower, timeout: float = 30) -> dict[str, dict[str, Any
     raise AssertionError("Flower saw no task")
 
 
+ENDED = {"SUCCESS", "FAILURE", "RETRY"}  # a task's last state; a retried unit has a new task
+
+
 def _wait_for_tasks(flower: Flower, count: int, timeout: float = 30) -> dict[str, dict[str, Any]]:
-    """Flower's tasks once it saw `count` finish and none still running (events come late)."""
+    """Flower's tasks once `count` ended for good and none still runs (events come late)."""
     deadline = time.monotonic() + timeout
     tasks: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
         tasks = flower.tasks()
         states = [task["state"] for task in tasks.values()]
-        if states.count("SUCCESS") >= count and set(states) <= {"SUCCESS", "FAILURE"}:
+        done = states.count("SUCCESS") + states.count("FAILURE")
+        if done >= count and set(states) <= ENDED:
             return tasks
         time.sleep(0.2)
     raise AssertionError(f"Flower saw {len(tasks)} tasks, fewer than {count} finished: {tasks}")
+
+
+def _unit_of(task: dict[str, Any]) -> str:
+    match = re.fullmatch(r"job=\w+ unit=(\S+)", task["args"])
+    assert match, task["args"]
+    return match.group(1)
+
+
+def _units_in(flower: Flower, state: str) -> list[str]:
+    """The units of the tasks Flower's own filter lists in `state`."""
+    found = flower.get("/api/tasks", state=state)
+    found.raise_for_status()
+    return sorted(_unit_of(task) for task in found.json().values())
 
 
 def test_flower_shows_target_job_and_unit_but_no_record_or_secret(
@@ -123,8 +141,13 @@ def test_flower_shows_target_job_and_unit_but_no_record_or_secret(
         assert match, task["args"]
         seen_units.add(match.group(1))
         assert task["kwargs"] == "{}"
-        assert task["result"] in ("'succeeded'", "'waiting'", "'split'", "'failed'")
+        if task["state"] == "SUCCESS":
+            assert task["result"] in ("'succeeded'", "'split'")
     assert f"{job_id}:0.0" in seen_units  # the split halves show up as their own units
+    failed = [u for u, f in JobStore(redis_client()).units(job_id) if f["state"] == "failed"]
+    assert len(failed) == 1 and _units_in(flower, "FAILURE") == failed  # the unit holding r-123
+    retried = [task for task in tasks.values() if task["state"] == "RETRY"]
+    assert len(retried) >= job.retries  # each retry ended its task in RETRY, not SUCCESS
 
     workers = flower.get("/api/workers", refresh="1").json()
     assert any(name.startswith("w0-") for name in workers)  # the worker's own node name
@@ -136,6 +159,47 @@ def test_flower_shows_target_job_and_unit_but_no_record_or_secret(
     metrics = httpx.get(f"{flower.url}/metrics", timeout=10)  # Prometheus scrapes without login
     assert metrics.status_code == 200
     assert 'flower_events_total{task="importq.sourcing_data",type="task-succeeded"' in metrics.text
+
+
+def redis_client() -> Any:
+    from workers import app
+
+    return app.redis_client()
+
+
+def test_flower_filters_show_failed_and_retried_units_and_the_log_has_no_traceback(
+    flower: Flower, fresh_simulators: dict[str, Any], start_worker: Any, tmp_path: Path
+) -> None:
+    receiver = fresh_simulators["http_batch"]
+    secret = "canary-http-batch-secret-flower-7e21"
+    # The first POST's answer is lost (a retry); ev-000123 is refused inside a 2xx answer.
+    receiver.configure(auth_secret=secret, key_column="eventId", refuse_values={"ev-000123"},
+                       lose_next=1, lost_answer="504", retry_after_seconds=0)  # fmt: skip
+    worker = start_worker("http_batch", concurrency=1, HTTP_BATCH_AUTH_SECRET=secret)
+    events = [{"eventId": f"ev-{n:06d}", "type": "purchase", "amount": 1.5} for n in range(600)]
+    published = publish_file(tmp_path, "http_batch", "events.jsonl", jsonl(*events), "--json")
+    assert published.exit_code == 0, published.output
+    job = wait_for_job(json.loads(published.output[published.output.index("{") :])["id"])
+    assert (job.state, job.records_dead, job.retries) == ("partial", 1, 1)
+    tasks = _wait_for_tasks(flower, job.units_total)
+
+    # Unit 0 was retried once, then delivered with ev-000123 refused: RETRY, then FAILURE.
+    assert _units_in(flower, "FAILURE") == [f"{job.id}:0"]
+    assert _units_in(flower, "RETRY") == [f"{job.id}:0"]
+    assert _units_in(flower, "SUCCESS") == [f"{job.id}:1"]
+    [failure] = [t for t in tasks.values() if t["state"] == "FAILURE"]
+    assert "1 records were refused and dead-lettered" in failure["exception"]
+    assert f"importq dlq show {job.id}" in failure["exception"]
+    [retry] = [t for t in tasks.values() if t["state"] == "RETRY"]
+    assert f"unit {job.id}:0 will be retried after attempt 1" in retry["exception"]
+    shown = json.dumps(tasks)
+    for leaked in (secret, "ev-000123", "purchase", "not accepted"):
+        assert leaked not in shown, f"Flower shows {leaked!r}"
+
+    worker.stop()
+    log = worker.log_path.read_text()
+    assert "raised expected: UnitFailed" in log  # a failed unit is one line...
+    assert "Traceback" not in log  # ...never a traceback
 
 
 def test_flower_api_refuses_a_request_without_the_login(flower: Flower) -> None:

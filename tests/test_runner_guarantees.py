@@ -8,10 +8,13 @@ The runner runs in this process against the session Redis with a scripted sink
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 
+from importq.cli import main
 from importq.errors import RetryableError, VendorBusy
 from tests.faults import StallableProxy
 from tests.scripted import TARGET, MakeRunner, Published, ScriptedSink, register, staged_unit
@@ -102,6 +105,16 @@ def test_a_unit_whose_records_are_missing_fails_with_that_reason(
     assert store.unit(unit_id)["last_error"] == MISSING_PAYLOAD.format(key=keys.payload(unit_id))
     job = store.get(keys.job_of(unit_id))
     assert job is not None and job.state == "failed"
+    # Listed among the dead letters, but not replayed as if it were a bare trigger.
+    assert f"{job.id} {TARGET}: failed without records" in cli("dlq", "list").output
+    refused = cli("dlq", "replay", job.id)
+    assert refused.exit_code == 1 and "failed without records to replay" in refused.output
+    assert f"publish its records again with `importq publish {TARGET}`" in refused.output
+    assert redis_client.llen(keys.dead_letters(job.id)) == 1  # nothing dropped
+
+
+def cli(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args))
 
 
 def test_hand_backs_stop_being_free_and_end_within_the_attempt_budget(

@@ -27,6 +27,7 @@ from workers.leases import Leases
 from workers.middleware.pipelines import Pipelines
 from workers.queues import SENT_AT_HEADER
 from workers.runner import Runner
+from workers.task_states import RefusedRecords, UnitFailed, end_of_task
 
 log = structlog.get_logger("importq.worker")
 
@@ -151,6 +152,7 @@ def runner() -> Runner:
         _state["runner"].add_middleware(
             Pipelines(JobStore(redis_client()), publish_unit, settings().rescue_seconds)
         )
+        _state["runner"].add_middleware(RefusedRecords())
     result: Runner = _state["runner"]
     return result
 
@@ -161,11 +163,17 @@ def _register(target: str) -> None:
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
+        acks_on_failure_or_timeout=True,
         max_retries=0,
         ignore_result=True,
+        throws=(UnitFailed,),  # a failed unit is expected: one log line, no traceback
     )
     def run_unit(self: Task, envelope: dict[str, Any]) -> str:
-        return runner().run(target, envelope["unit_id"], shutdown_id(self.request.hostname or ""))
+        # Ends in FAILURE or RETRY when the unit failed or waits (workers/task_states.py).
+        unit_id = envelope["unit_id"]
+        worker = shutdown_id(self.request.hostname or "")
+        return end_of_task(lambda: runner().run(target, unit_id, worker), JobStore(redis_client()),
+                           unit_id)  # fmt: skip
 
 
 for _name in targets.TARGETS:

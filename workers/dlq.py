@@ -1,7 +1,9 @@
 """Dead letters: records a target refused for good, each with the target's reason.
 
 They are written by the unit's fenced finish (leases.py) so none is lost or
-written twice; here they are listed, shown and replayed as a new job.
+written twice; here they are listed, shown and replayed as a new job. A failed
+unit without records (a Blueshift bare trigger) leaves one letter whose record is
+null, so its job is listed and replayed like any other.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -23,6 +25,9 @@ class DeadLetterSummary:
     job_id: str
     count: int
     reasons: list[tuple[str, int]]  # the most common reasons with their counts
+    target: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    records: int = 0  # letters holding a record; the others are failed units without one
 
 
 class DeadLetters:
@@ -35,11 +40,16 @@ class DeadLetters:
 
     def summary(self, job_id: str) -> DeadLetterSummary:
         reasons: Counter[str] = Counter()
-        count = 0
+        count = records = 0
+        target = ""
         for entry in self.entries(job_id):
             count += 1
+            records += entry.get("record") is not None
+            target = target or entry.get("target", "")
             reasons[entry["reason"][:200]] += 1
-        return DeadLetterSummary(job_id, count, reasons.most_common(3))
+        job = JobStore(self.redis).get(job_id)  # its params say what a replay would run
+        params = job.params if job else {}
+        return DeadLetterSummary(job_id, count, reasons.most_common(3), target, params, records)
 
     def entries(self, job_id: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
         key = keys.dead_letters(job_id)
@@ -50,9 +60,11 @@ class DeadLetters:
                 yield entry
 
     def records(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """The refused records (a failed unit without records left a letter without one)."""
         for entry in self.entries(job_id):
-            record: dict[str, Any] = entry["record"]
-            yield record
+            record: dict[str, Any] | None = entry.get("record")
+            if record is not None:
+                yield record
 
     def count(self, job_id: str) -> int:
         return int(self.redis.llen(keys.dead_letters(job_id)))

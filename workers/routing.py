@@ -213,12 +213,15 @@ class Router:
         log.error(
             "unit failed; records sent to the dead-letter store", reason=reason, records=len(dead)
         )
+        # A unit without records (a bare trigger) leaves one letter without a record, so its
+        # job is in `importq dlq list` and can be replayed; it counts no dead record.
+        letters = dead or [self._dead_letter(run, None, reason)]
         outcome = Finish(
             UnitState.FAILED,
             terminal=True,
             fields={"last_error": reason},
             dead=len(dead),
-            dead_letters=dead,
+            dead_letters=letters,
         )
         return self._finish(run, outcome)
 
@@ -269,10 +272,11 @@ class Router:
                  dead=job.records_dead)  # fmt: skip
         for middleware in self.middleware:
             middleware.after_job_finished(job)
-        if job.records_dead == 0:  # a job with dead letters stays until they are replayed
+        # A job with dead letters (a failed trigger has one) stays until they are replayed.
+        if job.records_dead == 0 and job.units_failed == 0:
             self.store.expire(job.id, self.settings.job_ttl)
 
-    def _dead_letter(self, run: UnitRun, record: Record, reason: str) -> str:
+    def _dead_letter(self, run: UnitRun, record: Record | None, reason: str) -> str:
         entry = {
             "record": record,
             "reason": reason,

@@ -16,6 +16,7 @@ from importq import broker
 from importq import settings as importq_settings
 from importq.errors import ImportqError, PortUnavailable, RedisUnavailable, UnknownJob
 from workers.breaker import Pause
+from workers.failures import Failure, describe, why_failed
 from workers.jobs import JobState, JobView
 
 
@@ -88,6 +89,30 @@ def announce_redis(resolve: Callable[[], broker.RedisChoice] | None = None) -> b
     return chosen
 
 
+class Since(click.ParamType[float, Any]):
+    """A moment as a duration back from now (90s, 30m, 2h, 7d, 1w) or a time (ISO 8601)."""
+
+    name = "DURATION|TIME"
+    SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        if match := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text):
+            return time.time() - float(match[1]) * self.SECONDS[match[2]]
+        try:
+            return datetime.fromisoformat(text).timestamp()  # no offset given: local time
+        except ValueError:
+            self.fail(f"{text!r} is neither a duration (90s, 30m, 2h, 7d) nor a time "
+                      "(2026-12-07 13:00, 2026-12-07T09:00 or 2026-12-07)", param, ctx)  # fmt: skip
+
+
+SINCE = Since()  # seconds since the epoch
+
+
 def say(message: str) -> None:
     click.echo(message, err=True)
 
@@ -124,32 +149,16 @@ def registered_target(ctx: click.Context, param: click.Parameter, name: str | No
     return name
 
 
-SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """A --since option as epoch seconds: a duration back from now (90s, 30m, 2h, 7d) or a
-    local time (2026-12-07, 2026-12-07 13:00, 2026-12-07T13:00:00)."""
-    if value is None:
-        return None
-    text = value.strip()
-    if found := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text):
-        return time.time() - float(found[1]) * SINCE_UNITS[found[2]]
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is neither a duration (90s, 30m, 2h, 7d) nor a "
-                                 "time (2026-12-07 13:00)") from None  # fmt: skip
-
-
 def show_job(
     job: JobView,
     as_json: bool,
     units: list[tuple[str, dict[str, str]]] | None = None,
     pause: Pause | None = None,
 ) -> None:
+    failure = failure_of(job)
     if as_json:
         data = job.as_dict()
+        data["failure"] = failure.as_dict() if failure else None
         if pause:
             data["paused"] = {"reason": pause.reason, "since": pause.since,
                               "next_probe_at": pause.probe_at or None}  # fmt: skip
@@ -168,6 +177,8 @@ def show_job(
         f"  units: {job.units_done}/{job.units_total} done, {job.retries} retries, "
         f"{job.crashes} worker crashes"
     )
+    for line in describe(failure) if failure else []:
+        click.echo(f"  {line}")
     for unit_id, fields in units or []:
         remote = " ".join(
             f"{k[7:]}={v}" for k, v in fields.items() if k.startswith("remote.") and v
@@ -177,3 +188,10 @@ def show_job(
             f"  {unit_id:<24} {fields.get('state', '?'):<9} records={fields.get('records')} "
             f"attempts={fields.get('attempts')} {remote}{error}"
         )
+
+
+def failure_of(job: JobView) -> Failure | None:
+    """Why a failed or partial job failed (workers/failures.py); None for any other job."""
+    if job.state not in (JobState.FAILED, JobState.PARTIAL):
+        return None  # no Redis read for the jobs that did not fail
+    return why_failed(worker_app().redis_client(), job)

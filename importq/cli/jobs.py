@@ -10,8 +10,9 @@ import click
 
 from importq.cli.common import (
     EXIT_CODES,
+    SINCE,
     STILL_RUNNING,
-    parse_since,
+    failure_of,
     registered_target,
     show_job,
     wait_options,
@@ -19,6 +20,7 @@ from importq.cli.common import (
 )
 from importq.errors import UnknownJob
 from importq.progress import pause_of, wait_for_job
+from workers.failures import describe
 from workers.jobs import JobState, JobView
 
 
@@ -49,7 +51,7 @@ SINCE_HELP = "Only jobs created since: 90m, 2h, 1d, or a time (2026-12-07 13:00)
 @click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in JobState]),
               help="Only jobs in this state (repeat for several).")  # fmt: skip
 @click.option("--target", callback=registered_target, help="Only jobs of this target.")
-@click.option("--since", callback=parse_since, help=SINCE_HELP)
+@click.option("--since", type=SINCE, help=SINCE_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def jobs(
     limit: int, states: tuple[str, ...], target: str | None, since: float | None, as_json: bool
@@ -61,7 +63,11 @@ def jobs(
     views = store.recent(limit, since=since, target=target, states=set(states))
     pauses = {job.target: pause for job in views if (pause := pause_of(store, job))}
     if as_json:
-        rows = [{**v.as_dict(), "paused": v.target in pauses and not v.finished} for v in views]
+        rows = []
+        for view in views:
+            failure = failure_of(view)
+            rows.append({**view.as_dict(), "paused": view.target in pauses and not view.finished,
+                         "failure": failure.as_dict() if failure else None})  # fmt: skip
         click.echo(json.dumps(rows, indent=2))
         return
     for pause in pauses.values():
@@ -71,6 +77,9 @@ def jobs(
     for job in views:
         paused = " (target paused)" if job.target in pauses and not job.finished else ""
         click.echo(f"{_job_row(job)}{paused}")
+        failure = failure_of(job)
+        for line in describe(failure) if failure else []:
+            click.echo(f"    {line}")
 
 
 JOB_COLUMNS = ("JOB               TARGET           STATE      START               END       "

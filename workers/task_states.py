@@ -1,0 +1,88 @@
+"""A unit's end as its Celery task's state, so Flower's filters and graphs tell the truth.
+
+The runner says how a unit's run ended ("succeeded", "failed", "waiting"...). Here that
+becomes the task's state in Flower:
+
+    failed, or delivered with records dead-lettered  ->  FAILURE  (UnitFailed, in `throws`:
+                                                         one log line, no traceback)
+    waiting (a retry, or a wait for a slot, a turn,  ->  RETRY    (Celery's Retry, raised
+    the vendor, a paused target)                                  without sending a message:
+                                                                  the runner has rescheduled)
+    anything else (succeeded, split, cancelled, a    ->  SUCCESS  (the status is the result)
+    duplicate message acknowledged)
+
+Either way the message is acknowledged: the unit's state in Redis is the truth, and
+what comes next (the retry, the dead letters) is already recorded there. The task's
+exception names the unit and where to read why, never the vendor's words: they may
+quote a record, and Flower shows task exceptions to everyone it lets in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from celery.exceptions import Retry
+
+from workers import keys
+from workers.jobs import JobStore, UnitState
+from workers.middleware.base import Middleware
+from workers.outcomes import Outcome, Result, UnitRun
+from workers.targets.base import Delivered
+
+# Records the sink refused in the unit this task runs; set by RefusedRecords, read by
+# end_of_task. Per thread of execution, so it holds under any Celery pool.
+_refused: ContextVar[int] = ContextVar("importq_refused_records", default=0)
+
+
+class UnitFailed(Exception):
+    """The unit failed or dead-lettered records: its task ends in FAILURE."""
+
+
+class UnitWaits(Exception):
+    """The unit will run again (a retry or a wait): its task ends in RETRY."""
+
+
+class RefusedRecords(Middleware):
+    """Notes how many records a delivered unit had refused (they go to the dead letters)."""
+
+    def on_result(self, run: UnitRun, result: Result) -> Outcome | None:
+        if isinstance(result, Delivered):
+            _refused.set(len(result.rejected))
+        return None
+
+
+def end_of_task(run_unit: Callable[[], str], store: JobStore, unit_id: str) -> str:
+    """Run the unit; its status if it ended well, else raise UnitFailed or Retry."""
+    token = _refused.set(0)
+    try:
+        status = run_unit()
+        refused = _refused.get()
+    finally:
+        _refused.reset(token)
+    job_id = keys.job_of(unit_id)
+    if status == UnitState.FAILED:
+        records = int(store.unit(unit_id).get("records") or 0)
+        what = f"{records} records dead-lettered" if records else "no records (a bare trigger)"
+        raise UnitFailed(f"unit {unit_id} failed, {what}; why: importq status {job_id}")
+    if status == UnitState.SUCCEEDED and refused:
+        raise UnitFailed(f"unit {unit_id} delivered, but {refused} records were refused and "
+                         f"dead-lettered; why: importq dlq show {job_id}")  # fmt: skip
+    if status == UnitState.WAITING:
+        raise _retry(store, unit_id)
+    return status
+
+
+def _retry(store: JobStore, unit_id: str) -> Retry:
+    unit = store.unit(unit_id)
+    waits_for = unit.get("waits_for")
+    if waits_for:
+        what = "paused target to resume" if waits_for == "breaker" else waits_for
+        why = f"unit {unit_id} waits for its {what}, using no attempt"
+    else:
+        why = f"unit {unit_id} will be retried after attempt {unit.get('attempts', '?')}"
+    due = float(unit.get("next_attempt_at") or 0)
+    when = round(max(0.0, due - time.time()), 2)
+    return Retry(exc=UnitWaits(f"{why}; see importq status {keys.job_of(unit_id)} --units"),
+                 when=when)  # fmt: skip
