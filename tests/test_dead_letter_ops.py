@@ -45,7 +45,7 @@ def test_a_failed_bare_trigger_is_listed_with_its_params_and_replayed(
     assert f"{failed.id} blueshift: failed without records" in listed.output
     assert f'params: {{"uuid": "{UUID}"}}' in listed.output
     assert f"no customer import {UUID}" in listed.output
-    [summary] = json.loads(cli("dlq", "list", "--json").output)
+    [summary] = json.loads(cli("dlq", "list", "--json").stdout)
     assert (summary["job_id"], summary["params"], summary["count"], summary["records"]) == (
         failed.id, {"uuid": UUID}, 1, 0)  # fmt: skip
     assert "(no record: a trigger)" in cli("dlq", "show", failed.id).output
@@ -54,10 +54,10 @@ def test_a_failed_bare_trigger_is_listed_with_its_params_and_replayed(
     replayed = cli("dlq", "replay", failed.id)
     assert replayed.exit_code == 0, replayed.output
     assert f"replayed the failed job {failed.id} (no records) as job" in replayed.output
-    again = wait_for_job(replayed.output.split()[-1])
+    again = wait_for_job(replayed.stdout.split()[-1])
     assert (again.state, again.params, again.records_total) == ("succeeded", {"uuid": UUID}, 0)
     assert blueshift.ledger()["accepted"] == {UUID: 1}
-    assert cli("dlq", "list").output.strip() == "no dead letters"
+    assert cli("dlq", "list").stdout.strip() == "no dead letters"
 
 
 # --- dlq show and dlq export ---------------------------------------------------------------

@@ -7,6 +7,7 @@ exact failures; one job runs through a real worker against the SourcingData simu
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -59,7 +60,7 @@ def test_status_says_the_first_and_the_most_common_errors_with_counts(
     job_id, unit_ids = partial_job
     shown = cli("status", job_id)
     assert shown.exit_code == 2, shown.output  # partial
-    lines = shown.output.splitlines()
+    lines = shown.stdout.splitlines()
     first = next(line for line in lines if "first error" in line)
     assert f"(unit {unit_ids[1]}): {TARGET}: the vendor refused the batch" in first
     assert first.endswith("(in full: --json)") and len(first) < 200  # one line in text
@@ -68,7 +69,7 @@ def test_status_says_the_first_and_the_most_common_errors_with_counts(
     assert common[0] == f"    2 units, 7 records: {TARGET}: HTTP 403: not allowed"
     assert common[1].startswith(f"    1 unit, 2 records: {TARGET}: the vendor refused")
 
-    data = json.loads(cli("status", job_id, "--json").output)
+    data = json.loads(cli("status", job_id, "--json").stdout)
     failure = data["failure"]
     assert failure["first_unit"] == unit_ids[1]
     assert failure["first_error"] == f"{TARGET}: {LONG_REASON}"  # in full
@@ -86,7 +87,7 @@ def test_jobs_says_why_each_failed_job_failed_and_nothing_for_the_others(
 
     listed = cli("jobs")
     assert listed.exit_code == 0, listed.output
-    rows = listed.output.splitlines()
+    rows = listed.stdout.splitlines()
     failed_row = next(i for i, row in enumerate(rows) if row.startswith(failed_id))
     assert "partial" in rows[failed_row]
     assert rows[failed_row + 1].startswith("    first error (unit ")
@@ -94,7 +95,7 @@ def test_jobs_says_why_each_failed_job_failed_and_nothing_for_the_others(
     good_row = next(i for i, row in enumerate(rows) if row.startswith(good_id))
     assert good_row + 1 == len(rows) or not rows[good_row + 1].startswith("    ")
 
-    by_id = {row["id"]: row for row in json.loads(cli("jobs", "--json").output)}
+    by_id = {row["id"]: row for row in json.loads(cli("jobs", "--json").stdout)}
     assert by_id[good_id]["failure"] is None
     assert by_id[failed_id]["failure"]["first_error"] == f"{TARGET}: {LONG_REASON}"
 
@@ -112,7 +113,7 @@ def test_records_refused_inside_a_delivered_unit_are_counted_from_the_dead_lette
     job_id, unit_ids = job_of_units(store, 4)  # 1, 2, 3, 4 records
     for unit_id in unit_ids:
         runner.run(TARGET, unit_id)
-    data = json.loads(cli("status", job_id, "--json").output)
+    data = json.loads(cli("status", job_id, "--json").stdout)
     assert data["state"] == "partial"
     failure = data["failure"]
     assert failure["first_unit"] == unit_ids[1] and failure["first_error"].startswith("row 1")
@@ -130,9 +131,10 @@ def test_a_worker_run_job_says_why_in_status_wait_and_jobs(sim: Any, start_worke
     job_id = publish_sourcing(sample_records(40))
     waited = cli("status", job_id, "--wait", "--json")
     assert waited.exit_code == 2, waited.output  # partial: r-7 and r-23 isolated by bisection
-    data = json.loads(waited.output[waited.output.index("{") :])
+    data = json.loads(waited.stdout[waited.stdout.index("{") :])
     failure = data["failure"]
-    assert "Value 'r-7' doesn't fit" in failure["first_error"]
+    # Two workers race: either poisoned record's unit may fail first.
+    assert re.search(r"Value 'r-(7|23)' doesn't fit", failure["first_error"])
     assert failure["first_unit"].startswith(f"{job_id}:0.")  # a half found by bisection
     # One error about two records (two queue items): counted as one kind, two texts.
     [kind] = failure["errors"]
