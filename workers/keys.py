@@ -35,6 +35,8 @@
                                   target's queue, each renewing its own (workers/consumers.py)
     {target}                      list   kombu's Celery queue of the target: unit messages
     importq:breaker:{target}...   a paused target and its probe (listed in workers/breaker.py)
+    importq:serve:idempotency:{token}:{key}  string "{request digest} {job id}", TTL: the job
+                                  an Idempotency-Key made (importq/serve/idempotency.py)
 
 A unit id is "{job}:{n}", and a bisected unit's halves are "{unit}.0" and "{unit}.1".
 No Lua script spells a key or a prefix: every key comes through KEYS, except those
@@ -45,6 +47,8 @@ support Redis Cluster).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 PREFIX = "importq:"
 
@@ -108,6 +112,12 @@ def recent(target: str, minute: int) -> str:
 
 def consumers(target: str) -> str:
     return f"{PREFIX}consumers:{target}"
+
+
+def serve_idempotency(token: str, key: str) -> str:
+    """An API token's Idempotency-Key (hashed: a producer's key may hold any character)."""
+    hashed = hashlib.sha256(key.encode()).hexdigest()
+    return f"{PREFIX}serve:idempotency:{token}:{hashed}"
 
 
 def celery_queue(target: str) -> str:
