@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import click
 
 from importq.cli.common import announce_redis
@@ -40,6 +43,10 @@ def serve(host: str, port: int) -> None:
         f"importq serve: http://{host}:{port}/ (API /v1, document /openapi.json, dashboard /ui/)",
         err=True,
     )
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler
+    # it found: this one makes that a clean exit (0) for process runners.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
 
 
