@@ -6,6 +6,7 @@
     idempotency.py  Idempotency-Key: the same key and body give the same job
     jobs.py         /v1/targets/{target}/jobs and /v1/jobs...: publish, read, replay, cancel
     targets.py      /v1/targets: queues, consumers, pause and resume
+    ui.py           the dashboard (/ui/, templates/): pages that read only the API
     models.py       the answers' shapes (what the OpenAPI document promises)
 
 Nothing here reads a setting or opens a connection at import: `create_app` does.

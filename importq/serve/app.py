@@ -14,11 +14,11 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
 from importq.errors import ConfigError, ImportqError, InputError, RedisUnavailable, UnknownJob
-from importq.serve import auth, bodies, idempotency
+from importq.serve import auth, bodies, idempotency, ui
 from importq.serve.jobs import (
     RETRY_AFTER_SECONDS,
     AlreadyEnded,
@@ -101,6 +101,14 @@ def create_app(services: Services | None) -> FastAPI:
     app.state.services = services
     app.include_router(jobs_router)
     app.include_router(targets_router)
+    app.include_router(ui.router)
+    app.add_exception_handler(ui.SignIn, ui.refused)
+    app.add_exception_handler(ui.CsrfRefused, ui.refused)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
     for error_type in _STATUS:
         app.add_exception_handler(error_type, _answer)  # type: ignore[arg-type]
     replay_error: Any = _replay_error()
