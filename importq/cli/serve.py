@@ -29,7 +29,15 @@ LOCAL_ADDRESS = "127.0.0.1"
     envvar="IMPORTQ_SERVE_PORT",
     help="HTTP port (env IMPORTQ_SERVE_PORT).",
 )
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="IMPORTQ_SERVE_WORKERS",
+    help="Server processes (env IMPORTQ_SERVE_WORKERS): publishing is CPU-bound.",
+)
+def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (/v1/..., its document at /openapi.json) and the dashboard (/ui/)."""
     import uvicorn
 
@@ -38,7 +46,7 @@ def serve(host: str, port: int) -> None:
 
     ensure_free(host, port, "importq serve", "--port (or IMPORTQ_SERVE_PORT)")
     announce_redis()
-    app = from_environment()
+    app = from_environment()  # refuses to start without tokens, before any worker process
     click.echo(
         f"importq serve: http://{host}:{port}/ (API /v1, document /openapi.json, dashboard /ui/)",
         err=True,
@@ -47,7 +55,11 @@ def serve(host: str, port: int) -> None:
     # it found: this one makes that a clean exit (0) for process runners.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: sys.exit(0))
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+        return
+    uvicorn.run("importq.serve.app:from_environment", factory=True, workers=workers,
+                host=host, port=port, log_level="info", server_header=False)  # fmt: skip
 
 
 @click.command("serve-token")
