@@ -8,35 +8,21 @@ against 403, and that nothing is staged for a refused body.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
 from typing import Any
 
 import httpx
-import pytest
 import redis
 
 from tests.helpers import jsonl, wait_for_job
 from tests.serving import OTHER, QUEUE_LIMIT, READER, WRITER, Api, api
-from tests.test_http_batch_e2e import CANARY_SECRET, events
+from tests.test_http_batch_e2e import events, sim, worker
 
-__all__ = ["api"]  # the fixture
+__all__ = ["api", "sim", "worker"]  # the fixtures: the receiver and its workers
 TARGET = "http_batch"
 JSONL = {"Content-Type": "application/x-ndjson"}
 JOBS = f"/v1/targets/{TARGET}/jobs"
-
-
-@pytest.fixture
-def sim(fresh_simulators: dict[str, Any]) -> Any:
-    settings = {"auth_secret": CANARY_SECRET, "key_column": "eventId", "retry_after_seconds": 0}
-    fresh_simulators[TARGET].configure(**settings)
-    return fresh_simulators[TARGET]
-
-
-@pytest.fixture
-def worker(start_worker: Any) -> Any:
-    return functools.partial(start_worker, TARGET, HTTP_BATCH_AUTH_SECRET=CANARY_SECRET)
 
 
 def post(api: Api, body: bytes | str, headers: dict[str, str] = JSONL, **kw: Any) -> httpx.Response:

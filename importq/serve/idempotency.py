@@ -16,6 +16,8 @@ from workers import keys
 
 TTL_SETTING = "IMPORTQ_SERVE_IDEMPOTENCY_SECONDS"
 DEFAULT_TTL = 86400
+# A pending key outlives any publish, yet a server that died mid-publish frees it in time.
+PENDING_SECONDS = 3600
 _PENDING = ""
 
 
@@ -32,7 +34,7 @@ class Claim:
 def claim(client: redis.Redis, owner: str, key: str, body: str, ttl: int) -> Claim:
     """Take the key for this body, or find the job it already made; KeyConflict otherwise."""
     redis_key = keys.serve_idempotency(owner, key)
-    if client.set(redis_key, f"{body} {_PENDING}", nx=True, ex=ttl):
+    if client.set(redis_key, f"{body} {_PENDING}", nx=True, ex=min(ttl, PENDING_SECONDS)):
         return Claim(redis_key, None)
     raw = client.get(redis_key)
     if raw is None:  # expired between the two calls: take it again

@@ -34,23 +34,24 @@ class Pause(BaseModel):
 
 class Job(BaseModel):
     id: str
-    url: str
+    url: str = Field(description="This job in the API (also the Location of a 201)")
     target: str
-    state: str
-    params: dict[str, Any]
-    created_at: float
-    started_at: float
-    finished_at: float
-    units_total: int
+    state: str = Field(description="staging, queued, running, succeeded, partial, failed or "
+                       "cancelled")  # fmt: skip
+    params: dict[str, Any] = Field(description="The target's params, as checked")
+    created_at: float = Field(description="Epoch seconds")
+    started_at: float = Field(description="Epoch seconds of the first unit's start (0: not yet)")
+    finished_at: float = Field(description="Epoch seconds of the last unit's end (0: not yet)")
+    units_total: int = Field(description="Units the job was cut into (the vendor's limits)")
     units_done: int
     records_total: int
-    records_delivered: int
-    records_dead: int
+    records_delivered: int = Field(description="Taken by the target")
+    records_dead: int = Field(description="Refused for good: see the job's dead letters")
     units_failed: int
-    retries: int
-    crashes: int
+    retries: int = Field(description="Unit attempts that will be, or were, tried again")
+    crashes: int = Field(description="Worker deaths while running one of its units")
     cancel_reason: str
-    duration_seconds: float | None
+    duration_seconds: float | None = Field(description="From the first start to the end, or now")
     records_per_second: float | None
     failure: dict[str, Any] | None = Field(
         None, description="Why a failed or partial job failed: its first and most common errors"
