@@ -21,6 +21,7 @@ from tests.conftest import free_port
 WRITER = "fake-writer-token-for-tests-0001"  # write, every target
 READER = "fake-reader-token-for-tests-0002"  # read, every target
 OTHER = "fake-blue-only-token-for-tests-0003"  # write, blue only
+CALLBACK_SECRET = "fake-callback-secret-for-tests-0004"  # the writer's
 QUEUE_LIMIT = 3  # IMPORTQ_MAX_QUEUED_UNITS_HTTP_BATCH: a 2,000-record job (4 units) fills it
 
 
@@ -49,7 +50,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "IMPORTQ_SERVE_TOKENS": tokens(),
            "IMPORTQ_MAX_QUEUED_UNITS_HTTP_BATCH": str(QUEUE_LIMIT),
-           "IMPORTQ_SERVE_MAX_BODY_BYTES": str(4 * 1024 * 1024)}  # fmt: skip
+           "IMPORTQ_SERVE_MAX_BODY_BYTES": str(4 * 1024 * 1024),
+           "IMPORTQ_SERVE_CALLBACK_SECRET_WRITER": CALLBACK_SECRET}  # fmt: skip
     command = [sys.executable, "-m", "importq.cli", "serve", "--port", str(port)]
     server = Process(command, env, log)
     try:

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
-from tests.helpers import jsonl, wait_for_job
-from tests.serving import OTHER, QUEUE_LIMIT, READER, WRITER, Api, api
+from importq.serve.callbacks import signature
+from tests.helpers import jsonl, wait_for_job, wait_until
+from tests.serving import CALLBACK_SECRET, OTHER, QUEUE_LIMIT, READER, WRITER, Api, api
 from tests.test_http_batch_e2e import events, sim, worker
+from workers.keys import SERVE_CALLBACKS, serve_callback
 
 __all__ = ["api", "sim", "worker"]  # the fixtures: the receiver and its workers
 TARGET = "http_batch"
@@ -193,3 +199,55 @@ def test_the_committed_openapi_document_is_the_one_served(api: Api) -> None:
 
     served = httpx.get(f"{api.url}/openapi.json").json()
     assert json.loads((ROOT / OPENAPI_PATH).read_text()) == served
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A producer's callback endpoint: refuses the first call (503), takes the next."""
+
+    calls: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.calls.append((dict(self.headers), body))
+        self.send_response(503 if len(self.calls) == 1 else 204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    Receiver.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/importq-done"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_finished_job_calls_back_signed_and_retries_a_refused_call(
+    api: Api, sim: Any, worker: Any, receiver: str, redis_client: redis.Redis
+) -> None:
+    worker(concurrency=1)
+    job_id = post(api, jsonl(*events(30)), params={"callback_url": receiver}).json()["id"]
+    assert wait_for_job(job_id).state == "succeeded"
+    wait_until("the callback to be retried and taken", lambda: len(Receiver.calls) == 2)
+    for headers, body in Receiver.calls:  # the same signed summary both times
+        stamp = headers["X-Importq-Timestamp"]
+        assert headers["X-Importq-Signature"] == signature(CALLBACK_SECRET, stamp, body)
+        summary = json.loads(body)
+        assert (summary["id"], summary["state"]) == (job_id, "succeeded")
+        assert summary["records_delivered"] == 30
+    wait_until(
+        "the call to be settled", lambda: redis_client.zscore(SERVE_CALLBACKS, job_id) is None
+    )
+    settled = redis_client.hgetall(serve_callback(job_id))
+    assert (settled[b"attempts"], settled[b"outcome"]) == (b"2", b"HTTP 204")
+    unsigned = post(api, jsonl(*events(1)), token=OTHER, path="/v1/targets/blue/jobs",
+                    params={"callback_url": receiver})  # fmt: skip
+    assert unsigned.status_code == 422
+    assert "IMPORTQ_SERVE_CALLBACK_SECRET_BLUE_ONLY" in unsigned.json()["detail"]
+    not_http = post(api, jsonl(*events(1)), params={"callback_url": "ftp://example.invalid/x"})
+    assert not_http.status_code == 422 and "not an http(s) URL" in not_http.json()["detail"]

@@ -4,6 +4,7 @@
     auth.py         bearer tokens (stored hashed), their scopes, 401 vs 403
     bodies.py       a request body spooled to disk as it streams in: size cap, digest, format
     idempotency.py  Idempotency-Key: the same key and body give the same job
+    callbacks.py    callback_url: a signed POST of the job's summary when it ends, retried
     jobs.py         /v1/targets/{target}/jobs and /v1/jobs...: publish, read, replay, cancel
     targets.py      /v1/targets: queues, consumers, pause and resume
     ui.py           the dashboard (/ui/, templates/): pages that read only the API

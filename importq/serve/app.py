@@ -6,8 +6,10 @@ importq's errors (and the API's own) to status codes is `_STATUS` below.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from importlib import metadata
 from typing import Any
 
@@ -18,7 +20,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
 from importq.errors import ConfigError, ImportqError, InputError, RedisUnavailable, UnknownJob
-from importq.serve import auth, bodies, idempotency, ui
+from importq.serve import auth, bodies, callbacks, idempotency, ui
 from importq.serve.jobs import (
     RETRY_AFTER_SECONDS,
     AlreadyEnded,
@@ -89,7 +91,21 @@ def from_environment() -> FastAPI:
 
 def create_app(services: Services | None) -> FastAPI:
     """The app over `services` (None: only to write its OpenAPI document)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sender = None
+        if services is not None:  # the callbacks of ended jobs, sent while the app runs
+            summary = callbacks.Sender(services.store, services.settings, _summary(services))
+            sender = asyncio.create_task(summary.run())
+        yield
+        if sender is not None:
+            sender.cancel()
+            with suppress(asyncio.CancelledError):
+                await sender
+
     app = FastAPI(
+        lifespan=lifespan,
         title=TITLE,
         version=metadata.version("importq"),
         description="Publish records to importq's targets from any language, and follow "
@@ -124,6 +140,17 @@ OPENAPI_PATH = "schemas/openapi/serve.json"
 def openapi_text() -> str:
     """The OpenAPI document as committed at OPENAPI_PATH (`importq deploy-files` writes it)."""
     return json.dumps(create_app(None).openapi(), indent=2, sort_keys=True) + "\n"
+
+
+def _summary(services: Services) -> Callable[[Any], dict[str, Any]]:
+    """A callback's body: the job as the API shows it, and why it failed if it did."""
+    from workers.failures import why_failed
+
+    def summary(job: Any) -> dict[str, Any]:
+        failure = why_failed(services.store.redis, job)
+        return {**job.as_dict(), "failure": failure.as_dict() if failure else None}
+
+    return summary
 
 
 def _replay_error() -> type[ImportqError]:

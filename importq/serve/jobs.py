@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from importq.errors import InputError, UnknownJob
-from importq.serve import bodies, idempotency
+from importq.serve import bodies, callbacks, idempotency
 from importq.serve.auth import Forbidden, Token
 from importq.serve.models import DeadLetter, DeadLetterPage, Job, Problem, Replay, Replayed
 from importq.serve.models import Pause as PauseModel
@@ -32,6 +32,7 @@ MAX_ERRORS_SETTING = "IMPORTQ_SERVE_MAX_ERRORS"
 DEFAULT_MAX_ERRORS = 20
 RETRY_AFTER_SECONDS = 5
 BODY_NAME = "body"  # records are placed as body:LINE or body:item N
+CALLBACK_PARAM = "callback_url"  # a query parameter of the API, not one of the target
 
 
 class QueueFull(Exception):
@@ -62,7 +63,16 @@ def _body_doc() -> dict[str, Any]:
                 "schema": {"type": "object", "additionalProperties": {"type": "string"}},
                 "description": "The target's params (`importq publish --param`), e.g. "
                 "`?path=events/`",
-            }
+            },
+            {
+                "name": CALLBACK_PARAM,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "format": "uri"},
+                "description": "Called (POST, the job's summary, signed with HMAC-SHA256 "
+                "under IMPORTQ_SERVE_CALLBACK_SECRET_<TOKEN NAME>) when the job ends; retried "
+                "with backoff",
+            },
         ],
     }
 
@@ -137,9 +147,13 @@ async def publish_job(
         )
     _refuse_when_full(svc, target)
     params = dict(request.query_params)
+    callback_url = params.pop(CALLBACK_PARAM, None)
+    if callback_url:
+        callbacks.check(svc.settings, callback_url, token.name)
     spooled = await bodies.spool(request.stream(), limit)
     try:
-        digest = _request_digest(target, params, fmt, spooled.sha256)
+        called = {**params, CALLBACK_PARAM: callback_url or ""}
+        digest = _request_digest(target, called, fmt, spooled.sha256)
         claim = None
         if idempotency_key:
             ttl = svc.settings.integer(idempotency.TTL_SETTING, idempotency.DEFAULT_TTL, minimum=1)
@@ -154,6 +168,8 @@ async def publish_job(
             if claim:
                 idempotency.forget(svc.store.redis, claim)
             raise
+        if callback_url:
+            callbacks.register(svc.store.redis, svc.settings, job_id, callback_url, token.name)
         if claim:
             idempotency.settle(svc.store.redis, claim, digest, job_id, ttl)
     finally:
