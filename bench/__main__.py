@@ -1,6 +1,8 @@
-"""`make bench`: SourcingData throughput, then producer memory; a report and one JSON line.
+"""`make bench`: SourcingData throughput, producer memory, then `importq serve` against the
+CLI's staging; a report and one JSON line.
 
     python -m bench [--records N] [--concurrency C] [--repeat R] [--sizes 100000,1000000]
+                    [--serve-body-mb 1024]
 
 The last line of the output is JSON with every figure. The exit status is 1 if a
 run did not commit every record exactly once.
@@ -13,7 +15,7 @@ import json
 import sys
 import time
 
-from bench import blue_slot, env, producer_memory, sourcing_throughput
+from bench import blue_slot, env, producer_memory, serve_throughput, sourcing_throughput
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         default=producer_memory.DEFAULT_SIZES,
         help="producer memory sizes, e.g. 100000,1000000",
     )
+    parser.add_argument(
+        "--serve-body-mb",
+        type=int,
+        default=serve_throughput.DEFAULT_BODY_MB,
+        help="the body streamed into importq serve while its RSS is watched (0: skip)",
+    )
     args = parser.parse_args(argv)
     env.stop_on_sigterm()
 
@@ -52,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     memory = producer_memory.measure(args.sizes)
     print("\n".join(producer_memory.report(memory)))
     print("\n".join(["", *blue_slot.report_all()]), flush=True)
+    serving = serve_throughput.measure(body_mb=args.serve_body_mb)
+    print("\n".join(["", *serve_throughput.report(serving)]), flush=True)
 
     small, large = memory["runs"][0], memory["runs"][-1]
     print("\nratios")
@@ -61,13 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         f"  producer peak RSS {large['records']:,} / {small['records']:,}   "
         f"{memory['peak_ratio']:.2f}"
     )
+    print(f"  POST .../jobs / CLI staging  {serving['api_vs_cli']:.2f}")
     print(f"  exactly once (every run)     {'yes' if throughput['exactly_once'] else 'NO'}")
     elapsed = time.monotonic() - started
     print(f"  (benchmarks took {elapsed:.0f} s)")
     summary = {
         "sourcing_throughput": throughput,
         "producer_memory": memory,
+        "serve_throughput": serving,
         "ratios": {
+            "api_vs_cli_staging": serving["api_vs_cli"],
             "importq_vs_baseline": throughput["importq_vs_baseline"],
             "importq_vs_limit": throughput["importq_vs_limit"],
             "producer_peak_rss_large_vs_small": memory["peak_ratio"],
