@@ -19,6 +19,7 @@ import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from celery import Celery
@@ -48,8 +49,8 @@ def send_records(records: list[dict[str, Any]], per_request: int, poll_interval:
 
 
 def use_broker(redis_url: str) -> dict[str, str]:
-    """Point this process's peer app at `redis_url` (db 1); the worker's environment."""
-    url = redis_url.rstrip("/").rsplit("/", 1)[0] + "/1"
+    """Point this process's peer app at `redis_url`'s db 1; the worker's environment."""
+    url = urlsplit(redis_url)._replace(path="/1").geturl()
     app.conf.update(broker_url=url, result_backend=url)
     return {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url}
 

@@ -349,6 +349,10 @@ def measure(
         base_runs: list[RunResult] = []
         importq_runs: list[RunResult] = []
         peer_runs: list[RunResult] = []
+        # Warm-up, uncounted: the pool processes' first tasks import and connect.
+        warm = [[record] for record in env.sample_records(2 * concurrency)]
+        peer.run(warm, limits.records_per_request, limits.poll_interval_seconds)
+        run_importq(app, env.sample_records(2 * concurrency))
         for _ in range(max(1, repeat)):
             sim.reset()
             started = time.perf_counter()
