@@ -2,10 +2,12 @@
 
     python -m bench [--records N] [--concurrency C] [--repeat R] [--latency-rounds N]
                     [--producer-records N] [--sizes 100000,1000000] [--no-blue]
+                    [--serve-body-mb 1024]
 
 In order: SourcingData throughput (importq, the plain httpx loop and the Celery peer
 side by side) and the one-record latency, the producer's rate over json.loads, the
-producer's memory, Blue's slot; then the table. The last line of the output is JSON with
+producer's memory, Blue's slot, `importq serve` against the CLI's staging; then the
+table. The last line of the output is JSON with
 every figure. The exit status is 1 if a run did not commit every record exactly once
 (a goal not met is reported, not an error).
 """
@@ -18,7 +20,14 @@ import sys
 import time
 from typing import Any
 
-from bench import blue_slot, env, one_record, producer_memory, sourcing_throughput
+from bench import (
+    blue_slot,
+    env,
+    one_record,
+    producer_memory,
+    serve_throughput,
+    sourcing_throughput,
+)
 
 DEFAULT_PRODUCER_RECORDS = 200_000
 
@@ -129,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         help="producer memory sizes, e.g. 100000,1000000",
     )
     parser.add_argument("--no-blue", action="store_true", help="skip Blue's slot benchmarks")
+    parser.add_argument(
+        "--serve-body-mb",
+        type=int,
+        default=serve_throughput.DEFAULT_BODY_MB,
+        help="the body streamed into importq serve while its RSS is watched (0: skip)",
+    )
     args = parser.parse_args(argv)
     env.stop_on_sigterm()
 
@@ -143,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(["", *producer_memory.report(memory)]), flush=True)
     if not args.no_blue:
         print("\n".join(["", *blue_slot.report_all()]), flush=True)
+    serving = serve_throughput.measure(body_mb=args.serve_body_mb)
+    print("\n".join(["", *serve_throughput.report(serving)]), flush=True)
 
     rows = figures(throughput, rate, memory)
     print(
@@ -151,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         f"producer {args.producer_records:,} records)"
     )
     print("\n".join(table(rows)))
+    print(f"  POST .../jobs / CLI staging  {serving['api_vs_cli']:.2f}")
     print(f"  exactly once (every run)     {'yes' if throughput['exactly_once'] else 'NO'}")
     elapsed = time.monotonic() - started
     print(f"  (benchmarks took {elapsed:.0f} s)")
@@ -159,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         "sourcing_throughput": throughput,
         "producer_rate": rate,
         "producer_memory": memory,
+        "serve_throughput": serving,
         "ratios": {
+            "api_vs_cli_staging": serving["api_vs_cli"],
             "importq_vs_baseline": throughput["importq_vs_baseline"],
             "importq_vs_peer": throughput["importq_vs_peer"],
             "importq_vs_limit": throughput["importq_vs_limit"],
