@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         args.records, args.concurrency, args.repeat, latency_rounds=args.latency_rounds
     )
     print("\n".join(sourcing_throughput.report(throughput)), flush=True)
-    rate = producer_memory.measure_rate(args.producer_records)
+    rate = producer_memory.measure_rate(args.producer_records, args.repeat)
     print("\n".join(["", *producer_memory.report_rate(rate)]), flush=True)
     memory = producer_memory.measure(args.sizes)
     print("\n".join(["", *producer_memory.report(memory)]), flush=True)
