@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from importq import broker
 from importq.processes import Process, celery_worker_command
@@ -24,6 +24,8 @@ from importq.processes import Process, celery_worker_command
 AGENT = "bench-agent"
 TOKEN = "bench-fake-token"  # the simulator's own; not a real credential
 OPERATION = "bench-operation"
+
+ProcessT = TypeVar("ProcessT", bound=Process)
 
 
 def stop_on_sigterm() -> None:
@@ -82,23 +84,36 @@ class Worker(Process):
 
 
 @contextlib.contextmanager
-def worker(env: dict[str, str], log_path: Path, concurrency: int) -> Iterator[Worker]:
-    """A started and ready worker, stopped (its whole process group) when the block ends."""
-    started = Worker(env, log_path, concurrency)
+def ready(process: ProcessT) -> Iterator[ProcessT]:
+    """`process` once ready, stopped (its whole process group) when the block ends."""
     try:
-        started.wait_ready()
-        yield started
+        process.wait_ready()
+        yield process
     finally:
-        started.stop()
+        process.stop()
+
+
+def worker(
+    env: dict[str, str], log_path: Path, concurrency: int
+) -> contextlib.AbstractContextManager[Worker]:
+    """A started and ready importq worker, stopped when the block ends."""
+    return ready(Worker(env, log_path, concurrency))
 
 
 def sample_record(number: int) -> dict[str, Any]:
-    """One SourcingData record of typical shape (about 170 bytes as JSON)."""
+    """One SourcingData record of typical shape (about 300 bytes as JSON, as in issue 15)."""
     return {
         "entityId": "ORG_DEPT",
         "recordId": f"dept-{number:07d}",
-        "data": {"Code": f"D{number:07d}", "Name": f"Department {number}", "Type": "Workroom"},
-        "customData": {"CostCentre": f"CC{number % 97:02d}"},
+        "data": {
+            "Code": f"D{number:07d}",
+            "Name": f"Department {number}",
+            "Type": "Workroom",
+            "Description": f"Workroom {number % 1000} of the north building, floor {number % 7}",
+            "Manager": f"employee-{number % 5003:05d}",
+            "ValidFrom": "2026-01-01",
+        },
+        "customData": {"CostCentre": f"CC{number % 97:02d}", "Region": "EMEA"},
     }
 
 

@@ -1,4 +1,4 @@
-"""SourcingData throughput: importq end to end vs a plain httpx client vs the latency limit.
+"""SourcingData throughput: importq end to end vs a plain httpx loop, a Celery peer, the limit.
 
 One run measures side by side, against the same simulator served over real HTTP
 (latency per request, a short processing time, no faults) and the same records
@@ -9,11 +9,14 @@ cut into the same queue items:
   baseline  C threads, each with its own httpx.Client, sending each queue item as
             start + appends (500 records per request) and polling its status until
             Success, exactly as the sink does; the items are cut before the clock starts.
+  peer      a plain Celery task per queue item carrying its records in the message
+            (bench/peer.py; `-c C`, the same private Redis): what a team writes without
+            importq; timed from the first message sent until every task's result is in.
   limit     C * 500 / latency records/s: C requests in flight all the time, no other cost.
 
-Both runs must commit every record exactly once (the simulator's ledger says so).
+Every run must commit every record exactly once (the simulator's ledger says so).
 
-    python -m bench.sourcing_throughput [--records N] [--concurrency C]
+    python -m bench.sourcing_throughput [--records N] [--concurrency C] [--latency-rounds N]
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ import httpx
 
 from bench import env
 
-DEFAULT_RECORDS = 40_000
-DEFAULT_CONCURRENCY = 4
+# The issue's setup: 200,000 records of ~300 bytes, 8 concurrent (items of 4,000 records).
+DEFAULT_RECORDS = 200_000
+DEFAULT_CONCURRENCY = 8
 DEFAULT_REPEAT = 3
 LATENCY_SECONDS = 0.05
 PROCESSING_SECONDS = 0.01
@@ -100,13 +104,67 @@ def _ledger_result(
 # -- the plain httpx baseline -----------------------------------------------------------------
 
 
-class _Baseline:
+def vendor_client(base_url: str) -> httpx.Client:
+    """An httpx.Client on the simulator's API, as a team's own loop would hold one."""
+    from workers.targets.sourcing_data.client import API
+
+    return httpx.Client(
+        base_url=base_url.rstrip("/") + API,
+        headers={"Authorization": f"Bearer {env.TOKEN}"},
+        timeout=httpx.Timeout(60.0, connect=10.0),
+    )
+
+
+def send_item(
+    client: httpx.Client, records: list[Record], per_request: int, poll_interval: float
+) -> None:
+    """One queue item the way the sink sends it: start + appends, then poll until Success.
+
+    The httpx baseline, the Celery peer and the one-record latency all send with this.
+    """
+    chunks = [records[i : i + per_request] for i in range(0, len(records), per_request)]
+    params = {"agentId": env.AGENT}
+    body = _post(
+        client,
+        "/start",
+        {**params, "operationId": env.OPERATION},
+        chunks[0],
+        incomplete=len(chunks) > 1,
+    )
+    item_id = str(body["queueItemId"])
+    for number, chunk in enumerate(chunks[1:], start=2):
+        last = number == len(chunks)
+        body = _post(client, f"/append/{item_id}", params, chunk, incomplete=not last)
+    interval = poll_interval
+    while body["status"] != "Success":
+        if body["status"] in ("Failed", "Canceled"):
+            raise RuntimeError(f"queue item {item_id} ended {body['status']}: {body}")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 5.0)
+        response = client.get(f"/status/{item_id}", params=params)
+        response.raise_for_status()
+        body = response.json()
+
+
+def _post(
+    client: httpx.Client,
+    path: str,
+    params: dict[str, str],
+    chunk: list[Record],
+    *,
+    incomplete: bool,
+) -> dict[str, Any]:
+    response = client.post(path, params=params, json={"items": chunk, "incompleteData": incomplete})
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+class Baseline:
     """Send queue items the way the sink does, from C threads with one httpx.Client each."""
 
     def __init__(self, base_url: str, records_per_request: int, poll_interval: float) -> None:
-        from workers.targets.sourcing_data.client import API
-
-        self.url = base_url.rstrip("/") + API
+        self.base_url = base_url
         self.per_request = records_per_request
         self.poll_interval = poll_interval
 
@@ -120,18 +178,14 @@ class _Baseline:
 
         def loop() -> None:
             try:
-                with httpx.Client(
-                    base_url=self.url,
-                    headers={"Authorization": f"Bearer {env.TOKEN}"},
-                    timeout=httpx.Timeout(60.0, connect=10.0),
-                ) as client:
+                with vendor_client(self.base_url) as client:
                     while not errors:
                         try:
                             item = work.get_nowait()
                         except queue.Empty:
                             return
                         started = time.perf_counter()
-                        self._send_item(client, item)
+                        send_item(client, item, self.per_request, self.poll_interval)
                         item_seconds.append(time.perf_counter() - started)
             except BaseException as error:  # surfaced by run() after the join
                 errors.append(error)
@@ -148,47 +202,6 @@ class _Baseline:
             raise RuntimeError(f"the httpx baseline failed: {errors[0]!r}") from errors[0]
         return item_seconds
 
-    def _send_item(self, client: httpx.Client, records: list[Record]) -> None:
-        size = self.per_request
-        chunks = [records[i : i + size] for i in range(0, len(records), size)]
-        params = {"agentId": env.AGENT}
-        body = self._post(
-            client,
-            "/start",
-            {**params, "operationId": env.OPERATION},
-            chunks[0],
-            incomplete=len(chunks) > 1,
-        )
-        item_id = str(body["queueItemId"])
-        for number, chunk in enumerate(chunks[1:], start=2):
-            last = number == len(chunks)
-            body = self._post(client, f"/append/{item_id}", params, chunk, incomplete=not last)
-        interval = self.poll_interval
-        while body["status"] != "Success":
-            if body["status"] in ("Failed", "Canceled"):
-                raise RuntimeError(f"queue item {item_id} ended {body['status']}: {body}")
-            time.sleep(interval)
-            interval = min(interval * 1.5, 5.0)
-            response = client.get(f"/status/{item_id}", params=params)
-            response.raise_for_status()
-            body = response.json()
-
-    @staticmethod
-    def _post(
-        client: httpx.Client,
-        path: str,
-        params: dict[str, str],
-        chunk: list[Record],
-        *,
-        incomplete: bool,
-    ) -> dict[str, Any]:
-        response = client.post(
-            path, params=params, json={"items": chunk, "incompleteData": incomplete}
-        )
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
 
 # -- importq ----------------------------------------------------------------------------------
 
@@ -203,7 +216,13 @@ def _worker_app(redis_url: str) -> ModuleType:
     return app
 
 
-def _run_importq(app: ModuleType, records: list[Record]) -> tuple[float, dict[str, float]]:
+def run_importq(
+    app: ModuleType, records: list[Record], poll: float = 0.005
+) -> tuple[float, dict[str, float]]:
+    """Publish `records` as one job and wait until it is finished (read every `poll` s).
+
+    The seconds from publish() to the finished job, and where they went.
+    """
     from producers.publish import locate, publish
     from workers.jobs import JobStore
 
@@ -225,7 +244,7 @@ def _run_importq(app: ModuleType, records: list[Record]) -> tuple[float, dict[st
             break
         if time.perf_counter() > deadline:
             raise RuntimeError(f"job {job_id} did not finish in {JOB_TIMEOUT_SECONDS:.0f} s: {job}")
-        time.sleep(0.005)
+        time.sleep(poll)
     finished = time.perf_counter()
     if job.state != "succeeded" or job.records_delivered != len(records):
         raise RuntimeError(f"job {job_id} ended {job.state}: {job.as_dict()}")
@@ -245,6 +264,20 @@ def _unit_spans(store: Any, job_id: str, started_wall: float) -> dict[str, float
         "first_unit_done": min(finished) - started_wall,
         "last_unit_done": max(finished) - started_wall,
     }
+
+
+def queue_items(settings: Any, records: list[Record]) -> tuple[Any, list[list[Record]]]:
+    """SourcingData's limits and the queue items importq cuts `records` into.
+
+    Cut before the clock starts: the baseline and the peer are the HTTP work alone, with
+    nothing to read, validate or stage.
+    """
+    from producers.publish import locate
+    from workers.targets.base import batched
+    from workers.targets.sourcing_data.limits import SourcingDataLimits
+
+    limits = SourcingDataLimits.from_settings(settings)
+    return limits, list(batched(locate(records), limits.records_per_item, limits.bytes_per_item))
 
 
 # -- the measurement --------------------------------------------------------------------------
@@ -267,12 +300,15 @@ def measure(
     concurrency: int = DEFAULT_CONCURRENCY,
     repeat: int = DEFAULT_REPEAT,
     keep_log: Path | None = None,
+    latency_rounds: int = 0,
 ) -> dict[str, Any]:
-    """Run the baseline and importq in turn, `repeat` times; the best run of each counts.
+    """Run the baseline, the peer and importq in turn, `repeat` times; the best of each counts.
 
     Every run, not only the best, must commit every record exactly once. `keep_log`
-    receives a copy of the worker's log.
+    receives a copy of the worker's log. With `latency_rounds`, the one-record latency
+    (bench.one_record) runs afterwards against the same simulator and worker.
     """
+    from bench import one_record, peer
     from simulators.http import serve
     from simulators.sourcing_data import SourcingDataSimulator
 
@@ -305,19 +341,18 @@ def measure(
         app = _worker_app(redis_url)
         log_path = tmp / "worker.log"
         stack.enter_context(env.worker(dict(os.environ), log_path, concurrency))
+        peer_env = {**os.environ, **peer.use_broker(redis_url)}
+        stack.enter_context(peer.worker(peer_env, tmp / "peer.log", concurrency))
 
-        from producers.publish import locate
-        from workers.targets.base import batched
-        from workers.targets.sourcing_data.limits import SourcingDataLimits
-
-        limits = SourcingDataLimits.from_settings(app.settings())
-        baseline = _Baseline(base_url, limits.records_per_request, limits.poll_interval_seconds)
-
-        # The same queue items importq cuts; cut before the clock starts: the baseline is
-        # the HTTP work alone, with nothing to read, validate or stage.
-        items = list(batched(locate(data), limits.records_per_item, limits.bytes_per_item))
+        limits, items = queue_items(app.settings(), data)
+        baseline = Baseline(base_url, limits.records_per_request, limits.poll_interval_seconds)
         base_runs: list[RunResult] = []
         importq_runs: list[RunResult] = []
+        peer_runs: list[RunResult] = []
+        # Warm-up, uncounted: the pool processes' first tasks import and connect.
+        warm = [[record] for record in env.sample_records(2 * concurrency)]
+        peer.run(warm, limits.records_per_request, limits.poll_interval_seconds)
+        run_importq(app, env.sample_records(2 * concurrency))
         for _ in range(max(1, repeat)):
             sim.reset()
             started = time.perf_counter()
@@ -326,20 +361,31 @@ def measure(
             phases = {"mean_item": _mean(item_seconds)}
             base_runs.append(_ledger_result("baseline", records, seconds, sim.ledger(), phases))
             sim.reset()
+            seconds = peer.run(items, limits.records_per_request, limits.poll_interval_seconds)
+            peer_runs.append(_ledger_result("peer", records, seconds, sim.ledger(), {}))
+            sim.reset()
             log_offset = log_path.stat().st_size
-            seconds, phases = _run_importq(app, data)
+            seconds, phases = run_importq(app, data)
             time.sleep(0.1)  # the pool's last "succeeded in" lines reach the log
             with log_path.open("rb") as log:
                 log.seek(log_offset)
                 phases["mean_item"] = _mean(_task_seconds(log.read()))
             importq_runs.append(_ledger_result("importq", records, seconds, sim.ledger(), phases))
         sim.reset()
+        latency = (
+            one_record.measure(
+                app, sim, base_url, limits.poll_interval_seconds, LATENCY_SECONDS, latency_rounds
+            )
+            if latency_rounds
+            else None
+        )
         if keep_log is not None:
             keep_log.write_bytes(log_path.read_bytes())
 
     base_result = min(base_runs, key=lambda run: run.seconds)
     importq_result = min(importq_runs, key=lambda run: run.seconds)
-    every_run_once = all(run.exactly_once for run in base_runs + importq_runs)
+    peer_result = min(peer_runs, key=lambda run: run.seconds)
+    every_run_once = all(run.exactly_once for run in base_runs + importq_runs + peer_runs)
     limit = concurrency * limits.records_per_request / LATENCY_SECONDS
     return {
         "records": records,
@@ -349,15 +395,24 @@ def measure(
         "records_per_item": limits.records_per_item,
         "importq": importq_result.as_dict(),
         "baseline": base_result.as_dict(),
+        "peer": peer_result.as_dict(),
         "limit_records_per_second": limit,
         "importq_vs_baseline": round(
             importq_result.records_per_second / base_result.records_per_second, 3
+        ),
+        "importq_vs_peer": round(
+            importq_result.records_per_second / peer_result.records_per_second, 3
+        ),
+        "peer_vs_baseline": round(
+            peer_result.records_per_second / base_result.records_per_second, 3
         ),
         "importq_vs_limit": round(importq_result.records_per_second / limit, 3),
         "baseline_vs_limit": round(base_result.records_per_second / limit, 3),
         "repeat": len(base_runs),
         "importq_seconds_all": [round(run.seconds, 3) for run in importq_runs],
         "baseline_seconds_all": [round(run.seconds, 3) for run in base_runs],
+        "peer_seconds_all": [round(run.seconds, 3) for run in peer_runs],
+        "one_record": latency,
         "exactly_once": every_run_once,
     }
 
@@ -370,7 +425,7 @@ def report(result: dict[str, Any]) -> list[str]:
         f"  {'run':<10} {'seconds':>8} {'records/s':>10} {'requests':>9} {'committed':>10} "
         f"{'dups':>5}  exactly once",
     ]
-    for name in ("importq", "baseline"):
+    for name in ("importq", "baseline", "peer"):
         run = result[name]
         lines.append(
             f"  {name:<10} {run['seconds']:>8.2f} {run['records_per_second']:>10,.0f} "
@@ -385,8 +440,13 @@ def report(result: dict[str, Any]) -> list[str]:
     lines.append(
         f"  importq/baseline {result['importq_vs_baseline']:.2f}   "
         f"importq/limit {result['importq_vs_limit']:.2f}   "
-        f"baseline/limit {result['baseline_vs_limit']:.2f}"
+        f"baseline/limit {result['baseline_vs_limit']:.2f}   "
+        f"importq/peer {result['importq_vs_peer']:.2f}"
     )
+    if result["one_record"] is not None:
+        from bench import one_record
+
+        lines += ["", *one_record.report(result["one_record"])]
     return lines
 
 
@@ -398,9 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=DEFAULT_REPEAT, help="runs of each; best counts"
     )
     parser.add_argument("--keep-log", type=Path, default=None, help="copy the worker log here")
+    parser.add_argument(
+        "--latency-rounds", type=int, default=0, help="one-record latency rounds (0: none)"
+    )
     args = parser.parse_args(argv)
     env.stop_on_sigterm()
-    result = measure(args.records, args.concurrency, args.repeat, args.keep_log)
+    result = measure(
+        args.records, args.concurrency, args.repeat, args.keep_log, args.latency_rounds
+    )
     print("\n".join(report(result)))
     print(json.dumps(result))
     return 0 if result["exactly_once"] else 1
