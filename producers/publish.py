@@ -8,8 +8,10 @@ staged job and raises InputError naming where it was.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from importq.errors import ConfigError, InputError, RetryableError
@@ -61,7 +63,8 @@ def publish(
     job_id = store.create(target, params)
     plan_params = {**params, PREFLIGHT_FACTS: facts} if facts else params
     try:
-        unit_ids = _stage(declared, records, plan_params, job_id, settings, store, on_unit)
+        with fewer_gc_passes():
+            unit_ids = _stage(declared, records, plan_params, job_id, settings, store, on_unit)
     except BaseException:
         store.discard(job_id)
         raise
@@ -99,6 +102,24 @@ def _stage(
     if not unit_ids:  # validate() refuses empty input; this guards custom planners
         raise InputError("no records in input: nothing to publish")
     return unit_ids
+
+
+# Parsing allocates three or four dicts per record and keeps a unit's worth alive: with
+# Python's default threshold (700) the cyclic collector runs every few hundred records and
+# walks every live record each time it promotes them, which took about a third of a
+# publish. Records hold no cycles (refcounting frees them); the collector still runs.
+_GC_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def fewer_gc_passes() -> Iterator[None]:
+    """Let the cyclic garbage collector run less often while records stream through."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], _GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def max_queued_units(settings: Settings, target: str) -> int:

@@ -195,6 +195,11 @@ def _parse_line(line: bytes, where: str) -> Record:
 def _read_jsonl(path: str | Path, name: str, problems: Problems | None) -> Iterator[Located]:
     with _open_binary(path, name) as f:
         for lineno, line in enumerate(f, 1):
+            # The usual line, one JSON object, in one call; the rest (a BOM, blank lines,
+            # big integers, errors) takes the careful way below.
+            if (fast := jsoncodec.plain_object(line)) is not None:
+                yield fast, f"{name}:{lineno}"
+                continue
             if lineno == 1 and line.startswith(_BOM):
                 line = line[len(_BOM) :]
             if not line or line.isspace():
