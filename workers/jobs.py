@@ -246,14 +246,14 @@ class JobStore:
         self.redis.hset(keys.job(job_id), mapping={"cancelled": 1, "cancel_reason": reason})
 
     def get(self, job_id: str) -> JobView | None:
-        return _view(job_id, _decode(self.redis.hgetall(keys.job(job_id))))  # type: ignore[arg-type]
+        return view(job_id, _decode(self.redis.hgetall(keys.job(job_id))))  # type: ignore[arg-type]
 
     def many(self, job_ids: list[str]) -> list[JobView]:
         """The jobs of `job_ids` that still exist, in that order, read in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(keys.job(job_id))
-        views = (_view(j, _decode(raw)) for j, raw in zip(job_ids, pipe.execute(), strict=True))
+        views = (view(j, _decode(raw)) for j, raw in zip(job_ids, pipe.execute(), strict=True))
         return [v for v in views if v is not None]
 
     def unit_ids(self, job_id: str) -> list[str]:
@@ -306,8 +306,8 @@ class JobStore:
         return found
 
 
-def _view(job_id: str, raw: dict[str, str]) -> JobView | None:
-    """A job from its hash (None when it is gone); timings are stored in ms."""
+def view(job_id: str, raw: dict[str, str]) -> JobView | None:
+    """A job from its hash read as text (None when it is gone); timings are stored in ms."""
     if not raw:
         return None
     return JobView(

@@ -1,0 +1,112 @@
+"""Redis round trips per unit: what the core costs on each side, pinned so it cannot creep back.
+
+A round trip is one request the client sends (a command, a pipeline, a script), counted
+at redis-py's connection. README's Performance section lists what each one is for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.connection import AbstractConnection
+
+from importq import settings as importq_settings
+from producers.publish import locate, publish
+from tests.scripted import TARGET, Published, ScriptedSink, register
+from workers.jobs import JobStore
+from workers.runner import Runner
+from workers.targets.base import Located, Record
+
+# The worker's core, per unit delivered: the claim (which reads the unit, the job, the
+# records and whether the target is paused), the finish; with an in-flight slot, taking
+# it (and leaving its waiting list) and handing it on to the longest waiter.
+WORKER_ROUND_TRIPS = 2
+WORKER_ROUND_TRIPS_WITH_SLOT = 4
+# The producer, per unit: staging it (one transaction); the job's own steps are fixed.
+PRODUCER_ROUND_TRIPS_PER_UNIT = 1
+PRODUCER_ROUND_TRIPS_PER_JOB = 6
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.sent = 0
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    counter = Counter()
+    send = AbstractConnection.send_packed_command
+
+    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        counter.sent += 1
+        send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    return counter
+
+
+class SlottedSink(ScriptedSink):
+    """Every record a unit of its own; at most two units in flight."""
+
+    def plan(
+        self, records: Iterable[Located], limits: None, params: dict[str, Any]
+    ) -> Iterator[list[Record]]:
+        for record, _ in records:
+            yield [record]
+
+    def slot(self, params: dict[str, Any], limits: None) -> tuple[str, int] | None:
+        return ("all", 2) if params.get("slot") else None
+
+
+@pytest.fixture
+def slotted(monkeypatch: pytest.MonkeyPatch) -> SlottedSink:
+    sink = SlottedSink()
+    register(monkeypatch, sink)
+    # The scripted target has no record schema; checking records asks Redis nothing.
+    monkeypatch.setattr("producers.publish.validate", lambda target, records: records)
+    return sink
+
+
+def _publish(store: JobStore, units: int, params: dict[str, Any]) -> str:
+    settings = importq_settings.load({})
+    records = locate({"n": n} for n in range(units))
+    return publish(TARGET, records, params, settings=settings, store=store,
+                   publish_unit=Published())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"), [({}, WORKER_ROUND_TRIPS), ({"slot": 1}, WORKER_ROUND_TRIPS_WITH_SLOT)]
+)
+def test_a_delivered_unit_costs_the_worker_a_fixed_number_of_round_trips(
+    params: dict[str, Any],
+    expected: int,
+    slotted: SlottedSink,
+    round_trips: Counter,
+    redis_client: redis.Redis,
+) -> None:
+    store = JobStore(redis_client)
+    runner = Runner(importq_settings.load({}), store, Published())
+    job_id = _publish(store, 3, params)
+    first, second, _ = store.unit_ids(job_id)
+    assert runner.run(TARGET, first) == "succeeded"  # loads the scripts: not counted
+    before = round_trips.sent
+    assert runner.run(TARGET, second) == "succeeded"
+    assert round_trips.sent - before == expected
+
+
+def test_publishing_costs_one_round_trip_per_unit(
+    slotted: SlottedSink, round_trips: Counter, redis_client: redis.Redis
+) -> None:
+    store = JobStore(redis_client)
+    _publish(store, 2, {})  # connections made, scripts loaded
+    counts = []
+    for units in (10, 30):
+        before = round_trips.sent
+        job_id = _publish(store, units, {})
+        counts.append(round_trips.sent - before)
+        assert len(store.unit_ids(job_id)) == units
+    assert counts[1] - counts[0] == 20 * PRODUCER_ROUND_TRIPS_PER_UNIT
+    assert counts[0] - 10 * PRODUCER_ROUND_TRIPS_PER_UNIT == PRODUCER_ROUND_TRIPS_PER_JOB
