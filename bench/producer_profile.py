@@ -22,13 +22,15 @@ from typing import Any
 from bench import env
 
 
-def run(records: int, profile: bool) -> dict[str, Any]:
+def run(records: int, profile: bool, once: bool = False) -> dict[str, Any]:
+    """`once`: read the file as a one-pass stream (all staged, then sent) instead of twice
+    (checked, then each unit sent as it is staged)."""
     with env.private_redis() as url, tempfile.TemporaryDirectory() as tmp:
         os.environ["REDIS_URL"] = url
         os.environ.setdefault("SOURCING_DATA_AGENT_ID", env.AGENT)
         os.environ["IMPORTQ_HOME"] = str(Path(tmp) / "home")
         from producers.publish import publish
-        from producers.readers import read_records
+        from producers.readers import read_records, records_of
         from workers import app
         from workers.jobs import JobStore
 
@@ -47,7 +49,7 @@ def run(records: int, profile: bool) -> dict[str, Any]:
             profiler.enable()
         job_id = publish(
             "sourcing_data",
-            read_records(path, target="sourcing_data"),
+            (read_records if once else records_of)(path, target="sourcing_data"),
             {"operation_id": env.OPERATION},
             settings=app.settings(),
             store=store,
@@ -81,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.producer_profile")
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--once", action="store_true", help="read the file as a stream")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.records, args.profile)))
+    print(json.dumps(run(args.records, args.profile, args.once)))
     return 0
 
 

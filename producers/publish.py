@@ -1,9 +1,16 @@
 """The Python producer API: validate a stream of records, stage its units, publish them.
 
-Records are validated and cut into units as they stream in; each unit is
-staged in Redis under the job as soon as it is full, so memory stays flat.
-Nothing is published until the whole input passed: a bad record discards the
-staged job and raises InputError naming where it was.
+A bad record enqueues nothing: InputError names where it was, and no unit has been
+sent. Memory stays flat: records stream through, a unit at a time. How the two hold:
+
+- Input that can be read twice (a file given to `importq publish`, a list): a first
+  pass validates and plans every record and keeps nothing; then a second pass stages
+  each unit and releases it at once, so workers start while the producer still works.
+  A file that changes between the passes is refused (RecordFile), and one that changes
+  during the second cancels the job (the units sent by then still run).
+- A one-pass iterable (a generator given to `publish_records`): each unit is staged as
+  soon as it is full, and released once the whole input passed. Redis holds the staged
+  units: a spool in a temporary file would only write the same bytes once more.
 """
 
 from __future__ import annotations
@@ -62,6 +69,13 @@ def publish(
     wait_for_room(store, target, max_queued_units(settings, target), notify)
     job_id = store.create(target, params)
     plan_params = {**params, PREFLIGHT_FACTS: facts} if facts else params
+    order_key = sink.order_key(params)
+    if records is not None and not hold and not isinstance(records, Iterator):
+        checked = _check_all(declared, records, plan_params, job_id, settings, store)
+        ordering.enqueue(store.redis, target, order_key, job_id, first=first_in_line)
+        _release_as_staged(declared, records, plan_params, job_id, checked, settings, store,
+                           publish_unit, on_unit)  # fmt: skip
+        return job_id
     try:
         with fewer_gc_passes():
             unit_ids = _stage(declared, records, plan_params, job_id, settings, store, on_unit)
@@ -71,10 +85,81 @@ def publish(
     if not hold:  # watched before it is listed: a producer dying now strands nothing
         store.watch(unit_ids, settings.rescue_seconds)
     store.open(job_id)
-    ordering.enqueue(store.redis, target, sink.order_key(params), job_id, first=first_in_line)
+    ordering.enqueue(store.redis, target, order_key, job_id, first=first_in_line)
     if not hold:
         release(store, job_id, publish_unit, settings.rescue_seconds)
     return job_id
+
+
+def _check_all(
+    declared: Target[Any, Any],
+    records: Iterable[Located],
+    params: dict[str, Any],
+    job_id: str,
+    settings: Settings,
+    store: JobStore,
+) -> int:
+    """The first of two passes: validate and plan every record, keep nothing; open the job
+    with its totals. The number of units; a refused record discards the job."""
+    units = count = 0
+    try:
+        with fewer_gc_passes():
+            located = validate(declared.name, records)
+            for unit in declared.sink.plan(located, declared.limits(settings), params):
+                units, count = units + 1, count + len(unit)
+        if not units:  # validate() refuses empty input; this guards custom planners
+            raise InputError("no records in input: nothing to publish")
+    except BaseException:
+        store.discard(job_id)
+        raise
+    store.expect(job_id, units, count)
+    return units
+
+
+def _release_as_staged(
+    declared: Target[Any, Any],
+    records: Iterable[Located],
+    params: dict[str, Any],
+    job_id: str,
+    units: int,
+    settings: Settings,
+    store: JobStore,
+    publish_unit: Publish,
+    on_unit: Callable[[int, int], None] | None,
+) -> None:
+    """The second pass: stage each unit and send it at once (the reaper watches it from
+    then on). Input that plans differently now than in the first pass changed meanwhile:
+    the job is cancelled with the units sent so far (those that ran keep their outcome)."""
+    rescue_ms = int(settings.rescue_seconds * 1000)
+    sent = 0
+    try:
+        with fewer_gc_passes():
+            located = validate(declared.name, records)
+            for unit in declared.sink.plan(located, declared.limits(settings), params):
+                if sent == units:
+                    break
+                unit_id = store.stage_unit(job_id, declared.name, sent, unit, rescue_ms,
+                                           counted=False)  # fmt: skip
+                publish_unit(unit_id, declared.name, None)
+                sent += 1
+                if on_unit:
+                    on_unit(sent, len(unit))
+            else:
+                if sent == units:
+                    store.released(job_id)
+                    return
+        raise InputError(f"it now plans other units than the {units} checked")
+    except BaseException as error:
+        if not sent:  # nothing was sent: as if the first pass had refused the input
+            store.discard(job_id)
+            raise
+        if isinstance(error, InputError):  # the first pass passed: the input changed since
+            error = InputError(f"the input changed while it was published ({error}); job "
+                               f"{job_id} is cancelled after {sent} units were sent")  # fmt: skip
+            store.stop_releasing(job_id, str(error))
+            raise error from None
+        store.stop_releasing(job_id, f"publishing stopped after {sent} units were sent: {error}")
+        raise
 
 
 def _stage(
