@@ -26,7 +26,7 @@ from importq.settings import Settings
 from producers.validate import validate
 from workers import app as worker_app
 from workers import ordering, targets
-from workers.dispatch import Publish, release
+from workers.dispatch import Publish, send
 from workers.jobs import JobStore
 from workers.targets.base import PREFLIGHT_FACTS, Located, Record, Target, refuse_unknown_params
 
@@ -86,8 +86,8 @@ def publish(
         store.watch(unit_ids, settings.rescue_seconds)
     store.open(job_id)
     ordering.enqueue(store.redis, target, order_key, job_id, first=first_in_line)
-    if not hold:
-        release(store, job_id, publish_unit, settings.rescue_seconds)
+    if not hold:  # watched above: `release` would read back what is known here
+        send(unit_ids, target, publish_unit)
     return job_id
 
 
