@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import httpx
 
 from bench import env
+from bench.round_trips import sourcing_site
 from bench.sourcing_throughput import _Baseline
 
 POLL_INTERVAL_SECONDS = 0.005
@@ -43,31 +42,10 @@ def _committed(sim: Any) -> int:
 
 
 def measure(runs: int, keep_log: Path | None = None) -> dict[str, Any]:
-    from simulators.http import serve
-    from simulators.sourcing_data import SourcingDataSimulator
-
-    sim = SourcingDataSimulator()
-    sim.configure(token=env.TOKEN, agents={env.AGENT}, latency_seconds=0.0,
-                  processing_seconds=0.0, fault_rate=0.0)  # fmt: skip
     with ExitStack() as stack:
-        url = stack.enter_context(env.private_redis())
-        server = stack.enter_context(serve(sim))
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="importq-bench-")))
-        base_url = f"{server.url}/api/asol/ds"
-        os.environ.update(
-            {
-                "REDIS_URL": url,
-                "IMPORTQ_HOME": str(tmp / "home"),
-                "IMPORTQ_LOG_FORMAT": "json",
-                "SOURCING_DATA_URL": base_url,
-                "SOURCING_DATA_TOKEN": env.TOKEN,
-                "SOURCING_DATA_AGENT_ID": env.AGENT,
-                "SOURCING_DATA_POLL_INTERVAL": str(POLL_INTERVAL_SECONDS),
-            }
-        )
+        sim, base_url, tmp = stack.enter_context(sourcing_site(POLL_INTERVAL_SECONDS))
         from producers.publish import publish_records
 
-        stack.enter_context(env.worker(dict(os.environ), tmp / "worker.log", 1))
         baseline = _Baseline(base_url, 1000, POLL_INTERVAL_SECONDS)
         client = stack.enter_context(
             httpx.Client(base_url=baseline.url, headers={"Authorization": f"Bearer {env.TOKEN}"})

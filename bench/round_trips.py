@@ -12,6 +12,7 @@ enough units they are a small part per unit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,10 @@ class Monitor:
                 self.seen.append((port, name, detail))
 
 
-def measure(units: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def sourcing_site(poll_seconds: float, **settings: str) -> Iterator[tuple[Any, str, Path]]:
+    """A private Redis, a SourcingData simulator that answers at once and one worker (-c 1)
+    with `settings`; yields the simulator, its base URL and a temporary directory."""
     from simulators.http import serve
     from simulators.sourcing_data import SourcingDataSimulator
 
@@ -97,29 +102,26 @@ def measure(units: int) -> dict[str, Any]:
                   processing_seconds=0.0, fault_rate=0.0)  # fmt: skip
     with ExitStack() as stack:
         url = stack.enter_context(env.private_redis())
-        server = stack.enter_context(serve(sim))
+        base_url = stack.enter_context(serve(sim)).url + "/api/asol/ds"
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="importq-bench-")))
-        os.environ.update(
-            {
-                "REDIS_URL": url,
-                "IMPORTQ_HOME": str(tmp / "home"),
-                "IMPORTQ_LOG_FORMAT": "json",
-                "SOURCING_DATA_URL": f"{server.url}/api/asol/ds",
-                "SOURCING_DATA_TOKEN": env.TOKEN,
-                "SOURCING_DATA_AGENT_ID": env.AGENT,
-                "SOURCING_DATA_POLL_INTERVAL": "0.01",
-                "SOURCING_DATA_RECORDS_PER_ITEM": "1",
-            }
-        )
+        os.environ.update(REDIS_URL=url, IMPORTQ_HOME=str(tmp / "home"), IMPORTQ_LOG_FORMAT="json",
+                          SOURCING_DATA_URL=base_url, SOURCING_DATA_TOKEN=env.TOKEN,
+                          SOURCING_DATA_AGENT_ID=env.AGENT,
+                          SOURCING_DATA_POLL_INTERVAL=str(poll_seconds), **settings)  # fmt: skip
+        stack.enter_context(env.worker(dict(os.environ), tmp / "worker.log", 1))
+        yield sim, base_url, tmp
+
+
+def measure(units: int) -> dict[str, Any]:
+    with sourcing_site(0.01, SOURCING_DATA_RECORDS_PER_ITEM="1"):
         from producers.publish import locate, publish
         from workers import app
         from workers.jobs import JobStore
 
-        stack.enter_context(env.worker(dict(os.environ), tmp / "worker.log", 1))
         store = JobStore(app.redis_client())
         store.redis.ping()
         time.sleep(1.0)  # the worker's start-up traffic is over
-        with Monitor(url) as monitor:
+        with Monitor(os.environ["REDIS_URL"]) as monitor:
             started = time.perf_counter()
             job_id = publish("sourcing_data", locate(env.sample_records(units)),
                              {"operation_id": env.OPERATION}, settings=app.settings(),

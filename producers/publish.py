@@ -19,6 +19,7 @@ import contextlib
 import gc
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from importq.errors import ConfigError, InputError, RetryableError
@@ -71,10 +72,10 @@ def publish(
     plan_params = {**params, PREFLIGHT_FACTS: facts} if facts else params
     order_key = sink.order_key(params)
     if records is not None and not hold and not isinstance(records, Iterator):
-        checked = _check_all(declared, records, plan_params, job_id, settings, store)
+        given = _Input(declared, records, plan_params, settings)
+        units = _check_all(given, job_id, store)
         ordering.enqueue(store.redis, target, order_key, job_id, first=first_in_line)
-        _release_as_staged(declared, records, plan_params, job_id, checked, settings, store,
-                           publish_unit, on_unit)  # fmt: skip
+        _release_as_staged(given, job_id, units, store, publish_unit, on_unit)
         return job_id
     try:
         with fewer_gc_passes():
@@ -91,21 +92,29 @@ def publish(
     return job_id
 
 
-def _check_all(
-    declared: Target[Any, Any],
-    records: Iterable[Located],
-    params: dict[str, Any],
-    job_id: str,
-    settings: Settings,
-    store: JobStore,
-) -> int:
+@dataclass(frozen=True)
+class _Input:
+    """Input that can be read twice, with what planning it takes."""
+
+    declared: Target[Any, Any]
+    records: Iterable[Located]
+    params: dict[str, Any]
+    settings: Settings
+
+    def units(self) -> Iterator[list[Record]]:
+        """One pass: validate every record and plan the units."""
+        located = validate(self.declared.name, self.records)
+        return iter(self.declared.sink.plan(located, self.declared.limits(self.settings),
+                                            self.params))  # fmt: skip
+
+
+def _check_all(given: _Input, job_id: str, store: JobStore) -> int:
     """The first of two passes: validate and plan every record, keep nothing; open the job
     with its totals. The number of units; a refused record discards the job."""
     units = count = 0
     try:
         with fewer_gc_passes():
-            located = validate(declared.name, records)
-            for unit in declared.sink.plan(located, declared.limits(settings), params):
+            for unit in given.units():
                 units, count = units + 1, count + len(unit)
         if not units:  # validate() refuses empty input; this guards custom planners
             raise InputError("no records in input: nothing to publish")
@@ -117,12 +126,9 @@ def _check_all(
 
 
 def _release_as_staged(
-    declared: Target[Any, Any],
-    records: Iterable[Located],
-    params: dict[str, Any],
+    given: _Input,
     job_id: str,
     units: int,
-    settings: Settings,
     store: JobStore,
     publish_unit: Publish,
     on_unit: Callable[[int, int], None] | None,
@@ -130,17 +136,16 @@ def _release_as_staged(
     """The second pass: stage each unit and send it at once (the reaper watches it from
     then on). Input that plans differently now than in the first pass changed meanwhile:
     the job is cancelled with the units sent so far (those that ran keep their outcome)."""
-    rescue_ms = int(settings.rescue_seconds * 1000)
+    rescue_ms = int(given.settings.rescue_seconds * 1000)
+    target = given.declared.name
     sent = 0
     try:
         with fewer_gc_passes():
-            located = validate(declared.name, records)
-            for unit in declared.sink.plan(located, declared.limits(settings), params):
+            for unit in given.units():
                 if sent == units:
                     break
-                unit_id = store.stage_unit(job_id, declared.name, sent, unit, rescue_ms,
-                                           counted=False)  # fmt: skip
-                publish_unit(unit_id, declared.name, None)
+                unit_id = store.stage_unit(job_id, target, sent, unit, rescue_ms, counted=False)
+                publish_unit(unit_id, target, None)
                 sent += 1
                 if on_unit:
                     on_unit(sent, len(unit))
