@@ -16,9 +16,10 @@ from redis.connection import AbstractConnection
 from importq import settings as importq_settings
 from producers.publish import locate, publish
 from tests.scripted import TARGET, Published, ScriptedSink, register
+from workers import keys
 from workers.jobs import JobStore
 from workers.runner import Runner
-from workers.targets.base import Located, Record
+from workers.targets.base import Delivered, Located, Record, RunContext
 
 # The worker's core, per unit delivered: the claim (which reads the unit, the job, the
 # records and whether the target is paused), the finish; with an in-flight slot, taking
@@ -30,6 +31,9 @@ PRODUCER_ROUND_TRIPS_PER_UNIT = 1
 # The job's own: create, watch and open (a one-pass input, staged whole then sent), or
 # create, expect and released (input read twice, each unit sent as soon as it is staged).
 PRODUCER_ROUND_TRIPS_PER_JOB = {False: 3, True: 3}
+
+
+WORKER = "w1@localhost:1234"  # the worker's shutdown id (workers.app.shutdown_id)
 
 
 class Counter:
@@ -62,6 +66,10 @@ class SlottedSink(ScriptedSink):
     def slot(self, params: dict[str, Any], limits: None) -> tuple[str, int] | None:
         return ("all", 2) if params.get("slot") else None
 
+    def run(self, ctx: RunContext[None, None]) -> Delivered:
+        ctx.checkpoint()  # whether this worker shuts down: the claim said so already
+        return super().run(ctx)
+
 
 @pytest.fixture
 def slotted(monkeypatch: pytest.MonkeyPatch) -> SlottedSink:
@@ -93,10 +101,21 @@ def test_a_delivered_unit_costs_the_worker_a_fixed_number_of_round_trips(
     runner = Runner(importq_settings.load({}), store, Published())
     job_id = _publish(store, 3, params)
     first, second, _ = store.unit_ids(job_id)
-    assert runner.run(TARGET, first) == "succeeded"  # loads the scripts: not counted
+    assert runner.run(TARGET, first, WORKER) == "succeeded"  # loads the scripts: not counted
     before = round_trips.sent
-    assert runner.run(TARGET, second) == "succeeded"
+    assert runner.run(TARGET, second, WORKER) == "succeeded"
     assert round_trips.sent - before == expected
+
+
+def test_a_worker_shutting_down_at_the_claim_hands_the_unit_back_at_its_checkpoint(
+    slotted: SlottedSink, redis_client: redis.Redis
+) -> None:
+    store = JobStore(redis_client)
+    runner = Runner(importq_settings.load({}), store, Published())
+    (unit_id,) = store.unit_ids(_publish(store, 1, {}))
+    redis_client.set(keys.shutdown(WORKER), "1")
+    assert runner.run(TARGET, unit_id, WORKER) == "waiting"
+    assert store.unit(unit_id)["handed_back"] == "1"
 
 
 @pytest.mark.parametrize("read_twice", [False, True], ids=["generator", "list"])

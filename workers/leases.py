@@ -41,7 +41,7 @@ end
 """
 
 # KEYS: unit hash, lease, watch zset, job hash, payload, and optionally the target's
-#       breaker hash (workers/breaker.py).
+#       breaker hash (workers/breaker.py), then optionally the worker's shutdown key.
 # ARGV: token, lease ms, now ms, unit id, max crashes, early tolerance ms
 # TERMINAL: the unit states a unit never leaves (workers.jobs.TERMINAL_UNIT_STATES).
 # A waiting unit is never claimed before its due time (next_attempt_at), whoever sent the
@@ -50,7 +50,8 @@ end
 # next one does not trust a checkpoint that the crash may have overtaken.
 # A claimed unit comes back with what the run needs, read in the same round trip: the unit
 # hash, the job hash, the payload (nil when missing) and whether the target is paused
-# (1 or 0; -1 when no breaker key was given), so the breaker is asked only when it is.
+# (1 or 0; -1 when no breaker key was given), so the breaker is asked only when it is,
+# and whether this worker is shutting down (likewise), so the first checkpoint need not ask.
 _CLAIM = (
     lua_set("TERMINAL", TERMINAL_UNIT_STATES)
     + """
@@ -80,10 +81,11 @@ local handed_back = redis.call('HGET', KEYS[1], 'handed_back') or ''
 redis.call('HSET', KEYS[1], 'handed_back', '')
 local status = 'claimed'
 if crashes >= tonumber(ARGV[5]) then status = 'poisoned' end
-local paused = -1
+local paused, stopping = -1, -1
 if KEYS[6] then paused = redis.call('EXISTS', KEYS[6]) end
+if KEYS[7] then stopping = redis.call('EXISTS', KEYS[7]) end
 return {status, epoch, attempts, crashes, handed_back, redis.call('HGETALL', KEYS[1]),
-        redis.call('HGETALL', KEYS[4]), redis.call('GET', KEYS[5]), paused}
+        redis.call('HGETALL', KEYS[4]), redis.call('GET', KEYS[5]), paused, stopping}
 """
 )
 
@@ -289,6 +291,8 @@ class Claim:
     """For a claimed unit: its staged records, zlib'd (None when they are missing)."""
     target_paused: bool | None = None
     """Whether the target's breaker hash existed at the claim (None: not asked)."""
+    shutting_down: bool | None = None
+    """Whether the worker's shutdown key existed at the claim (None: not asked)."""
 
 
 @dataclass
@@ -323,8 +327,11 @@ class Leases:
         self._hand_on_slot = client.register_script(_HAND_ON_SLOT)
         self._wake = client.register_script(_WAKE)
 
-    def claim(self, unit_id: str, max_crashes: int, target: str | None = None) -> Claim:
-        """Take the unit's lease; with `target`, also say whether its breaker is open."""
+    def claim(
+        self, unit_id: str, max_crashes: int, target: str | None = None, shutdown_key: str = ""
+    ) -> Claim:
+        """Take the unit's lease; with `target`, also say whether its breaker is open, and
+        with `shutdown_key` too, whether this worker is shutting down."""
         token = uuid.uuid4().hex
         sent_at = time.monotonic()
         unit_keys = [
@@ -336,6 +343,8 @@ class Leases:
         ]
         if target is not None:
             unit_keys.append(keys.breaker(target))
+            if shutdown_key:
+                unit_keys.append(shutdown_key)
         args: list[Any] = [token, self.lease_ms, now_ms(), unit_id, max_crashes,
                            EARLY_TOLERANCE_MS]  # fmt: skip
         found = self._claim(keys=unit_keys, args=args)
@@ -344,11 +353,11 @@ class Leases:
             return Claim("early", due=float(_text(found[1])))
         if status not in ("claimed", "poisoned"):
             return Claim(status)
-        epoch, attempts, crashes, handed_back, unit, job, payload, paused = found[1:]
+        epoch, attempts, crashes, handed_back, unit, job, payload, paused, stopping = found[1:]
         return Claim(status, token, int(epoch), int(attempts), int(crashes),
                      _text(handed_back) == "1", sent_at=sent_at, unit=_fields(unit),
-                     job=_fields(job), payload=payload,
-                     target_paused=None if int(paused) < 0 else bool(paused))  # fmt: skip
+                     job=_fields(job), payload=payload, target_paused=_flag(paused),
+                     shutting_down=_flag(stopping))  # fmt: skip
 
     def wake(self, unit_id: str, reason: str) -> bool:
         """Make a unit that waits for `reason` due now; False if it waits for something else."""
@@ -462,6 +471,11 @@ class Leases:
         """Give the place back; with a gap, nobody takes the key for that long."""
         if self.redis.zrem(slot_key, member) and gap_seconds > 0:
             self.redis.set(slot_key + ":cooldown", member, px=int(gap_seconds * 1000))
+
+
+def _flag(found: Any) -> bool | None:
+    """A script's 1 or 0 as a bool; -1 (not asked) as None."""
+    return None if int(found) < 0 else bool(int(found))
 
 
 def _fields(flat: list[Any]) -> dict[str, str]:

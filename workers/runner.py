@@ -83,7 +83,8 @@ class Runner:
 
     def run(self, target: str, unit_id: str, worker_id: str = "") -> str:
         # One round trip: the lease, and the unit, job, records and breaker state with it.
-        claim = self.leases.claim(unit_id, self.settings.max_crashes, target)
+        shutdown_key = keys.shutdown(worker_id) if worker_id else ""
+        claim = self.leases.claim(unit_id, self.settings.max_crashes, target, shutdown_key)
         if claim.status == "early":
             return self.router.early(unit_id, target, claim.due)
         if claim.status not in ("claimed", "poisoned"):
@@ -141,7 +142,8 @@ class Runner:
         try:
             with (
                 Heartbeat(self.beat_leases, run.unit_id, run.claim.token, run.slot,
-                          run.worker_id, run.claim.sent_at) as beat,
+                          run.worker_id, run.claim.sent_at,
+                          running_on=run.claim.shutting_down is False) as beat,
                 vendor_calls.before_each_request(beat.check_lease, *self._request_checks(run)),
             ):  # fmt: skip
                 return run.sink.run(self._context(run, run.limits, run.client, beat))
