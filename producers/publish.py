@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -201,15 +202,28 @@ def _stage(
 _GC_THRESHOLD = 50_000
 
 
+_gc_lock = threading.Lock()
+_gc_publishing = 0  # publishes under way in this process (threads may publish at once)
+_gc_before: tuple[int, ...] = ()
+
+
 @contextlib.contextmanager
 def fewer_gc_passes() -> Iterator[None]:
-    """Let the cyclic garbage collector run less often while records stream through."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], _GC_THRESHOLD), *before[1:])
+    """Let the cyclic garbage collector run less often while records stream through; the
+    last publish of the process to end puts the threshold back as it found it."""
+    global _gc_publishing, _gc_before
+    with _gc_lock:
+        if not _gc_publishing:
+            _gc_before = gc.get_threshold()
+            gc.set_threshold(max(_gc_before[0], _GC_THRESHOLD), *_gc_before[1:])
+        _gc_publishing += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _gc_lock:
+            _gc_publishing -= 1
+            if not _gc_publishing:
+                gc.set_threshold(*_gc_before)
 
 
 def max_queued_units(settings: Settings, target: str) -> int:

@@ -6,6 +6,7 @@ staged and sent at once. A one-pass iterable is staged whole and sent after it p
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import redis
 
 from importq import settings as importq_settings
 from importq.errors import InputError
-from producers.publish import locate, publish
+from producers.publish import fewer_gc_passes, locate, publish
 from producers.readers import RecordFile, records_of
 from tests.helpers import nothing_enqueued, sample_records
 from workers import keys
@@ -132,3 +133,16 @@ def test_the_reaper_cancels_a_job_whose_producer_died_while_sending_it(
     assert job is not None  # its unit may have run: kept, not discarded
     assert (job.units_total, job.records_total, job.cancelled) == (1, 2, True)
     assert "its producer stopped" in job.cancel_reason
+
+
+def test_overlapping_publishes_put_the_gc_threshold_back_as_they_found_it() -> None:
+    before = gc.get_threshold()
+    with fewer_gc_passes():
+        during = gc.get_threshold()
+        assert during[0] >= 50_000
+        with fewer_gc_passes():  # a second thread's publish
+            pass
+        assert gc.get_threshold() == during  # still publishing: not put back yet
+        with pytest.raises(RuntimeError), fewer_gc_passes():
+            raise RuntimeError("a publish that fails")
+    assert gc.get_threshold() == before
