@@ -35,5 +35,15 @@ def loads(data: bytes | str) -> Any:
         return json.loads(text, parse_constant=_reject_constant)
 
 
+def plain_object(line: bytes) -> dict[str, Any] | None:
+    """The JSON object on `line` when orjson reads it as one, else None: the caller asks
+    `loads` then, which parses what orjson cannot or says what is wrong."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return value if type(value) is dict else None
+
+
 def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")

@@ -68,7 +68,8 @@ CORE: tuple[EnvSetting, ...] = (
        "a paused target is probed by one unit after this long, the interval doubling up to "
        "the maximum"),
     _S("IMPORTQ_STAGING_TTL", "21600",
-       "a job still staging after this long (its producer died) is discarded by the reaper"),
+       "a job still staging after this long (its producer died) is discarded by the reaper; "
+       "one whose units were being sent is cancelled instead, keeping what ran"),
     _S("IMPORTQ_ALLOW_EVICTION", "false",
        "`true` lets workers start on a Redis whose `maxmemory-policy` is not `noeviction` "
        "(they refuse by default)"),

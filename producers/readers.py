@@ -9,7 +9,7 @@ import json
 import re
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -111,6 +111,39 @@ def read_records(
     return _read_csv(path, name, csv_columns_for(target), problems)
 
 
+class RecordFile:
+    """The records of a file, read afresh each time it is iterated: publish reads a file
+    twice (a check of every record, then staging), so workers start before it is done.
+
+    Format and file problems raise here, as read_records does. A file that changed since
+    (its size or modification time) is refused when it is read again.
+    """
+
+    def __init__(self, path: str | Path, fmt: str | None = None, *, target: str | None = None):
+        self.path, self.fmt, self.target = Path(path), fmt, target
+        read_records(path, fmt, target=target)  # refuses a missing file or unknown format now
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int]:
+        stat = self.path.stat()
+        return stat.st_size, stat.st_mtime_ns
+
+    def __iter__(self) -> Iterator[Located]:
+        if self._stat() != self._stamp:
+            raise InputError("the file changed while it was published; publish it again "
+                             "once it is complete", where=str(self.path))  # fmt: skip
+        return read_records(self.path, self.fmt, target=self.target)
+
+
+def records_of(
+    path: str | Path, fmt: str | None = None, *, target: str | None = None
+) -> Iterable[Located]:
+    """A file's records as a RecordFile (read twice by publish); stdin's read once."""
+    if str(path) == _STDIN:
+        return read_records(path, fmt, target=target)
+    return RecordFile(path, fmt, target=target)
+
+
 # -- files ------------------------------------------------------------------------------------
 
 
@@ -198,6 +231,11 @@ def _parse_line(line: bytes, where: str) -> Record:
 def _read_jsonl(path: str | Path, name: str, problems: Problems | None) -> Iterator[Located]:
     with _open_binary(path, name) as f:
         for lineno, line in enumerate(f, 1):
+            # The usual line, one JSON object, in one call; the rest (a BOM, blank lines,
+            # big integers, errors) takes the careful way below.
+            if (fast := jsoncodec.plain_object(line)) is not None:
+                yield fast, f"{name}:{lineno}"
+                continue
             if lineno == 1 and line.startswith(_BOM):
                 line = line[len(_BOM) :]
             if not line or line.isspace():

@@ -57,15 +57,15 @@ def _validate(
 ) -> Iterator[tuple[dict[str, Any], str]]:
     is_valid = _fast_check(target)
     empty = True
-    for record, where in records:
+    for located in records:
         empty = False
-        if not is_valid(record):
+        if not is_valid(located[0]):
             try:
-                _refuse(target, record, where)
+                _refuse(target, *located)
             except InputError as error:
                 refuse(error, problems)
                 continue
-        yield record, where
+        yield located  # the same pair: no new tuple per record
     if empty and not (problems and problems.errors):
         raise InputError("no records in input (it is empty or holds no data rows)", source)
 

@@ -102,7 +102,11 @@ def test_pause_and_resume_a_target_with_a_real_worker(
     start_worker(concurrency=2)
     job_id = publish_sourcing(sample_records(8_000))  # two queue items
     store = JobStore(redis_client)
-    waiting = lambda: redis_client.zcard(keys.breaker_waiting("sourcing_data")) == 2  # noqa: E731
+    # Listed as waiting before the run's finish records it: wait for both.
+    waiting = lambda: (  # noqa: E731
+        redis_client.zcard(keys.breaker_waiting("sourcing_data")) == 2
+        and {u["state"] for _, u in store.units(job_id)} == {"waiting"}
+    )
     wait_until("both units to wait for the pause", waiting)
     assert {u["attempts"] for _, u in store.units(job_id)} == {"0"}
     assert sim.ledger()["committed_records"] == 0

@@ -28,5 +28,10 @@ def release(store: JobStore, job_id: str, publish_unit: Publish, rescue_seconds:
         raise InputError(f"no job {job_id}")
     unit_ids = store.unit_ids(job_id)
     store.watch(unit_ids, rescue_seconds)
+    send(unit_ids, job.target, publish_unit)
+
+
+def send(unit_ids: list[str], target: str, publish_unit: Publish) -> None:
+    """Send the message of each unit, watched already (see `release`)."""
     for unit_id in unit_ids:
-        publish_unit(unit_id, job.target, None)
+        publish_unit(unit_id, target, None)

@@ -47,7 +47,11 @@ class Heartbeat:
         slot: Slot | None,
         worker_id: str = "",
         leased_at: float | None = None,
+        *,
+        running_on: bool = False,
     ) -> None:
+        """`running_on`: the claim saw this worker not shutting down (at `leased_at`), so the
+        first checkpoint need not ask Redis again before SHUTDOWN_CHECK_SECONDS."""
         self.leases, self.unit_id, self.token, self.slot = leases, unit_id, token, slot
         self.shutdown_key = keys.shutdown(worker_id) if worker_id else ""
         self.lost = threading.Event()
@@ -56,7 +60,9 @@ class Heartbeat:
         self.trusted_for = leases.lease_ms / 2000
         self._renewing = threading.Lock()
         self._stop = threading.Event()
-        self._next_shutdown_check = 0.0
+        self._next_shutdown_check = (
+            self.renewed_at + SHUTDOWN_CHECK_SECONDS if running_on and leased_at else 0.0
+        )
         self._thread = threading.Thread(target=self._beat, name=f"lease:{unit_id}", daemon=True)
 
     def __enter__(self) -> Heartbeat:

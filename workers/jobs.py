@@ -178,11 +178,14 @@ class JobStore:
         number: int,
         records: list[dict[str, Any]],
         rescue_ms: int | None = None,
+        *,
+        counted: bool = True,
     ) -> str:
         """Store one unit's records under the job; nothing is published yet.
 
-        With `rescue_ms`, the reaper watches it at once (tests); publish watches units
-        when it releases them (see workers.dispatch.release).
+        With `rescue_ms`, the reaper watches it at once (a unit released as soon as it is
+        staged); publish watches the others when it releases them (workers.dispatch.release).
+        `counted=False`: the job's totals were set beforehand (see `expect`).
         """
         unit_id = f"{job_id}:{number}"
         pipe = self.redis.pipeline(transaction=True)
@@ -191,10 +194,45 @@ class JobStore:
         pipe.hset(keys.unit(unit_id), mapping=unit_fields(job_id, target, len(records)))  # type: ignore[arg-type]
         pipe.set(keys.payload(unit_id), encode_records(records))
         pipe.rpush(keys.job_units(job_id), unit_id)
-        pipe.hincrby(keys.job(job_id), "units_total", 1)
-        pipe.hincrby(keys.job(job_id), "records_total", len(records))
+        if counted:
+            pipe.hincrby(keys.job(job_id), "units_total", 1)
+            pipe.hincrby(keys.job(job_id), "records_total", len(records))
         pipe.execute()
         return unit_id
+
+    def expect(self, job_id: str, units: int, records: int) -> None:
+        """Open a job whose input passed before its units are staged: they are released one
+        by one as they are staged. Its totals are known, so a job whose first units finish
+        before the last is staged is not taken for finished; it stays on the staging list
+        (marked `releasing`) until `released`, so the reaper notices a producer that died."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.job(job_id), mapping={"units_total": units, "records_total": records,
+                                             "releasing": 1})  # fmt: skip
+        pipe.hdel(keys.job(job_id), "staging")
+        pipe.zadd(keys.JOBS, {job_id: time.time()})
+        pipe.execute()
+
+    def released(self, job_id: str) -> None:
+        """Every unit of an `expect`ed job is staged and sent."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(keys.job(job_id), "releasing")
+        pipe.zrem(keys.STAGING, job_id)
+        pipe.execute()
+
+    def stop_releasing(self, job_id: str, reason: str) -> None:
+        """An `expect`ed job whose producer failed halfway: cancelled, and counting only the
+        units it staged, so it ends once those have (the ones not yet run are cancelled)."""
+        unit_ids = self.unit_ids(job_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for unit_id in unit_ids:
+            pipe.hget(keys.unit(unit_id), "records")
+        records = sum(int(count or 0) for count in pipe.execute())
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.job(job_id), mapping={"units_total": len(unit_ids), "records_total": records,
+                                             "cancelled": 1, "cancel_reason": reason})  # fmt: skip
+        pipe.hdel(keys.job(job_id), "releasing")
+        pipe.zrem(keys.STAGING, job_id)
+        pipe.execute()
 
     def watch(self, unit_ids: list[str], rescue_seconds: float) -> None:
         """Let the reaper send these units again if they stay unclaimed that long."""
@@ -219,13 +257,17 @@ class JobStore:
         for start in range(0, len(doomed), 500):
             self.redis.delete(*doomed[start : start + 500])
         self.redis.zrem(keys.STAGING, job_id)
+        self.redis.zrem(keys.JOBS, job_id)  # listed when it was refused after its check
 
     def forget_abandoned_staging(self, older_than_seconds: float) -> list[str]:
         """Discard jobs whose producer died while staging them (never opened, long ago)."""
         cutoff = time.time() - older_than_seconds
         abandoned = [as_text(j) for j in self.redis.zrangebyscore(keys.STAGING, "-inf", cutoff)]
         for job_id in abandoned:
-            self.discard(job_id)
+            if self.redis.hexists(keys.job(job_id), "releasing"):  # some units may have run
+                self.stop_releasing(job_id, "its producer stopped while publishing it")
+            else:
+                self.discard(job_id)
         return abandoned
 
     def expire(self, job_id: str, seconds: int) -> None:
@@ -246,14 +288,14 @@ class JobStore:
         self.redis.hset(keys.job(job_id), mapping={"cancelled": 1, "cancel_reason": reason})
 
     def get(self, job_id: str) -> JobView | None:
-        return _view(job_id, _decode(self.redis.hgetall(keys.job(job_id))))  # type: ignore[arg-type]
+        return view(job_id, _decode(self.redis.hgetall(keys.job(job_id))))  # type: ignore[arg-type]
 
     def many(self, job_ids: list[str]) -> list[JobView]:
         """The jobs of `job_ids` that still exist, in that order, read in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(keys.job(job_id))
-        views = (_view(j, _decode(raw)) for j, raw in zip(job_ids, pipe.execute(), strict=True))
+        views = (view(j, _decode(raw)) for j, raw in zip(job_ids, pipe.execute(), strict=True))
         return [v for v in views if v is not None]
 
     def unit_ids(self, job_id: str) -> list[str]:
@@ -306,8 +348,8 @@ class JobStore:
         return found
 
 
-def _view(job_id: str, raw: dict[str, str]) -> JobView | None:
-    """A job from its hash (None when it is gone); timings are stored in ms."""
+def view(job_id: str, raw: dict[str, str]) -> JobView | None:
+    """A job from its hash read as text (None when it is gone); timings are stored in ms."""
     if not raw:
         return None
     return JobView(

@@ -40,13 +40,18 @@ local function mine(lease, unit, token)
 end
 """
 
-# KEYS: unit hash, lease, watch zset, job hash.
+# KEYS: unit hash, lease, watch zset, job hash, payload, and optionally the target's
+#       breaker hash (workers/breaker.py), then optionally the worker's shutdown key.
 # ARGV: token, lease ms, now ms, unit id, max crashes, early tolerance ms
 # TERMINAL: the unit states a unit never leaves (workers.jobs.TERMINAL_UNIT_STATES).
 # A waiting unit is never claimed before its due time (next_attempt_at), whoever sent the
 # message: the caller re-schedules it without an attempt. A hand-back's resume point is
 # consumed here, so it holds for exactly one claim: if the resuming attempt dies too, the
 # next one does not trust a checkpoint that the crash may have overtaken.
+# A claimed unit comes back with what the run needs, read in the same round trip: the unit
+# hash, the job hash, the payload (nil when missing) and whether the target is paused
+# (1 or 0; -1 when no breaker key was given), so the breaker is asked only when it is,
+# and whether this worker is shutting down (likewise), so the first checkpoint need not ask.
 _CLAIM = (
     lua_set("TERMINAL", TERMINAL_UNIT_STATES)
     + """
@@ -74,8 +79,13 @@ redis.call('HSETNX', KEYS[4], 'started_at', ARGV[3])
 local crashes = tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')
 local handed_back = redis.call('HGET', KEYS[1], 'handed_back') or ''
 redis.call('HSET', KEYS[1], 'handed_back', '')
-if crashes >= tonumber(ARGV[5]) then return {'poisoned', epoch, attempts, crashes, handed_back} end
-return {'claimed', epoch, attempts, crashes, handed_back}
+local status = 'claimed'
+if crashes >= tonumber(ARGV[5]) then status = 'poisoned' end
+local paused, stopping = -1, -1
+if KEYS[6] then paused = redis.call('EXISTS', KEYS[6]) end
+if KEYS[7] then stopping = redis.call('EXISTS', KEYS[7]) end
+return {status, epoch, attempts, crashes, handed_back, redis.call('HGETALL', KEYS[1]),
+        redis.call('HGETALL', KEYS[4]), redis.call('GET', KEYS[5]), paused, stopping}
 """
 )
 
@@ -215,20 +225,37 @@ return out
 # A slot caps the units in flight per key (Blue: one import per instance). Members are
 # claim tokens, so a presumed-dead attempt and its successor never share an entry, and
 # only the holder can release or renew its own.
-# KEYS: slots zset, cooldown key.  ARGV: member, cap, now ms, expiry ms
+# KEYS: slots zset, cooldown key, waiting zset.  ARGV: member, cap, now ms, expiry ms,
+# unit id (or ''): a unit that gets the slot leaves the waiting list in the same step.
 _ACQUIRE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local function taken()
+  if ARGV[5] ~= '' then redis.call('ZREM', KEYS[3], ARGV[5]) end
+  return 1
+end
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-  return 1
+  return taken()
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) - tonumber(ARGV[3]))
-  return 1
+  return taken()
 end
 return 0
+"""
+
+# KEYS: slots zset, cooldown key, waiting zset.  ARGV: member, gap ms.
+# Gives the place back (closing the key for the gap, if any) and takes the unit that has
+# waited longest off the waiting list: returns its id, or nil when none waits.
+_HAND_ON_SLOT = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+end
+local next = redis.call('ZPOPMIN', KEYS[3])
+if #next == 0 then return false end
+return next[1]
 """
 
 
@@ -256,6 +283,16 @@ class Claim:
     """For `early`: when the unit is due (epoch seconds)."""
     sent_at: float = 0.0
     """time.monotonic() when the claim was sent: the lease runs from no earlier than this."""
+    unit: dict[str, str] = field(default_factory=dict)
+    """For a claimed unit: its hash, as the claim left it."""
+    job: dict[str, str] = field(default_factory=dict)
+    """For a claimed unit: its job's hash (empty when the job is gone)."""
+    payload: bytes | None = None
+    """For a claimed unit: its staged records, zlib'd (None when they are missing)."""
+    target_paused: bool | None = None
+    """Whether the target's breaker hash existed at the claim (None: not asked)."""
+    shutting_down: bool | None = None
+    """Whether the worker's shutdown key existed at the claim (None: not asked)."""
 
 
 @dataclass
@@ -287,9 +324,14 @@ class Leases:
         self._finish = client.register_script(_FINISH)
         self._reap = client.register_script(_REAP)
         self._acquire_slot = client.register_script(_ACQUIRE_SLOT)
+        self._hand_on_slot = client.register_script(_HAND_ON_SLOT)
         self._wake = client.register_script(_WAKE)
 
-    def claim(self, unit_id: str, max_crashes: int) -> Claim:
+    def claim(
+        self, unit_id: str, max_crashes: int, target: str | None = None, shutdown_key: str = ""
+    ) -> Claim:
+        """Take the unit's lease; with `target`, also say whether its breaker is open, and
+        with `shutdown_key` too, whether this worker is shutting down."""
         token = uuid.uuid4().hex
         sent_at = time.monotonic()
         unit_keys = [
@@ -297,17 +339,25 @@ class Leases:
             keys.lease(unit_id),
             keys.WATCH,
             keys.job(keys.job_of(unit_id)),
+            keys.payload(unit_id),
         ]
+        if target is not None:
+            unit_keys.append(keys.breaker(target))
+            if shutdown_key:
+                unit_keys.append(shutdown_key)
         args: list[Any] = [token, self.lease_ms, now_ms(), unit_id, max_crashes,
                            EARLY_TOLERANCE_MS]  # fmt: skip
-        result = [_text(x) for x in self._claim(keys=unit_keys, args=args)]
-        if result[0] == "early":
-            return Claim("early", due=float(result[1]))
-        if result[0] not in ("claimed", "poisoned"):
-            return Claim(result[0])
-        status, epoch, attempts, crashes, handed_back = result
+        found = self._claim(keys=unit_keys, args=args)
+        status = _text(found[0])
+        if status == "early":
+            return Claim("early", due=float(_text(found[1])))
+        if status not in ("claimed", "poisoned"):
+            return Claim(status)
+        epoch, attempts, crashes, handed_back, unit, job, payload, paused, stopping = found[1:]
         return Claim(status, token, int(epoch), int(attempts), int(crashes),
-                     handed_back == "1", sent_at=sent_at)  # fmt: skip
+                     _text(handed_back) == "1", sent_at=sent_at, unit=_fields(unit),
+                     job=_fields(job), payload=payload, target_paused=_flag(paused),
+                     shutting_down=_flag(stopping))  # fmt: skip
 
     def wake(self, unit_id: str, reason: str) -> bool:
         """Make a unit that waits for `reason` due now; False if it waits for something else."""
@@ -373,13 +423,13 @@ class Leases:
         found = self._reap(keys=[keys.WATCH], args=args)
         return [_text(x) for x in found]
 
-    def acquire_slot(self, slot_key: str, member: str, cap: int) -> bool:
-        """Take (or keep) a place among at most `cap` holders of `slot_key`."""
+    def acquire_slot(self, slot_key: str, member: str, cap: int, unit_id: str = "") -> bool:
+        """Take (or keep) a place among at most `cap` holders of `slot_key`; `unit_id`
+        leaves the slot's waiting list when it gets the place."""
         now = now_ms()
-        slot_keys = [slot_key, slot_key + ":cooldown"]
-        return bool(
-            self._acquire_slot(keys=slot_keys, args=[member, cap, now, now + self.lease_ms])
-        )
+        slot_keys = [slot_key, slot_key + ":cooldown", slot_key + ":waiting"]
+        args: list[Any] = [member, cap, now, now + self.lease_ms, unit_id]
+        return bool(self._acquire_slot(keys=slot_keys, args=args))
 
     def renew_slot(self, slot_key: str, member: str) -> bool:
         """Extend the holder's place; False if it expired (it may be someone else's now)."""
@@ -411,10 +461,26 @@ class Leases:
         popped = self.redis.zpopmin(slot_key + ":waiting")
         return _text(popped[0][0]) if popped else None
 
+    def hand_on_slot(self, slot_key: str, member: str, gap_seconds: float = 0.0) -> str | None:
+        """release_slot and next_waiter in one round trip: the unit to wake, if any."""
+        slot_keys = [slot_key, slot_key + ":cooldown", slot_key + ":waiting"]
+        found = self._hand_on_slot(keys=slot_keys, args=[member, int(gap_seconds * 1000)])
+        return _text(found) if found is not None else None
+
     def release_slot(self, slot_key: str, member: str, gap_seconds: float = 0.0) -> None:
         """Give the place back; with a gap, nobody takes the key for that long."""
         if self.redis.zrem(slot_key, member) and gap_seconds > 0:
             self.redis.set(slot_key + ":cooldown", member, px=int(gap_seconds * 1000))
+
+
+def _flag(found: Any) -> bool | None:
+    """A script's 1 or 0 as a bool; -1 (not asked) as None."""
+    return None if int(found) < 0 else bool(int(found))
+
+
+def _fields(flat: list[Any]) -> dict[str, str]:
+    """A hash as HGETALL inside a script returns it (name, value, ...) as text."""
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def _text(value: Any) -> str:

@@ -20,7 +20,7 @@ from importq.errors import ConfigError, FinalError, RetryableError
 from importq.settings import Settings
 from workers import breaker, keys, targets, vendor_calls
 from workers.heartbeat import Heartbeat
-from workers.jobs import JobStore
+from workers.jobs import JobStore, decode_records, view
 from workers.leases import Leases
 from workers.middleware.base import Check, Middleware, Publish, Waker
 from workers.middleware.breaker import CircuitBreaker
@@ -82,15 +82,17 @@ class Runner:
         return self._clients[target]
 
     def run(self, target: str, unit_id: str, worker_id: str = "") -> str:
-        claim = self.leases.claim(unit_id, self.settings.max_crashes)
+        # One round trip: the lease, and the unit, job, records and breaker state with it.
+        shutdown_key = keys.shutdown(worker_id) if worker_id else ""
+        claim = self.leases.claim(unit_id, self.settings.max_crashes, target, shutdown_key)
         if claim.status == "early":
             return self.router.early(unit_id, target, claim.due)
         if claim.status not in ("claimed", "poisoned"):
             # A duplicate or redelivered message: the unit is done or a live worker has it.
             log.info("message acknowledged without running", unit=unit_id, found=claim.status)
             return claim.status
-        job = self.store.get(keys.job_of(unit_id))
-        records = self.store.payload(unit_id)
+        job = view(keys.job_of(unit_id), claim.job)
+        records = decode_records(claim.payload) if claim.payload is not None else None
         run = UnitRun(
             unit_id,
             target,
@@ -98,7 +100,7 @@ class Runner:
             claim,
             job.params if job else {},
             records or [],
-            self.store.unit(unit_id),
+            claim.unit,
             worker_id,
         )
         context = {"job": keys.job_of(unit_id), "unit": unit_id, "target": target}
@@ -140,7 +142,8 @@ class Runner:
         try:
             with (
                 Heartbeat(self.beat_leases, run.unit_id, run.claim.token, run.slot,
-                          run.worker_id, run.claim.sent_at) as beat,
+                          run.worker_id, run.claim.sent_at,
+                          running_on=run.claim.shutting_down is False) as beat,
                 vendor_calls.before_each_request(beat.check_lease, *self._request_checks(run)),
             ):  # fmt: skip
                 return run.sink.run(self._context(run, run.limits, run.client, beat))

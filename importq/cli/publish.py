@@ -58,7 +58,7 @@ def publish(
     pipeline: each starts only when the one before it succeeded.
     """
     from producers.publish import publish as publish_job
-    from producers.readers import read_records
+    from producers.readers import records_of
     from workers.jobs import JobStore
 
     options: dict[str, Any] = parse_params(params)
@@ -78,7 +78,7 @@ def publish(
                                timeout)  # fmt: skip
     job_id = publish_job(
         target,
-        read_records(file, fmt, target=target) if file else None,
+        records_of(file, fmt, target=target) if file else None,
         options,
         settings=app.settings(),
         store=store,

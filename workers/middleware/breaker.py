@@ -29,6 +29,8 @@ class CircuitBreaker(Middleware):
         self.breaker, self.wake = breaker, wake
 
     def before_unit(self, run: UnitRun) -> Paused | None:
+        if run.claim.target_paused is False:  # the claim saw no pause: nothing to ask
+            return None
         verdict, probe_at = self.breaker.admit(run.target, run.claim.token)
         if verdict == "wait":
             return self._paused(run, probe_at)

@@ -18,10 +18,9 @@ class Slots(Middleware):
         slot = self._slot(run)
         if slot is None:
             return None
-        if not self.leases.acquire_slot(slot.key, run.claim.token, slot.cap):
+        if not self.leases.acquire_slot(slot.key, run.claim.token, slot.cap, run.unit_id):
             self.leases.wait_for_slot(slot.key, run.unit_id)
             return Defer("slot")
-        self.leases.stop_waiting(slot.key, run.unit_id)
         run.slot = slot  # renewed by the heartbeat while the unit runs
         return None
 
@@ -30,8 +29,7 @@ class Slots(Middleware):
         if run.slot is None:
             return
         slot, run.slot = run.slot, None
-        self.leases.release_slot(slot.key, run.claim.token, slot.gap)
-        waiter = self.leases.next_waiter(slot.key)
+        waiter = self.leases.hand_on_slot(slot.key, run.claim.token, slot.gap)
         if waiter:  # a second message: its claim decides
             self.wake(waiter, run.target, "slot", slot.gap or None)
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Generic, TypeVar
 
 import structlog
@@ -253,10 +254,33 @@ def record_size(record: Record) -> int:
 def batched(
     records: Iterable[Located], max_records: int, max_bytes: int, what: str = "unit"
 ) -> Iterator[list[Record]]:
-    """Cut a stream into lists of at most max_records records and max_bytes bytes."""
-    batch: list[Record] = []
+    """Cut a stream into lists of at most max_records records and max_bytes bytes.
+
+    Each record counts its compact JSON plus one byte (the comma between items), so a
+    batch fits when its JSON array, less one byte, does: one encode per batch answers the
+    usual case, and only a batch over the byte budget is measured record by record.
+    """
+    stream = iter(records)
+    carried: list[Located] = []  # measured records left over from a batch cut by bytes
+    while chunk := carried + list(islice(stream, max_records - len(carried))):
+        whole = [record for record, _ in chunk]
+        if len(jsoncodec.dumps(whole)) - 1 <= max_bytes:
+            carried = []
+            yield whole
+            continue
+        carried = yield from _cut_by_bytes(chunk, max_bytes, what)
+        if len(carried) == len(chunk):  # record by record it fits (a number both encoders
+            carried = []  # write differently): that count decides, as it always did
+            yield whole
+
+
+def _cut_by_bytes(
+    chunk: list[Located], max_bytes: int, what: str
+) -> Generator[list[Record], None, list[Located]]:
+    """Yield the full batches of an over-budget chunk; return the records left over."""
+    batch: list[Located] = []
     size = 0
-    for record, where in records:
+    for record, where in chunk:
         record_bytes = record_size(record) + 1  # the comma between items
         if record_bytes > max_bytes:
             raise InputError(
@@ -264,10 +288,9 @@ def batched(
                 "shorten it or raise the budget setting",
                 where,
             )
-        if batch and (len(batch) >= max_records or size + record_bytes > max_bytes):
-            yield batch
+        if batch and size + record_bytes > max_bytes:
+            yield [r for r, _ in batch]
             batch, size = [], 0
-        batch.append(record)
+        batch.append((record, where))
         size += record_bytes
-    if batch:
-        yield batch
+    return batch

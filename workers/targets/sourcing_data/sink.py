@@ -77,6 +77,9 @@ def _moment(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+FIRST_POLL_FRACTION = 0.1  # of the poll interval: when the first status poll comes
+
+
 def request_chunks(records: list[Record], size: int) -> list[list[Record]]:
     """The requests of one queue item: never over `size` records, and always at least two.
 
@@ -333,14 +336,18 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
         limits = ctx.limits
         started = time.monotonic()
         interval = limits.poll_interval_seconds
+        # A small item is often committed a moment after its last request: look once soon
+        # (a tenth of the interval) before the usual rhythm, which adds one status request
+        # per item and takes most of the interval off a single record's latency.
+        sleep = interval * FIRST_POLL_FRACTION
         item_id = item.id
         while not item.finished:
             waited = time.monotonic() - started
             if waited > limits.poll_budget_seconds:
                 raise still_processing(item, waited)
             ctx.checkpoint()
-            time.sleep(interval)
-            interval = min(interval * 1.5, 5.0)
+            time.sleep(sleep)
+            sleep, interval = interval, min(interval * 1.5, 5.0)
             item = self._call(ctx, lambda: client.status(item_id))
         return item
 
