@@ -1,4 +1,5 @@
-"""`make bench`: SourcingData throughput, then producer memory; a report and one JSON line.
+"""`make bench`: SourcingData throughput, producer memory, Blue's slot, the replica wait's cost;
+a report and one JSON line.
 
     python -m bench [--records N] [--concurrency C] [--repeat R] [--sizes 100000,1000000]
 
@@ -13,7 +14,7 @@ import json
 import sys
 import time
 
-from bench import blue_slot, env, producer_memory, sourcing_throughput
+from bench import blue_slot, env, producer_memory, replica_wait, sourcing_throughput
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     memory = producer_memory.measure(args.sizes)
     print("\n".join(producer_memory.report(memory)))
     print("\n".join(["", *blue_slot.report_all()]), flush=True)
+    waits = replica_wait.measure()
+    print("\n".join(["", *replica_wait.report(waits)]), flush=True)
 
     small, large = memory["runs"][0], memory["runs"][-1]
     print("\nratios")
@@ -71,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             "importq_vs_baseline": throughput["importq_vs_baseline"],
             "importq_vs_limit": throughput["importq_vs_limit"],
             "producer_peak_rss_large_vs_small": memory["peak_ratio"],
+            "replica_wait_vs_none": waits["with_vs_without"],
         },
+        "replica_wait": waits,
         "ok": bool(throughput["exactly_once"]),
         "seconds": round(elapsed, 1),
     }

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from importq import sentinel
 from importq.errors import ConfigError, InputError, RetryableError
 from importq.settings import Settings
 from producers.validate import validate
@@ -69,6 +70,13 @@ def publish(
         store.watch(unit_ids, settings.rescue_seconds)
     store.open(job_id)
     ordering.enqueue(store.redis, target, sink.order_key(params), job_id, first=first_in_line)
+    # With a Sentinel group: a replica holds the job before the producer is told it is
+    # published, so a failover right after cannot take the records with the old primary.
+    wait_ms = sentinel.replica_wait_ms(settings)
+    if wait_ms and not store.confirm_replicated(job_id, wait_ms):
+        notify(f"no replica confirmed job {job_id} within {wait_ms} ms "
+               f"({sentinel.REPLICA_WAIT}): a failover now could lose it; `importq doctor` "
+               "shows the replicas")  # fmt: skip
     if not hold:
         release(store, job_id, publish_unit, settings.rescue_seconds)
     return job_id

@@ -1,0 +1,123 @@
+"""Redis Sentinel: every client follows the group's primary, and a failover mid-job loses no
+record and commits none twice (the slow variant: tests/chaos/test_sentinel_failover.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from importq import broker, doctor, sentinel
+from importq.errors import ConfigError
+from importq.settings import load
+from tests.failover import run_failovers
+from tests.sentinel import SentinelGroup
+from workers import keys, ratelimit
+from workers.jobs import JobStore
+from workers.leases import Leases
+
+FAKE_PASSWORD = "fake-primary-password-1234"
+FAKE_SENTINEL_PASSWORD = "fake-sentinel-password-5678"
+
+
+def test_the_sentinel_settings_give_the_broker_and_the_rate_limiter_one_group() -> None:
+    settings = load({
+        "REDIS_URL": "redis://elsewhere.invalid:6379/0",
+        "REDIS_SENTINELS": "s1.internal:26379, s2.internal:26380,s3.internal",
+        "REDIS_SENTINEL_MASTER": "importq",
+        "REDIS_PASSWORD": FAKE_PASSWORD,
+        "REDIS_SENTINEL_PASSWORD": FAKE_SENTINEL_PASSWORD,
+    })  # fmt: skip
+    choice = broker.choose(settings, start=False)
+    hosts = "s1.internal:26379,s2.internal:26380,s3.internal:26379"
+    assert choice.url == f"redis+sentinel://{hosts}/importq"  # the limits library's form
+    assert "REDIS_URL is ignored" in choice.describe()
+    assert FAKE_PASSWORD not in choice.describe() and FAKE_PASSWORD not in choice.url
+    # kombu: one sentinel:// per sentinel, ';' between and none trailing.
+    assert choice.broker_url() == ";".join(
+        f"sentinel://:{FAKE_PASSWORD}@{host}/0" for host in hosts.split(",")
+    )
+    options = choice.transport_options()
+    assert options["master_name"] == "importq"
+    assert options["sentinel_kwargs"]["password"] == FAKE_SENTINEL_PASSWORD
+    assert sentinel.replica_wait_ms(settings) == sentinel.DEFAULT_WAIT_MS
+
+
+def test_without_sentinels_nothing_changes_and_a_bad_entry_names_the_setting() -> None:
+    plain = load({"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert broker.choose(plain, start=False).transport_options() == {}
+    assert sentinel.replica_wait_ms(plain) == 0
+    with pytest.raises(ConfigError, match=r"REDIS_SENTINELS=.*'s1:port' is not host:port"):
+        broker.choose(load({"REDIS_SENTINELS": "s1:port"}), start=False)
+    with pytest.raises(ConfigError, match="IMPORTQ_REPLICA_WAIT_MS"):
+        sentinel.replica_wait_ms(load({"IMPORTQ_REPLICA_WAIT_MS": "soon"}))
+
+
+def _group_settings(group: SentinelGroup, **extra: str) -> Any:
+    return load({**os.environ, **group.env, **extra})
+
+
+def test_doctor_names_the_primary_its_replica_and_their_lag(sentinel_group: SentinelGroup) -> None:
+    checks = {c.name: c for c in doctor.check_redis(_group_settings(sentinel_group))}
+    assert checks["redis"].status == "ok" and "Sentinel group" in checks["redis"].detail
+    found = checks["redis sentinel"]
+    primary, replica = sentinel_group.primary_port(), sentinel_group.data_ports
+    other = next(port for port in replica if port != primary)
+    assert found.status == "ok", found
+    assert f"primary 127.0.0.1:{primary}" in found.detail
+    assert f"127.0.0.1:{other} online" in found.detail and "bytes and" in found.detail
+    assert "3 sentinels see it (quorum 2)" in found.detail
+
+
+def test_the_rate_limiter_keeps_its_window_on_the_primary(sentinel_group: SentinelGroup) -> None:
+    settings = _group_settings(sentinel_group, IMPORTQ_RATE_LIMIT_SOURCING_DATA="100/minute")
+    choice = broker.choose(settings, start=False)
+    throttle = ratelimit.throttle_for("sourcing_data", settings, choice.url)
+    assert throttle is not None
+    throttle.wait()
+    primary = sentinel_group.client(sentinel_group.primary_port())
+    assert primary.keys(keys.PREFIX + "ratelimit*"), "the window is not on the primary"
+
+
+def test_claims_and_staged_jobs_go_on_once_a_replica_holds_them_and_say_when_none_does(
+    sentinel_group: SentinelGroup,
+) -> None:
+    settings = _group_settings(sentinel_group)
+    client = broker.connect(broker.choose(settings, start=False), socket_timeout=2)
+    leases = Leases(client, 4, 5, replica_wait_ms=200)
+    client.hset(keys.unit("ha-job:0"), mapping={"state": "queued", "target": "sourcing_data"})
+    assert leases.claim("ha-job:0", 5).status == "claimed"
+    replica_port = next(p for p in sentinel_group.data_ports if p != sentinel_group.primary_port())
+    replica = sentinel_group.client(replica_port)
+    assert replica.hget(keys.unit("ha-job:0"), "state") == "running"  # WAIT 1: it is there
+    store = JobStore(client)
+    assert store.confirm_replicated("ha-job", 200)  # a producer's staged job, likewise
+    # A replica that cannot confirm (stopped): the claim still goes on, and a warning says so.
+    client.hset(keys.unit("ha-job:1"), mapping={"state": "queued", "target": "sourcing_data"})
+    process = sentinel_group.processes[replica_port]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert leases.claim("ha-job:1", 5).status == "claimed"
+        assert not store.confirm_replicated("ha-job", 200)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert any("no replica confirmed" in entry["event"] for entry in logs), logs
+    client.close()
+
+
+def test_primary_killed_mid_job_every_record_committed_once_and_the_job_finishes(
+    sentinel_group: SentinelGroup, fresh_simulators: dict[str, Any], tmp_path: Path
+) -> None:
+    run = run_failovers(sentinel_group, fresh_simulators, tmp_path, records=1500, kills=1)
+    print(run.line("sentinel failover (make test)"))
+    assert run.failovers == 1, "the primary was never killed: the job ended first"
+    end = run.end
+    assert (end.verdict.lost, end.verdict.twice) == (0, 0), end.verdict
+    assert end.job.state == "succeeded", end.job
+    assert end.exit_code == 0, end.said[-3000:]
+    assert "Traceback" not in end.said, end.said[-3000:]
