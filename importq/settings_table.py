@@ -51,8 +51,9 @@ CORE: tuple[EnvSetting, ...] = (
     _S("REDIS_SENTINEL_PASSWORD", "(none)", "with Sentinel: the sentinels' own password",
        secret=True, workers=False),
     _S("IMPORTQ_REPLICA_WAIT_MS", "500 with Sentinel, else 0 (off)",
-       "after each claim, remembered remote id and finish, wait this long for a replica to "
-       "confirm it (`WAIT 1 <ms>`), so a failover cannot lose it; see docs/operations.md"),
+       "after each claim, remembered remote id, finish and published job, wait this long "
+       "for a replica to confirm it (`WAIT 1 <ms>`), so a failover cannot lose it; see "
+       "docs/operations.md"),
     _S("IMPORTQ_HOME", "`~/.local/share/importq`",
        "data directory of the embedded Redis and the demo", workers=False),
     _S("IMPORTQ_LEASE_SECONDS", "30",

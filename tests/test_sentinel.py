@@ -3,6 +3,7 @@ record and commits none twice (the slow variant: tests/chaos/test_sentinel_failo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -81,6 +82,24 @@ def test_the_rate_limiter_keeps_its_window_on_the_primary(sentinel_group: Sentin
     throttle.wait()
     primary = sentinel_group.client(sentinel_group.primary_port())
     assert primary.keys(keys.PREFIX + "ratelimit*"), "the window is not on the primary"
+
+
+def test_flower_reads_queue_lengths_from_the_primary(sentinel_group: SentinelGroup) -> None:
+    from flower.utils.broker import Broker
+    from kombu import Connection
+
+    choice = broker.choose(_group_settings(sentinel_group), start=False)
+    primary = sentinel_group.client(sentinel_group.primary_port())
+    primary.delete("sourcing_data")
+    primary.lpush("sourcing_data", "a message", "another")
+    # What Flower's broker page builds from the app's connection and transport options
+    # (kombu gives it the first sentinel's URL).
+    with Connection(choice.broker_url()) as connection:
+        url = connection.as_uri(include_password=True)
+    flower_broker = Broker(url, broker_options=choice.transport_options())
+    lengths = asyncio.run(flower_broker.queues(["sourcing_data"]))
+    primary.delete("sourcing_data")
+    assert lengths == [{"name": "sourcing_data", "messages": 2}]
 
 
 def test_claims_and_staged_jobs_go_on_once_a_replica_holds_them_and_say_when_none_does(
