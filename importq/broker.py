@@ -192,12 +192,13 @@ def start_private(
     return launch(command, port), f"redis://127.0.0.1:{port}/0"
 
 
-def launch(command: list[str], port: int) -> subprocess.Popen[bytes]:
+def launch(command: list[str], port: int, password: str = "") -> subprocess.Popen[bytes]:
     """Start a redis-server (or a sentinel) that listens on 127.0.0.1:`port`; return it once
-    it answers a PING, or kill it and raise ConfigError after 10 s."""
+    it answers a PING (logged in with `password`), or kill it and raise ConfigError after 10 s."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
-    while not _answers(f"redis://127.0.0.1:{port}/0"):
+    login = f":{password}@" if password else ""
+    while not _answers(f"redis://{login}127.0.0.1:{port}/0"):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise ConfigError(f"a private Redis did not start on port {port}")

@@ -41,8 +41,11 @@ def wait_for(what: str, check: object, timeout: float = 30.0) -> None:
 
 
 class SentinelGroup:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, password: str = "", sentinel_password: str = "") -> None:
+        """`password`: the primary's and replica's (requirepass, masterauth); `sentinel_password`:
+        the sentinels' own (requirepass in their config)."""
         self.root = root
+        self.password, self.sentinel_password = password, sentinel_password
         self.data_ports = [broker.free_port(), broker.free_port()]
         self.sentinel_ports = [broker.free_port() for _ in range(3)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -55,12 +58,17 @@ class SentinelGroup:
     def env(self) -> dict[str, str]:
         """The settings that point importq at this group."""
         sentinels = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
-        return {"REDIS_SENTINELS": sentinels, "REDIS_SENTINEL_MASTER": MASTER}
+        env = {"REDIS_SENTINELS": sentinels, "REDIS_SENTINEL_MASTER": MASTER}
+        if self.password:
+            env["REDIS_PASSWORD"] = self.password
+        if self.sentinel_password:
+            env["REDIS_SENTINEL_PASSWORD"] = self.sentinel_password
+        return env
 
     def primary_port(self) -> int:
         """The primary the sentinels name now (the first sentinel that answers)."""
         for port in self.sentinel_ports:
-            client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+            client = self.client(port)
             try:
                 _, primary = client.sentinel_get_master_addr_by_name(MASTER)
                 return int(primary)
@@ -71,7 +79,10 @@ class SentinelGroup:
         raise redis.ConnectionError("no sentinel of the group answers")
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+        """A client of one server of the group (a data server or a sentinel), logged in."""
+        password = self.sentinel_password if port in self.sentinel_ports else self.password
+        return redis.Redis(port=port, password=password or None, socket_timeout=2,
+                           decode_responses=True)  # fmt: skip
 
     # -- start, fail over, stop --------------------------------------------------------------
 
@@ -83,6 +94,20 @@ class SentinelGroup:
             self._sentinel(port, primary)
         wait_for("the replica in sync", lambda: self._in_sync(replica))
         wait_for("three sentinels that see the replica and each other", self._watched)
+        self.wait_settled()
+
+    def wait_settled(self) -> None:
+        """Wait until the primary sees every other running data server as an online replica
+        (a replica resyncing, `wait_bgsave`, would make `importq doctor` warn)."""
+
+        def settled() -> bool:
+            info = self.client(self.primary_port()).info("replication")
+            replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            online = {int(v["port"]) for v in replicas if v.get("state") == "online"}
+            running = {port for port in self.data_ports if port != self.killed}
+            return online == running - {self.primary_port()}
+
+        wait_for("the replica online at the primary", settled, timeout=60)
 
     def kill_primary(self) -> int:
         """SIGKILL the primary; return once the sentinels name the other server primary."""
@@ -120,7 +145,9 @@ class SentinelGroup:
         command = [broker.server_binary(), "--port", str(port), "--bind", "127.0.0.1",
                    "--dir", str(directory), "--save", "", "--appendonly", "no",
                    "--maxmemory-policy", "noeviction", "--logfile", "log", *extra]  # fmt: skip
-        self._launch(port, command)
+        if self.password:
+            command += ["--requirepass", self.password, "--masterauth", self.password]
+        self.processes[port] = broker.launch(command, port, self.password)
 
     def _sentinel(self, port: int, primary: int) -> None:
         directory = self.root / f"sentinel-{port}"
@@ -132,11 +159,11 @@ class SentinelGroup:
             f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {MASTER} 1\n"
+            + (f"sentinel auth-pass {MASTER} {self.password}\n" if self.password else "")
+            + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else "")
         )
-        self._launch(port, [broker.server_binary(), str(conf), "--sentinel"])
-
-    def _launch(self, port: int, command: list[str]) -> None:
-        self.processes[port] = broker.launch(command, port)
+        command = [broker.server_binary(), str(conf), "--sentinel"]
+        self.processes[port] = broker.launch(command, port, self.sentinel_password)
 
     def _is_primary(self, port: int) -> bool:
         return self.client(port).info("replication").get("role") == "master"

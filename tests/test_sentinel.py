@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from importq import broker, doctor, sentinel
-from importq.errors import ConfigError
+from importq.errors import ConfigError, RedisUnavailable
 from importq.settings import load
 from tests.failover import run_failovers
 from tests.sentinel import SentinelGroup
@@ -58,11 +58,40 @@ def test_without_sentinels_nothing_changes_and_a_bad_entry_names_the_setting() -
         sentinel.replica_wait_ms(load({"IMPORTQ_REPLICA_WAIT_MS": "soon"}))
 
 
+def test_passwords_reach_the_broker_the_job_state_and_doctor_and_show_nowhere(
+    tmp_path: Path,
+) -> None:
+    from tests.chaos.harness import Site
+
+    group = SentinelGroup(tmp_path / "group", FAKE_PASSWORD, FAKE_SENTINEL_PASSWORD)
+    try:
+        group.start()
+        settings = _group_settings(group)
+        choice = broker.choose(settings, start=False)
+        broker.check(choice)  # the job-state client logs in to the sentinels and the primary
+        site = Site(choice.url, choice)  # a producer: Celery over kombu's sentinel:// transport
+        try:
+            site.publish_unit("pw-job:0", "sourcing_data")
+        finally:
+            site.close()
+        assert group.client(group.primary_port()).llen("sourcing_data") == 1
+        checks = {c.name: c for c in doctor.check_redis(settings)}
+        assert checks["redis sentinel"].status == "ok", checks["redis sentinel"]
+        shown = " ".join([choice.describe(), *(c.detail for c in checks.values())])
+        assert FAKE_PASSWORD not in shown and FAKE_SENTINEL_PASSWORD not in shown
+        wrong = _group_settings(group, REDIS_PASSWORD="fake-wrong-password-0000")
+        with pytest.raises(RedisUnavailable, match="fix the password in REDIS_PASSWORD"):
+            broker.check(broker.choose(wrong, start=False))
+    finally:
+        group.stop()
+
+
 def _group_settings(group: SentinelGroup, **extra: str) -> Any:
     return load({**os.environ, **group.env, **extra})
 
 
 def test_doctor_names_the_primary_its_replica_and_their_lag(sentinel_group: SentinelGroup) -> None:
+    sentinel_group.wait_settled()
     checks = {c.name: c for c in doctor.check_redis(_group_settings(sentinel_group))}
     assert checks["redis"].status == "ok" and "Sentinel group" in checks["redis"].detail
     found = checks["redis sentinel"]
