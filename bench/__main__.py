@@ -1,7 +1,8 @@
-"""`make bench`: SourcingData throughput, producer memory, Blue's slot, the replica wait's cost;
-a report and one JSON line.
+"""`make bench`: SourcingData throughput, producer memory, Blue's slot, the replica wait's cost,
+the Redis cost per unit at scale; a report and one JSON line.
 
     python -m bench [--records N] [--concurrency C] [--repeat R] [--sizes 100000,1000000]
+                    [--scale-records N]
 
 The last line of the output is JSON with every figure. The exit status is 1 if a
 run did not commit every record exactly once.
@@ -14,7 +15,7 @@ import json
 import sys
 import time
 
-from bench import blue_slot, env, producer_memory, replica_wait, sourcing_throughput
+from bench import blue_slot, env, producer_memory, redis_cost, replica_wait, sourcing_throughput
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         default=producer_memory.DEFAULT_SIZES,
         help="producer memory sizes, e.g. 100000,1000000",
     )
+    parser.add_argument(
+        "--scale-records",
+        type=int,
+        default=redis_cost.DEFAULT_RECORDS,
+        help="records of the Redis cost run (16 worker processes under 4 node names)",
+    )
     args = parser.parse_args(argv)
     env.stop_on_sigterm()
 
@@ -55,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(["", *blue_slot.report_all()]), flush=True)
     waits = replica_wait.measure()
     print("\n".join(["", *replica_wait.report(waits)]), flush=True)
+    cost = redis_cost.run_in_subprocess(args.scale_records)
+    print("\n".join(["", *redis_cost.report(cost)]), flush=True)
 
     small, large = memory["runs"][0], memory["runs"][-1]
     print("\nratios")
@@ -77,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             "replica_wait_vs_none": waits["with_vs_without"],
         },
         "replica_wait": waits,
-        "ok": bool(throughput["exactly_once"]),
+        "redis_cost": cost,
+        "ok": bool(throughput["exactly_once"] and cost["exactly_once"]),
         "seconds": round(elapsed, 1),
     }
     print(json.dumps(summary, separators=(",", ":")))

@@ -74,17 +74,25 @@ class Worker(Process):
     """One `celery -A workers.app worker` process with its pool, in its own process group."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, concurrency: int, queue: str = "sourcing_data"
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int,
+        queue: str = "sourcing_data",
+        name: str = "",
     ) -> None:
         log_path.write_bytes(b"")
-        name = f"bench-{os.getpid()}@localhost"
+        name = name or f"bench-{os.getpid()}@localhost"
         super().__init__(celery_worker_command(queue, concurrency, name), env, log_path)
 
 
 @contextlib.contextmanager
-def worker(env: dict[str, str], log_path: Path, concurrency: int) -> Iterator[Worker]:
-    """A started and ready worker, stopped (its whole process group) when the block ends."""
-    started = Worker(env, log_path, concurrency)
+def worker(
+    env: dict[str, str], log_path: Path, concurrency: int, name: str = ""
+) -> Iterator[Worker]:
+    """A started and ready worker, stopped (its whole process group) when the block ends;
+    `name`: its node name (default: one per benchmark process)."""
+    started = Worker(env, log_path, concurrency, name=name)
     try:
         started.wait_ready()
         yield started
