@@ -114,10 +114,16 @@ def _address(entry: str, raw: str) -> tuple[str, int]:
     )
 
 
-def replica_wait_ms(settings: Settings) -> int:
-    """Milliseconds a guarded write waits for one replica: 0 (off) without Sentinel."""
+def replica_wait_ms(settings: Settings, client: redis.Redis | None = None) -> int:
+    """Milliseconds a guarded write waits for one replica: 0 (off) without Sentinel.
+
+    With `client`, at most half its socket timeout: a WAIT that outlasted the timeout
+    would be retried, and with it the write before it.
+    """
     default = DEFAULT_WAIT_MS if config(settings) else 0
-    return settings.integer(REPLICA_WAIT, default, maximum=60_000)
+    wait_ms = settings.integer(REPLICA_WAIT, default, maximum=60_000)
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout") if client else None
+    return min(wait_ms, int(float(timeout) * 500)) if timeout else wait_ms
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def publish(
     ordering.enqueue(store.redis, target, sink.order_key(params), job_id, first=first_in_line)
     # With a Sentinel group: a replica holds the job before the producer is told it is
     # published, so a failover right after cannot take the records with the old primary.
-    wait_ms = sentinel.replica_wait_ms(settings)
+    wait_ms = sentinel.replica_wait_ms(settings, store.redis)
     if wait_ms and not store.confirm_replicated(job_id, wait_ms):
         notify(f"no replica confirmed job {job_id} within {wait_ms} ms "
                f"({sentinel.REPLICA_WAIT}): a failover now could lose it; `importq doctor` "

@@ -46,6 +46,10 @@ def test_the_sentinel_settings_give_the_broker_and_the_rate_limiter_one_group() 
     assert options["master_name"] == "importq"
     assert options["sentinel_kwargs"]["password"] == FAKE_SENTINEL_PASSWORD
     assert sentinel.replica_wait_ms(settings) == sentinel.DEFAULT_WAIT_MS
+    # Never as long as the client's socket timeout: the WAIT would time out and be retried,
+    # and the guarded write with it.
+    fast = broker.client("redis://127.0.0.1:1/0", socket_timeout=0.4)
+    assert sentinel.replica_wait_ms(settings, fast) == 200
 
 
 def test_without_sentinels_nothing_changes_and_a_bad_entry_names_the_setting() -> None:

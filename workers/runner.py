@@ -49,7 +49,7 @@ class Runner:
         self.redis_url = redis_url
         self.store = store
         # With a Sentinel group, claims, remembered remote ids and finishes wait for a replica.
-        wait_ms = sentinel.replica_wait_ms(settings)
+        wait_ms = sentinel.replica_wait_ms(settings, store.redis)
         self.leases = Leases(store.redis, settings.lease_seconds, settings.retry_grace, wait_ms)
         # Heartbeats renew through a client that tries once and fails fast, so a stalled
         # Redis shows up as an unconfirmed lease instead of a renewal hanging in retries.
