@@ -50,7 +50,7 @@ define apt_install
 endef
 
 chromium:
-	$(call apt_install,/usr/bin/chromium,chromium,the Flower screenshot test)
+	$(call apt_install,/usr/bin/chromium,chromium,the Flower screenshot and dashboard tests)
 
 compose-tools:
 	$(call apt_install,docker-compose,docker-compose,the docker-compose config test)

@@ -1,8 +1,9 @@
-"""`make bench`: SourcingData throughput, producer memory, Blue's slot, the replica wait's cost,
-the Redis cost per unit at scale; a report and one JSON line.
+"""`make bench`: SourcingData throughput, producer memory, Blue's slot, `importq serve` against
+the CLI's staging, the replica wait's cost, the Redis cost per unit at scale; a report and one
+JSON line.
 
     python -m bench [--records N] [--concurrency C] [--repeat R] [--sizes 100000,1000000]
-                    [--scale-records N]
+                    [--serve-body-mb 1024] [--scale-records N]
 
 The last line of the output is JSON with every figure. The exit status is 1 if a
 run did not commit every record exactly once.
@@ -15,7 +16,15 @@ import json
 import sys
 import time
 
-from bench import blue_slot, env, producer_memory, redis_cost, replica_wait, sourcing_throughput
+from bench import (
+    blue_slot,
+    env,
+    producer_memory,
+    redis_cost,
+    replica_wait,
+    serve_throughput,
+    sourcing_throughput,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         help="producer memory sizes, e.g. 100000,1000000",
     )
     parser.add_argument(
+        "--serve-body-mb",
+        type=int,
+        default=serve_throughput.DEFAULT_BODY_MB,
+        help="the body streamed into importq serve while its RSS is watched (0: skip)",
+    )
+    parser.add_argument(
         "--scale-records",
         type=int,
         default=redis_cost.DEFAULT_RECORDS,
@@ -60,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     memory = producer_memory.measure(args.sizes)
     print("\n".join(producer_memory.report(memory)))
     print("\n".join(["", *blue_slot.report_all()]), flush=True)
+    serving = serve_throughput.measure(body_mb=args.serve_body_mb)
+    print("\n".join(["", *serve_throughput.report(serving)]), flush=True)
     waits = replica_wait.measure()
     print("\n".join(["", *replica_wait.report(waits)]), flush=True)
     cost = redis_cost.run_in_subprocess(args.scale_records)
@@ -73,13 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         f"  producer peak RSS {large['records']:,} / {small['records']:,}   "
         f"{memory['peak_ratio']:.2f}"
     )
+    print(f"  POST .../jobs / CLI staging  {serving['api_vs_cli']:.2f}")
     print(f"  exactly once (every run)     {'yes' if throughput['exactly_once'] else 'NO'}")
     elapsed = time.monotonic() - started
     print(f"  (benchmarks took {elapsed:.0f} s)")
     summary = {
         "sourcing_throughput": throughput,
         "producer_memory": memory,
+        "serve_throughput": serving,
         "ratios": {
+            "api_vs_cli_staging": serving["api_vs_cli"],
             "importq_vs_baseline": throughput["importq_vs_baseline"],
             "importq_vs_limit": throughput["importq_vs_limit"],
             "producer_peak_rss_large_vs_small": memory["peak_ratio"],

@@ -17,7 +17,7 @@ from typing import Any
 from importq import broker, sentinel
 from importq import settings as importq_settings
 from importq.processes import Process, worker_commands
-from importq.progress import wait_for_job
+from importq.progress import follow_jobs
 from producers.publish import locate, publish
 from simulators import load
 from simulators.http import serve
@@ -82,7 +82,7 @@ def _run(count: int, redis_url: str, home: Path, cleanup: ExitStack) -> int:
     print(f"workers started ({WORKER_CONCURRENCY} processes; blue alone at 1), logs in {log_dir}")
     started = time.monotonic()
     jobs = {name: _publish(name, count) for name in sims}
-    finished = {name: _wait(job_id, name) for name, job_id in jobs.items()}
+    finished = follow_jobs(JobStore(app.redis_client()), jobs)
     elapsed = time.monotonic() - started
     _summary(finished, sims, elapsed)
     return 0 if all(job.state == "succeeded" for job in finished.values()) else 1
@@ -96,12 +96,6 @@ def _publish(target: str, count: int) -> str:
                      store=JobStore(app.redis_client()), publish_unit=app.publish_unit)  # fmt: skip
     print(f"published the {target} sample as job {job_id}")
     return job_id
-
-
-def _wait(job_id: str, target: str) -> Any:
-
-    print(f"{target}:")
-    return wait_for_job(JobStore(app.redis_client()), job_id, quiet=False)
 
 
 def _summary(jobs: dict[str, Any], sims: dict[str, Any], elapsed: float) -> None:

@@ -134,9 +134,48 @@ def pause_of(store: Any, job: JobView) -> Pause | None:
 def progress_line(job: JobView, in_flight: float = 0.0) -> str:
     """A bar over the job's records; `in_flight` counts work inside running units."""
     done = job.records_delivered + job.records_dead + in_flight
-    share = done / job.records_total if job.records_total else 1.0
+    if job.records_total:
+        share = done / job.records_total
+    else:  # a job without records (a bare trigger) moves by its units
+        share = job.units_done / job.units_total if job.units_total else 1.0
     bar = "#" * int(share * 30)
     return (
         f"[{bar:<30}] {share:6.1%} {job.records_delivered}/{job.records_total} delivered, "
         f"{job.records_dead} dead, units {job.units_done}/{job.units_total} ({job.state})"
     )
+
+
+def follow_jobs(store: Any, jobs: dict[str, str]) -> dict[str, JobView]:
+    """Follow several jobs at once until all end, a progress line each (the demo's view).
+
+    On a terminal the lines are redrawn in place; otherwise a line is printed whenever it
+    changes, so every job's progress shows whichever ends first.
+    """
+    interactive = sys.stderr.isatty()
+    width = max(map(len, jobs), default=0)
+    shown: dict[str, str] = {}
+    while True:
+        views = {name: _view(store, job_id) for name, job_id in jobs.items()}
+        lines = {
+            name: f"{name:<{width}}  "
+            + progress_line(view, 0.0 if view.finished else store.running_progress(view.id))
+            for name, view in views.items()
+        }
+        if interactive:
+            up = f"\x1b[{len(shown)}F" if shown else ""  # back to the first line drawn
+            click.echo(up + "\n".join(line.ljust(100) for line in lines.values()), err=True)
+        else:
+            for name, line in lines.items():
+                if shown.get(name) != line:
+                    click.echo(line, err=True)
+        shown = lines
+        if all(view.finished for view in views.values()):
+            return views
+        time.sleep(0.5)
+
+
+def _view(store: Any, job_id: str) -> JobView:
+    job: JobView | None = store.get(job_id)
+    if job is None:
+        raise UnknownJob(job_id)
+    return job

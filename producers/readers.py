@@ -88,15 +88,18 @@ def read_records(
     *,
     target: str | None = None,
     problems: Problems | None = None,
+    name: str | None = None,
 ) -> Iterator[Located]:
     """Stream the records of `path` ("-" for stdin) as (record, where) pairs.
 
+    `name` is how errors place a record (default: the path): `importq serve` spools a
+    request body to a file and names it "body".
     Format, file and CSV-mapping problems raise here, before iteration starts;
     problems inside the data raise while iterating, at the record concerned; with
     `problems` (a dry run), those of one record are noted there and the record skipped.
     """
     kind = detect_format(path, fmt)
-    name = "<stdin>" if str(path) == _STDIN else str(path)
+    name = name or ("<stdin>" if str(path) == _STDIN else str(path))
     if str(path) != _STDIN:
         _check_file(Path(path))
     if kind == "jsonl":

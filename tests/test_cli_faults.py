@@ -102,6 +102,9 @@ def test_publish_to_a_redis_that_is_down_stages_nothing_and_exits_5(tmp_path: An
         ["status", "0nosuchjob", "--timeout", "5"],
         ["cancel", "0nosuchjob"],
         ["release", "0nosuchjob"],
+        ["dlq", "show", "0nosuchjob"],
+        ["dlq", "export", "0nosuchjob"],
+        ["dlq", "replay", "0nosuchjob"],
     ],
 )
 def test_an_unknown_job_is_exit_4_not_failed(command: list[str], redis_client: redis.Redis) -> None:

@@ -208,3 +208,17 @@ def test_the_ha_profile_adds_a_replica_and_three_sentinels_watching_redis() -> N
     assert env["REDIS_SENTINELS"] == "${REDIS_SENTINELS:-}"
     for name, service in _workers().values():
         assert "REDIS_SENTINELS" in _environment(service), name
+
+
+def test_the_api_plans_with_every_targets_limits_and_holds_no_credential() -> None:
+    api = _services()["api"]
+    assert _command(api)[:2] == ["importq", "serve"] and "0.0.0.0" in _command(api)
+    assert any(str(port) == "127.0.0.1:8080:8080" for port in api["ports"])
+    assert "/openapi.json" in " ".join(api["healthcheck"]["test"])
+    env = _environment(api)
+    assert env["REDIS_URL"] == "redis://redis:6379/0" and "IMPORTQ_SERVE_TOKENS" in env
+    secrets = {n for t in TARGETS.values() for s in t.settings if s.secret for n in s.names}
+    assert secrets and not secrets & set(env), secrets & set(env)
+    for target in TARGETS:  # the API cuts units as the workers' limits say
+        assert f"IMPORTQ_MAX_QUEUED_UNITS_{target.upper()}" in env
+    assert "HTTP_BATCH_RECORDS_PER_REQUEST" in env and "FLOWER_BASIC_AUTH" not in env

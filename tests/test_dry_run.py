@@ -13,6 +13,9 @@ import redis
 from tests.helpers import jsonl, publish_file
 
 GOOD = {"entityId": "E", "recordId": "1"}
+# The dry run's credential check asks the SourcingData simulator: `sim` sets it to take the
+# tests' token, whatever an earlier test left it configured with.
+pytestmark = pytest.mark.usefixtures("sim")
 
 
 def nothing_in_redis(client: redis.Redis) -> None:

@@ -24,6 +24,7 @@ from producers.publish import locate, publish
 from simulators import load
 from tests.conftest import SIM_PORTS, free_port
 from tests.helpers import wait_for_job
+from tests.serving import READER, tokens
 from workers.jobs import JobStore
 from workers.targets import TARGETS
 
@@ -39,9 +40,10 @@ def _procfile() -> dict[str, list[str]]:
     return {name: command[1:] for name, command in commands.items()}
 
 
-def test_procfile_serves_flower_and_one_worker_per_target() -> None:
+def test_procfile_serves_flower_the_api_and_one_worker_per_target() -> None:
     processes = _procfile()
     assert processes["web"][:2] == ["importq", "flower"]
+    assert processes["api"] == ["importq", "serve"]  # its address and port: IMPORTQ_SERVE_*
     assert "${PORT:-5555}" in processes["web"]
     for target in TARGETS:
         command = processes[f"worker_{target}"]
@@ -66,7 +68,9 @@ def _processes_marked(marker: str) -> list[int]:
     return found
 
 
-def _honcho_env(tmp_path: Path, marker: str, port: int, metrics_port: int) -> dict[str, str]:
+def _honcho_env(
+    tmp_path: Path, marker: str, port: int, metrics_port: int, api_port: int
+) -> dict[str, str]:
     env = dict(os.environ)
     for target, sim_port in SIM_PORTS.items():  # each simulator's default fake credentials
         env.update(load(target).client_env(f"http://127.0.0.1:{sim_port}"))
@@ -77,6 +81,8 @@ def _honcho_env(tmp_path: Path, marker: str, port: int, metrics_port: int) -> di
         FLOWER_BASIC_AUTH="fake-flower-user:fake-flower-password",
         WORKER_CONCURRENCY="1",
         METRICS_PORT=str(metrics_port),
+        IMPORTQ_SERVE_PORT=str(api_port),
+        IMPORTQ_SERVE_TOKENS=tokens(),
         IMPORTQ_TEST_MARKER=marker,
     )
     return env
@@ -92,7 +98,7 @@ def _wait_until_up(log: Path, honcho: subprocess.Popen[bytes], port: int) -> Non
             flower_up = httpx.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).text == "OK"
         except httpx.TransportError:
             flower_up = False
-        if flower_up and ready >= workers:
+        if flower_up and ready >= workers and b"Application startup complete" in log.read_bytes():
             return
         time.sleep(0.3)
     raise AssertionError("the Procfile's processes did not come up: " + log.read_text()[-4000:])
@@ -116,18 +122,21 @@ def test_honcho_runs_the_procfile_and_every_target_delivers(
     fresh_simulators: dict[str, Any], tmp_path: Path
 ) -> None:
     marker = uuid.uuid4().hex
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, api_port = free_port(), free_port(), free_port()
     log = tmp_path / "honcho.log"
     (tmp_path / "empty.env").write_text("")  # not the developer's .env
     command = [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "--no-colour",
                "-e", str(tmp_path / "empty.env")]  # fmt: skip
     with log.open("wb") as out:
         honcho = subprocess.Popen(
-            command, cwd=ROOT, env=_honcho_env(tmp_path, marker, port, metrics_port),
+            command, cwd=ROOT, env=_honcho_env(tmp_path, marker, port, metrics_port, api_port),
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
         _wait_until_up(log, honcho, port)
+        api = httpx.get(f"http://127.0.0.1:{api_port}/v1/targets", timeout=10,
+                        headers={"Authorization": f"Bearer {READER}"})  # fmt: skip
+        assert [view["target"] for view in api.json()] == list(TARGETS)
         for target, job_id in _publish_demo_jobs().items():
             job = wait_for_job(job_id, timeout=60)
             assert job.state == "succeeded", (target, job)

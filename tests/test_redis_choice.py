@@ -127,6 +127,8 @@ def test_demo_runs_on_the_embedded_redis_and_leaves_nothing_behind(tmp_path: Pat
     assert "3000 records committed, 0 twice" in result.stdout
     for name in TARGETS:  # every registered target, by registration alone
         assert re.search(rf"^  {name}: job \S+ succeeded", result.stdout, re.M), name
+        # Each target's own bar, followed side by side, ends full (not only the first's).
+        assert re.search(rf"^{name} +\[#{{30}}\] 100.0% ", result.stderr, re.M), name
     embedded = re.search(r"embedded Redis at (redis://\S+)", result.stdout)
     assert embedded is not None
     with pytest.raises(redis.ConnectionError):  # the embedded Redis it started is gone

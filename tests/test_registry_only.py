@@ -19,6 +19,7 @@ from importq import deploy
 from importq.cli import main
 from importq.errors import InputError
 from importq.processes import worker_commands
+from importq.serve.app import OPENAPI_PATH
 from producers.validate import validate
 from workers import app
 from workers.targets import REGISTERED, TARGETS
@@ -65,7 +66,8 @@ def test_the_deployment_files_and_the_settings_table_are_what_the_registry_says(
 
 
 def test_a_stale_deployment_file_is_named_and_rewritten(tmp_path: Path) -> None:
-    for name in ("README.md", *GENERATED):
+    for name in ("README.md", *GENERATED, OPENAPI_PATH):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text((ROOT / name).read_text())
     procfile = tmp_path / "Procfile"
     procfile.write_text(re.sub(rf"^worker_{NEW}:.*\n", "", procfile.read_text(), flags=re.M))

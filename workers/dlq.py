@@ -59,6 +59,11 @@ class DeadLetters:
                 entry: dict[str, Any] = json.loads(raw)
                 yield entry
 
+    def page(self, job_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
+        """Dead letters `offset` to `offset + limit - 1` of a job, oldest first."""
+        raw = self.redis.lrange(keys.dead_letters(job_id), offset, offset + limit - 1)
+        return [json.loads(entry) for entry in raw]
+
     def records(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The refused records (a failed unit without records left a letter without one)."""
         for entry in self.entries(job_id):

@@ -35,6 +35,11 @@
                                   target's queue, each renewing its own (workers/consumers.py)
     {target}                      list   kombu's Celery queue of the target: unit messages
     importq:breaker:{target}...   a paused target and its probe (listed in workers/breaker.py)
+    importq:serve:callbacks       zset   job id -> next try (ms): jobs whose end importq serve
+                                  calls back (importq/serve/callbacks.py)
+    importq:serve:callback:{job}  hash   url, token, attempts, outcome (:lock while sending)
+    importq:serve:idempotency:{token}:{key}  string "{request digest} {job id}", TTL: the job
+                                  an Idempotency-Key made (importq/serve/idempotency.py)
 
 A unit id is "{job}:{n}", and a bisected unit's halves are "{unit}.0" and "{unit}.1".
 No Lua script spells a key or a prefix: every key comes through KEYS, except those
@@ -46,6 +51,8 @@ support Redis Cluster).
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "importq:"
 
 JOBS = PREFIX + "jobs"
@@ -53,6 +60,7 @@ STAGING = PREFIX + "staging"
 WATCH = PREFIX + "watch"
 DLQ_INDEX = PREFIX + "dlq"
 REAPER_LOCK = PREFIX + "reaper"
+SERVE_CALLBACKS = PREFIX + "serve:callbacks"
 # A minute's delivered/dead tally outlives the hour `importq queues` reads by a little.
 RECENT_TTL = 3600 + 300
 
@@ -108,6 +116,16 @@ def recent(target: str, minute: int) -> str:
 
 def consumers(target: str) -> str:
     return f"{PREFIX}consumers:{target}"
+
+
+def serve_callback(job_id: str) -> str:
+    return f"{PREFIX}serve:callback:{job_id}"
+
+
+def serve_idempotency(token: str, key: str) -> str:
+    """An API token's Idempotency-Key (hashed: a producer's key may hold any character)."""
+    hashed = hashlib.sha256(key.encode()).hexdigest()
+    return f"{PREFIX}serve:idempotency:{token}:{hashed}"
 
 
 def celery_queue(target: str) -> str:

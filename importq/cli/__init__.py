@@ -6,6 +6,7 @@
     broker.py    redis status / start / stop  doctor.py    doctor
     demo.py      demo, simulate               deploy.py    deploy-files (from the registry)
     queues.py    queues, pause, resume, purge, retry (the targets at a glance, operator controls)
+    serve.py     serve (the HTTP API and dashboard), serve-token
     common.py    what the groups share
 
 Command modules import the worker app (Celery and every target's client) only
@@ -30,6 +31,7 @@ from importq.cli import (
     jobs,
     publish,
     queues,
+    serve,
     services,
 )
 from importq.cli.common import ExitCode, Fault
@@ -77,5 +79,7 @@ for _command in (
     queues.resume,
     queues.purge,
     queues.retry,
+    serve.serve,
+    serve.serve_token,
 ):
     main.add_command(_command)

@@ -8,6 +8,7 @@ import sys
 import click
 
 from importq.cli.common import SINCE, parse_params, say, worker_app
+from importq.errors import UnknownJob
 
 
 @click.group()
@@ -48,6 +49,7 @@ def dlq_show(job_id: str, limit: int, as_json: bool) -> None:
 
     letters = DeadLetters(worker_app().redis_client())
     total = letters.count(job_id)
+    _refuse_unknown(job_id, total)
     entries = list(letters.entries(job_id, min(limit, total) if limit else None))
     if as_json:
         click.echo(json.dumps(entries, indent=2))
@@ -96,6 +98,8 @@ def dlq_export(job_id: str | None, target: str | None, since: float | None, outp
     client = worker_app().redis_client()
     job_ids = [job_id] if job_id else replayable(client, target)
     letters = DeadLetters(client)
+    if job_id:
+        _refuse_unknown(job_id, letters.count(job_id))
     written = skipped = 0
     with click.open_file(output, "w") as out:
         for one in job_ids:
@@ -124,12 +128,15 @@ def dlq_replay(job_id: str | None, target: str | None, every_job: bool,
                params: tuple[str, ...]) -> None:  # fmt: skip
     """Publish dead letters again as new jobs (after fixing their cause)."""
     from producers.replay import ReplayError, replay, replayable
+    from workers.dlq import DeadLetters
     from workers.jobs import JobStore
 
     if sum((job_id is not None, target is not None, every_job)) != 1:
         raise click.UsageError("give one of JOB_ID, --target TARGET or --all")
     app = worker_app()
     store = JobStore(app.redis_client())
+    if job_id:
+        _refuse_unknown(job_id, DeadLetters(store.redis).count(job_id))
     job_ids = [job_id] if job_id else replayable(store.redis, target)
     if not job_ids:
         raise click.ClickException("no dead letters to replay")
@@ -148,3 +155,11 @@ def dlq_replay(job_id: str | None, target: str | None, every_job: bool,
             click.echo(f"replayed {done.records} dead letters of {one} as job {done.new_job_id}")
     if failed:
         sys.exit(1)
+
+
+def _refuse_unknown(job_id: str, dead_letters: int) -> None:
+    """Exit 4 for an id no job has (a typo), rather than "no dead letters" and exit 0."""
+    from workers.jobs import JobStore
+
+    if not dead_letters and JobStore(worker_app().redis_client()).get(job_id) is None:
+        raise UnknownJob(job_id)

@@ -9,6 +9,7 @@ declare); `--check` names the files that are out of date instead (a test runs it
     compose.py       one service per target, given only its own variables, with health checks
     env_example.py   what an operator fills in
     readme.py        the settings tables between their markers in README.md
+    (and schemas/openapi/serve.json, the document `importq serve` answers at /openapi.json)
     common.py        what they share: the Deployable protocol, the generated mark
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from importq.deploy import compose, env_example, procfile, readme
 from importq.deploy.common import Deployable, DeployFile
+from importq.serve.app import OPENAPI_PATH, openapi_text
 
 
 def registered() -> list[Deployable]:
@@ -33,17 +35,23 @@ def files(root: Path, targets: Sequence[Deployable]) -> list[DeployFile]:
         DeployFile("docker-compose.yml", compose.text(targets)),
         DeployFile(".env.example", env_example.text(targets)),
         DeployFile("README.md", readme.text((root / "README.md").read_text(), targets)),
+        DeployFile(OPENAPI_PATH, openapi_text()),
     ]
 
 
 def stale(root: Path, wanted: Iterable[DeployFile]) -> list[str]:
     """The files whose text differs from what the registry says they should be."""
-    return [f.path for f in wanted if (root / f.path).read_text() != f.text]
+    return [f.path for f in wanted if _text(root / f.path) != f.text]
+
+
+def _text(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
 
 
 def write(root: Path, wanted: Iterable[DeployFile]) -> list[str]:
     written = stale(root, wanted := list(wanted))
     for f in wanted:
         if f.path in written:
+            (root / f.path).parent.mkdir(parents=True, exist_ok=True)
             (root / f.path).write_text(f.text)
     return written

@@ -1,9 +1,10 @@
-"""docker-compose.yml: Redis, Flower, the metrics, and one worker service per target.
+"""docker-compose.yml: Redis, Flower, the metrics, the API, and one worker service per target.
 
 Each service is given only the variables it reads, as ${VAR} references (no value is
 written here): a worker gets the core's worker settings, the per-target ones for its own
 target, and its target's own variables; Flower gets its logins; nothing gets another
-target's credentials. Workers are healthy while a Celery ping of their own node answers.
+target's credentials (the API gets none: it stages records, the workers deliver them).
+Workers are healthy while a Celery ping of their own node answers.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from importq.deploy.common import GENERATED, Deployable, is_own
 from importq.settings_table import CORE, PER_TARGET
 
 _HEAD = """\
-# importq on one host: Redis (AOF on), Flower, the metrics and one worker service per target.
+# importq on one host: Redis (AOF on), Flower, the metrics, the HTTP API and one worker service
+# per target.
 #
 #   cp .env.example .env     # then fill in the credentials of the targets you use
-#   docker-compose up -d --build redis flower metrics worker_<target> ...
+#   docker-compose up -d --build redis flower metrics api worker_<target> ...
 #   docker-compose up -d --scale worker_sourcing_data=3   # more workers, never for blue
 #
 # Secrets come from .env or from the shell's environment (the ${VAR} references below);
 # none is written here or baked into the image, and each service is given only the
 # variables it reads. Redis is reachable only inside the compose network; Flower is
-# published on the host's 127.0.0.1:5555 (put a TLS proxy in front of it to open it wider).
+# published on the host's 127.0.0.1:5555 and the API on 127.0.0.1:8080 (put a TLS proxy in
+# front of them to open them wider).
 """
 
 _SHARED = """
@@ -164,11 +167,48 @@ HEALTHCHECK = "celery -A workers.app inspect ping -d {node}@$$HOSTNAME --timeout
 
 
 def text(targets: Sequence[Deployable]) -> str:
-    services = "".join(_worker(target) for target in targets)
+    services = _api(targets) + "".join(_worker(target) for target in targets)
     ha = _HA_REPLICA + "".join(_sentinel(number) for number in (1, 2, 3))
     shared = _SHARED.replace("{ha}", ha)
     volumes = "\nvolumes:\n  redis-data:\n  redis-replica-data:\n"
     return _HEAD + GENERATED + "\n" + shared + services + volumes
+
+
+def api_variables(targets: Sequence[Deployable]) -> list[str]:
+    """What `importq serve` reads: its own settings, and every target's variables that plan
+    a job (limits, options), never a credential: the API stages records, workers send them."""
+    serving = [n for s in CORE if s.name.startswith("IMPORTQ_SERVE_") for n in s.names]
+    # Its address and port are the command's; callback secrets are named per token, so the
+    # operator adds them (IMPORTQ_SERVE_CALLBACK_SECRET_<NAME>) for the tokens that use them.
+    local = ("IMPORTQ_SERVE_ADDRESS", "IMPORTQ_SERVE_PORT")
+    serving = [n for n in serving if n not in local and "<" not in n]
+    names = [*serving, "IMPORTQ_MAX_QUEUED_UNITS"]
+    for target in targets:
+        names.append(f"IMPORTQ_MAX_QUEUED_UNITS_{target.name.upper()}")
+        names += [n for s in target.settings if is_own(s, target) and not s.secret for n in s.names]
+    return list(dict.fromkeys(names))
+
+
+def _api(targets: Sequence[Deployable]) -> str:
+    lines = [
+        "",
+        "  api:",
+        "    <<: *image",
+        "    # The HTTP API and dashboard; it refuses to start without IMPORTQ_SERVE_TOKENS.",
+        '    command: ["importq", "serve", "--host", "0.0.0.0", "--port", "8080"]',
+        "    ports:",
+        '      - "127.0.0.1:8080:8080"',
+        "    healthcheck:",
+        '      test: ["CMD", "python", "-c",',
+        "             \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/openapi.json')\"]",
+        "      interval: 15s",
+        "      timeout: 5s",
+        "      retries: 3",
+        "    environment:",
+        "      <<: *settings",
+    ]
+    lines += [f"      {variable}: ${{{variable}:-}}" for variable in api_variables(targets)]
+    return "\n".join(lines) + "\n"
 
 
 def worker_variables(target: Deployable) -> list[str]:

@@ -17,6 +17,10 @@ _CORE = """
 # Flower's logins, user:password[,user2:password2]. Required by docker-compose.
 FLOWER_BASIC_AUTH=
 
+# `importq serve`'s API tokens, hashed (`importq serve-token NAME` prints a line; `;` between
+# entries). Required by the api service.
+IMPORTQ_SERVE_TOKENS=
+
 # Processes per worker service (one-process targets always run exactly one).
 WORKER_CONCURRENCY=4
 

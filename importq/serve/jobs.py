@@ -1,0 +1,347 @@
+"""Jobs: publish a body as a job, read jobs and their dead letters, replay, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from importq.errors import InputError, UnknownJob
+from importq.serve import bodies, callbacks, idempotency
+from importq.serve.auth import Forbidden, Token
+from importq.serve.models import DeadLetter, DeadLetterPage, Job, Problem, Replay, Replayed
+from importq.serve.models import Pause as PauseModel
+from importq.serve.services import Services, ServicesDep, TokenDep
+from producers.dryrun import dry_run
+from producers.problems import Problems
+from producers.publish import max_queued_units, publish
+from producers.readers import read_records
+from workers import keys
+from workers.breaker import Breaker
+from workers.dlq import DeadLetters
+from workers.failures import why_failed
+from workers.jobs import JobState, JobView
+
+log = structlog.get_logger("importq.serve")
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+MAX_ERRORS_SETTING = "IMPORTQ_SERVE_MAX_ERRORS"
+DEFAULT_MAX_ERRORS = 20
+RETRY_AFTER_SECONDS = 5
+BODY_NAME = "body"  # records are placed as body:LINE or body:item N
+CALLBACK_PARAM = "callback_url"  # a query parameter of the API, not one of the target
+
+
+class QueueFull(Exception):
+    """The target's queue holds IMPORTQ_MAX_QUEUED_UNITS units: 429 with Retry-After."""
+
+
+def _body_doc() -> dict[str, Any]:
+    record = {"type": "object", "additionalProperties": True}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "The records: JSON Lines, a JSON array or CSV (by Content-Type); "
+            "gzip with `Content-Encoding: gzip`. All or nothing: one bad record refuses the "
+            "body (422, with up to IMPORTQ_SERVE_MAX_ERRORS errors) and nothing is staged.",
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "array", "items": record}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        },
+        "parameters": [
+            {
+                "name": "params",
+                "in": "query",
+                "required": False,
+                "style": "form",
+                "explode": True,
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                "description": "The target's params (`importq publish --param`), e.g. "
+                "`?path=events/`",
+            },
+            {
+                "name": CALLBACK_PARAM,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "format": "uri"},
+                "description": "Called (POST, the job's summary, signed with HMAC-SHA256 "
+                "under IMPORTQ_SERVE_CALLBACK_SECRET_<TOKEN NAME>) when the job ends; retried "
+                "with backoff",
+            },
+        ],
+    }
+
+
+def job_answer(request: Request, svc: Services, job: JobView, units: bool = False) -> Job:
+    data = job.as_dict()
+    failure = None
+    if job.state in (JobState.FAILED, JobState.PARTIAL) and (
+        why := why_failed(svc.store.redis, job)
+    ):
+        failure = why.as_dict()
+    pause = None
+    if not job.finished and (held := Breaker(svc.store.redis, svc.settings).pause(job.target)):
+        pause = PauseModel(
+            by=held.by, reason=held.reason, since=held.since, next_probe_at=held.probe_at or None
+        )
+    unit_rows = (
+        [{"id": uid, **fields} for uid, fields in svc.store.units(job.id)] if units else None
+    )
+    url = str(request.url_for("get_job", job_id=job.id))
+    return Job(**data, url=url, failure=failure, paused=pause, units=unit_rows)
+
+
+def readable_job(svc: Services, token: Token, job_id: str) -> JobView:
+    job = svc.store.get(job_id)
+    if job is None:
+        raise UnknownJob(job_id)
+    token.require(job.target)
+    return job
+
+
+def known_target(svc: Services, target: str) -> None:
+    if target not in svc.targets:
+        raise UnknownTarget(f"no target {target!r}; the targets are {', '.join(svc.targets)}")
+
+
+class UnknownTarget(Exception):
+    """404."""
+
+
+@router.post(
+    "/targets/{target}/jobs",
+    status_code=201,
+    response_model=Job,
+    openapi_extra=_body_doc(),
+    responses={
+        200: {
+            "model": Job,
+            "description": "The job an earlier request with this Idempotency-Key made",
+        }
+    },
+    summary="Publish records as a job",
+)
+async def publish_job(
+    target: str,
+    request: Request,
+    response: Response,
+    svc: ServicesDep,
+    token: TokenDep,
+    content_type: Annotated[str | None, Header()] = None,
+    content_encoding: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Job:
+    known_target(svc, target)
+    token.require(target, write=True)
+    fmt = bodies.body_format(content_type, content_encoding)
+    limit = svc.settings.integer(bodies.MAX_BODY_SETTING, bodies.DEFAULT_MAX_BODY, minimum=1)
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise bodies.BodyTooLarge(
+            f"the body is over {limit} bytes ({bodies.MAX_BODY_SETTING}); "
+            "split it into several jobs"
+        )
+    _refuse_when_full(svc, target)
+    params = dict(request.query_params)
+    callback_url = params.pop(CALLBACK_PARAM, None)
+    if callback_url:
+        callbacks.check(svc.settings, callback_url, token.name)
+    spooled = await bodies.spool(request.stream(), limit)
+    try:
+        called = {**params, CALLBACK_PARAM: callback_url or ""}
+        digest = _request_digest(target, called, fmt, spooled.sha256)
+        claim = None
+        if idempotency_key:
+            ttl = svc.settings.integer(idempotency.TTL_SETTING, idempotency.DEFAULT_TTL, minimum=1)
+            claim = idempotency.claim(svc.store.redis, token.name, idempotency_key, digest, ttl)
+            if claim.job_id and (earlier := svc.store.get(claim.job_id)):
+                response.status_code = 200
+                response.headers["Idempotent-Replayed"] = "true"
+                return job_answer(request, svc, earlier)
+        try:
+            job_id = await run_in_threadpool(_publish, svc, target, spooled, fmt, params)
+        except BaseException:
+            if claim:
+                idempotency.forget(svc.store.redis, claim)
+            raise
+        if callback_url:
+            callbacks.register(svc.store.redis, svc.settings, job_id, callback_url, token.name)
+        if claim:
+            idempotency.settle(svc.store.redis, claim, digest, job_id, ttl)
+    finally:
+        spooled.remove()
+    job = svc.store.get(job_id)
+    assert job is not None
+    log.info(
+        "job published",
+        job_id=job_id,
+        target=target,
+        token=token.name,
+        records=job.records_total,
+        units=job.units_total,
+        bytes=spooled.size,
+    )
+    answer = job_answer(request, svc, job)
+    response.headers["Location"] = answer.url
+    return answer
+
+
+def _refuse_when_full(svc: Services, target: str) -> None:
+    limit = max_queued_units(svc.settings, target)
+    if limit and (queued := int(svc.store.redis.llen(keys.celery_queue(target)))) >= limit:
+        raise QueueFull(
+            f"the {target} queue holds {queued} units (limit {limit}, "
+            "IMPORTQ_MAX_QUEUED_UNITS): retry after the Retry-After seconds"
+        )
+
+
+def _request_digest(target: str, params: dict[str, str], fmt: str, body: str) -> str:
+    """What makes two requests the same publish: target, params, format and body."""
+    parts = [target, fmt, body, *(f"{k}={v}" for k, v in sorted(params.items()))]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class RefusedBody(InputError):
+    """A body with bad records: every error found (up to the budget) for the 422."""
+
+    def __init__(self, errors: list[InputError], stopped_early: bool) -> None:
+        self.errors = errors
+        self.stopped_early = stopped_early
+        more = f" (and {len(errors) - 1} more listed in errors)" if len(errors) > 1 else ""
+        super().__init__(f"refused, nothing was staged: {errors[0]}{more}")
+
+
+def _publish(svc: Services, target: str, spooled: bodies.Spooled, fmt: str, params: Any) -> str:
+    """Stage and release the body as `importq publish` does; RefusedBody lists its errors."""
+    try:
+        records = read_records(spooled.path, fmt, target=target, name=BODY_NAME)
+        return publish(
+            target,
+            records,
+            params,
+            settings=svc.settings,
+            store=svc.store,
+            publish_unit=svc.publish_unit,
+        )
+    except InputError as first:
+        # Nothing was staged; read the body once more, collecting its errors like a dry run.
+        budget = svc.settings.integer(MAX_ERRORS_SETTING, DEFAULT_MAX_ERRORS, minimum=1)
+        problems = Problems(budget)
+        try:
+            records = read_records(
+                spooled.path, fmt, target=target, problems=problems, name=BODY_NAME
+            )
+            report = dry_run(target, records, params, settings=svc.settings, problems=problems)
+        except InputError:
+            raise RefusedBody([first], False) from None
+        raise RefusedBody(report.errors or [first], report.stopped_early) from None
+
+
+@router.get("/jobs", response_model=list[Job], summary="Recent jobs, newest first")
+def list_jobs(
+    request: Request,
+    svc: ServicesDep,
+    token: TokenDep,
+    target: str | None = None,
+    state: Annotated[list[JobState] | None, Query()] = None,
+    since: Annotated[float | None, Query(ge=0, description="epoch seconds")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[Job]:
+    if target is not None:
+        known_target(svc, target)
+        token.require(target)
+    states = {s.value for s in state or []}
+    wanted = limit if target or token.targets is None else 500
+    views = svc.store.recent(wanted, since=since, target=target, states=states)
+    readable = [v for v in views if token.may_read(v.target)][:limit]
+    return [job_answer(request, svc, view) for view in readable]
+
+
+@router.get("/jobs/{job_id}", response_model=Job, summary="A job: state, counts, reason, units")
+def get_job(job_id: str, request: Request, svc: ServicesDep, token: TokenDep) -> Job:
+    return job_answer(request, svc, readable_job(svc, token, job_id), units=True)
+
+
+@router.get(
+    "/jobs/{job_id}/dead-letters",
+    response_model=DeadLetterPage,
+    summary="A job's dead letters with the target's reasons, a page at a time",
+)
+def dead_letters(
+    job_id: str,
+    svc: ServicesDep,
+    token: TokenDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DeadLetterPage:
+    readable_job(svc, token, job_id)
+    letters = DeadLetters(svc.store.redis)
+    total = letters.count(job_id)
+    items = [DeadLetter.model_validate(entry) for entry in letters.page(job_id, offset, limit)]
+    following = offset + limit if offset + limit < total else None
+    return DeadLetterPage(
+        job_id=job_id, total=total, offset=offset, limit=limit, items=items, next_offset=following
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/replay",
+    status_code=201,
+    response_model=Replayed,
+    summary="Publish a job's dead letters again as a new job",
+)
+async def replay_job(
+    job_id: str, request: Request, svc: ServicesDep, token: TokenDep, body: Replay | None = None
+) -> Replayed:
+    from producers.replay import replay
+
+    job = readable_job(svc, token, job_id)
+    token.require(job.target, write=True)
+    overrides = body.params if body else {}
+    done = await run_in_threadpool(
+        lambda: replay(
+            job_id,
+            settings=svc.settings,
+            store=svc.store,
+            publish_unit=svc.publish_unit,
+            overrides=overrides,
+        )
+    )
+    new_job = svc.store.get(done.new_job_id)
+    assert new_job is not None
+    log.info(
+        "dead letters replayed",
+        job_id=job_id,
+        new_job_id=done.new_job_id,
+        records=done.records,
+        token=token.name,
+    )
+    return Replayed(job_id=job_id, records=done.records, new_job=job_answer(request, svc, new_job))
+
+
+class AlreadyEnded(Exception):
+    """409: the job has ended; nothing to cancel."""
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=Job,
+    summary="Cancel a job: units not started are dropped, running ones finish",
+)
+def cancel_job(job_id: str, request: Request, svc: ServicesDep, token: TokenDep) -> Job:
+    job = readable_job(svc, token, job_id)
+    token.require(job.target, write=True)
+    if job.finished:
+        raise AlreadyEnded(f"job {job_id} already ended {job.state}: nothing to cancel")
+    svc.store.cancel(job_id, f"cancelled through the API by {token.name}")
+    log.info("job cancelled", job_id=job_id, token=token.name)
+    cancelled = svc.store.get(job_id)
+    assert cancelled is not None
+    return job_answer(request, svc, cancelled)
+
+
+__all__ = ["AlreadyEnded", "Forbidden", "Problem", "QueueFull", "RefusedBody", "UnknownTarget"]

@@ -1,0 +1,45 @@
+"""What the routes share: settings, the job store, the worker runner, the tokens; and the
+FastAPI dependencies that authenticate a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+
+from importq.serve.auth import Token, TokenRing
+from importq.settings import Settings
+from workers.dispatch import Publish
+from workers.jobs import JobStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: JobStore
+    publish_unit: Publish
+    tokens: TokenRing
+    runner_factory: Any  # () -> workers.runner.Runner (its breaker and waker), made on demand
+    targets: list[str] = field(default_factory=list)
+
+    def runner(self) -> Any:
+        return self.runner_factory()
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def token(
+    request: Request,
+    authorization: Annotated[
+        str | None, Header(description="`Bearer <token>` (`importq serve-token` makes one)")
+    ] = None,
+) -> Token:
+    return services(request).tokens.check(authorization)
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+TokenDep = Annotated[Token, Depends(token)]

@@ -1,0 +1,253 @@
+"""`importq serve` over real HTTP: a real server process, the session's Redis, real workers.
+
+Producers publish a body (JSON Lines, a JSON array, CSV, gzip) and get a job they follow,
+replay and cancel through the API; the tests check what a producer in any language relies
+on: idempotent retries, the 422 that lists bad records, 429 when the queue is full, 401
+against 403, and that nothing is staged for a refused body.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from importq.serve.callbacks import signature
+from tests.helpers import jsonl, wait_for_job, wait_until
+from tests.serving import CALLBACK_SECRET, OTHER, QUEUE_LIMIT, READER, WRITER, Api, api
+from tests.test_http_batch_e2e import events, sim, worker
+from workers.keys import SERVE_CALLBACKS, serve_callback
+
+__all__ = ["api", "sim", "worker"]  # the fixtures: the receiver and its workers
+TARGET = "http_batch"
+JSONL = {"Content-Type": "application/x-ndjson"}
+JOBS = f"/v1/targets/{TARGET}/jobs"
+
+
+def post(api: Api, body: bytes | str, headers: dict[str, str] = JSONL, **kw: Any) -> httpx.Response:
+    with api.client(kw.pop("token", WRITER)) as client:
+        return client.post(kw.pop("path", JOBS), content=body, headers=headers, **kw)
+
+
+def listed_jobs(client: redis.Redis) -> int:
+    return int(client.zcard("importq:jobs"))
+
+
+def test_a_json_lines_body_becomes_a_job_the_workers_deliver(
+    api: Api, sim: Any, worker: Any, redis_client: redis.Redis
+) -> None:
+    worker(concurrency=2)
+    answer = post(api, jsonl(*events(1200)), params={"path": "events/"})
+    assert answer.status_code == 201, answer.text
+    job = answer.json()
+    assert job["records_total"] == 1200 and job["units_total"] == 3
+    assert answer.headers["Location"] == job["url"] == f"{api.url}/v1/jobs/{job['id']}"
+    assert wait_for_job(job["id"]).state == "succeeded"
+    with api.client(READER) as client:
+        read = client.get(f"/v1/jobs/{job['id']}").json()
+    assert read["state"] == "succeeded" and read["records_delivered"] == 1200
+    assert [unit["state"] for unit in read["units"]] == ["succeeded"] * 3
+    assert sim.ledger()["paths"] == {"events": 3}  # the query parameter reached the target
+
+
+def test_a_gzipped_json_array_and_a_csv_body_are_read_like_files(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    array = gzip.compress(json.dumps(events(700)).encode())
+    answer = post(api, array, {"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["records_total"] == 700
+    csv = "eventId,type\nev-1,purchase\nev-2,refund\n"
+    answer = post(api, csv, {"Content-Type": "text/csv; charset=utf-8"})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["records_total"] == 2
+
+
+def test_a_retried_request_with_its_idempotency_key_gets_the_same_job(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    body = jsonl(*events(10))
+    key = {**JSONL, "Idempotency-Key": "order-export-2026-12-07"}
+    first, again = post(api, body, key), post(api, body, key)
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert listed_jobs(redis_client) == 1
+    other = post(api, jsonl(*events(11)), key)
+    assert other.status_code == 409 and "another body" in other.json()["detail"]
+    fresh = post(api, body, {**JSONL, "Idempotency-Key": "order-export-2026-12-08"})
+    assert fresh.status_code == 201 and fresh.json()["id"] != first.json()["id"]
+    assert listed_jobs(redis_client) == 2
+
+
+def test_a_body_with_bad_records_is_refused_whole_listing_each_error(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    body = jsonl(*events(3), {}, *events(2), "{not json", {"": 1}, *events(4))
+    answer = post(api, body, {**JSONL, "Idempotency-Key": "will-be-fixed"})
+    assert answer.status_code == 422, answer.text
+    refused = answer.json()
+    assert [e["where"] for e in refused["errors"]] == ["body:4", "body:7", "body:8"]
+    assert refused["errors"][1]["message"].startswith("not valid JSON")
+    assert refused["errors"][2]["message"] == "field name '': must not be empty"
+    assert refused["detail"].startswith("refused, nothing was staged: body:4: ")
+    assert listed_jobs(redis_client) == 0 and not redis_client.keys("importq:unit:*")
+    fixed = post(api, jsonl(*events(9)), {**JSONL, "Idempotency-Key": "will-be-fixed"})
+    assert fixed.status_code == 201, fixed.text  # a refused body does not keep the key
+
+
+def test_a_full_queue_answers_429_with_retry_after_at_once(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    assert post(api, jsonl(*events(2000))).status_code == 201  # 4 units, no worker
+    assert redis_client.llen(TARGET) > QUEUE_LIMIT
+    full = post(api, jsonl(*events(5)))
+    assert full.status_code == 429 and int(full.headers["Retry-After"]) > 0
+    assert "IMPORTQ_MAX_QUEUED_UNITS" in full.json()["detail"]
+    assert listed_jobs(redis_client) == 1
+
+
+def test_tokens_401_when_unknown_403_when_out_of_scope(api: Api, redis_client: redis.Redis) -> None:
+    body = jsonl(*events(2))
+    missing = post(api, body, token=None)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert post(api, body, token="fake-unknown-token-for-tests-9").status_code == 401
+    reading = post(api, body, token=READER)
+    assert reading.status_code == 403 and "may only read" in reading.json()["detail"]
+    elsewhere = post(api, body, token=OTHER)
+    assert elsewhere.status_code == 403 and "not scoped" in elsewhere.json()["detail"]
+    job_id = post(api, body).json()["id"]
+    with api.client(OTHER) as client:
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 403
+        assert client.get("/v1/jobs").json() == []  # its listing holds only blue's jobs
+        assert [t["target"] for t in client.get("/v1/targets").json()] == ["blue"]
+    assert listed_jobs(redis_client) == 1
+    log = api.log.read_text()
+    assert WRITER not in log and READER not in log and "ev-000001" not in log
+
+
+def test_bodies_over_the_size_or_of_unknown_types_are_refused(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    big = post(api, b'{"eventId": "x"}\n' * 300_000)  # 5 MB over the test's 4 MiB cap
+    assert big.status_code == 413 and "IMPORTQ_SERVE_MAX_BODY_BYTES" in big.json()["detail"]
+    xml = post(api, "<records/>", {"Content-Type": "application/xml"})
+    assert xml.status_code == 415 and "application/x-ndjson" in xml.json()["detail"]
+    assert post(api, "{}", path="/v1/targets/nowhere/jobs").status_code == 404
+    unknown_param = post(api, jsonl(*events(1)), params={"colour": "blue"})
+    assert unknown_param.status_code == 422 and "colour" in unknown_param.json()["detail"]
+    assert listed_jobs(redis_client) == 0
+
+
+def test_dead_letters_are_paged_with_reasons_and_replayed_as_a_new_job(
+    api: Api, sim: Any, worker: Any
+) -> None:
+    sim.configure(refuse_values={"ev-000003", "ev-000005", "ev-000007"})
+    worker(concurrency=2)
+    job_id = post(api, jsonl(*events(20))).json()["id"]
+    assert wait_for_job(job_id).state == "partial"
+    with api.client(READER) as client:
+        first = client.get(f"/v1/jobs/{job_id}/dead-letters", params={"limit": 2}).json()
+        rest = client.get(f"/v1/jobs/{job_id}/dead-letters", params={"offset": 2}).json()
+        read = client.get(f"/v1/jobs/{job_id}").json()
+    assert (first["total"], first["next_offset"], rest["next_offset"]) == (3, 2, None)
+    refused = {item["record"]["eventId"] for item in first["items"] + rest["items"]}
+    assert refused == {"ev-000003", "ev-000005", "ev-000007"}
+    assert "is not accepted" in first["items"][0]["reason"]
+    assert read["state"] == "partial" and read["failure"]["dead_letters_total"] == 3
+    sim.configure(refuse_values=set())
+    with api.client(WRITER) as client:
+        replayed = client.post(f"/v1/jobs/{job_id}/replay", json={"params": {}})
+        assert replayed.status_code == 201, replayed.text
+        again = client.post(f"/v1/jobs/{job_id}/replay")
+    assert replayed.json()["records"] == 3 and again.status_code == 409
+    assert wait_for_job(replayed.json()["new_job"]["id"]).records_delivered == 3
+
+
+def test_a_target_is_paused_and_resumed_and_a_job_cancelled(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    with api.client(WRITER) as client:
+        paused = client.post(f"/v1/targets/{TARGET}/pause", json={"reason": "vendor upgrade"})
+        assert paused.status_code == 200 and paused.json()["paused"]["reason"] == "vendor upgrade"
+        job = post(api, jsonl(*events(3))).json()
+        assert job["paused"]["by"] == "operator"
+        (view,) = [t for t in client.get("/v1/targets").json() if t["target"] == TARGET]
+        assert view["paused"]["reason"] == "vendor upgrade" and view["queued"] == 1
+        resumed = client.post(f"/v1/targets/{TARGET}/resume").json()
+        assert resumed["was_paused"] and client.post(f"/v1/targets/{TARGET}/resume").json() == {
+            "target": TARGET, "was_paused": False, "woken": 0}  # fmt: skip
+        cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancelled.json()["state"] == "cancelled", cancelled.text
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+        listed = client.get("/v1/jobs", params={"state": "cancelled", "target": TARGET}).json()
+    assert [j["id"] for j in listed] == [job["id"]]
+    with api.client(READER) as client:
+        assert client.post(f"/v1/targets/{TARGET}/pause").status_code == 403
+
+
+def test_the_committed_openapi_document_is_the_one_served(api: Api) -> None:
+    from importq.serve.app import OPENAPI_PATH
+    from tests.test_import_graph import ROOT
+
+    served = httpx.get(f"{api.url}/openapi.json").json()
+    assert json.loads((ROOT / OPENAPI_PATH).read_text()) == served
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A producer's callback endpoint: refuses the first call (503), takes the next."""
+
+    calls: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.calls.append((dict(self.headers), body))
+        self.send_response(503 if len(self.calls) == 1 else 204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    Receiver.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/importq-done"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_finished_job_calls_back_signed_and_retries_a_refused_call(
+    api: Api, sim: Any, worker: Any, receiver: str, redis_client: redis.Redis
+) -> None:
+    worker(concurrency=1)
+    job_id = post(api, jsonl(*events(30)), params={"callback_url": receiver}).json()["id"]
+    assert wait_for_job(job_id).state == "succeeded"
+    wait_until("the callback to be retried and taken", lambda: len(Receiver.calls) == 2)
+    for headers, body in Receiver.calls:  # the same signed summary both times
+        stamp = headers["X-Importq-Timestamp"]
+        assert headers["X-Importq-Signature"] == signature(CALLBACK_SECRET, stamp, body)
+        summary = json.loads(body)
+        assert (summary["id"], summary["state"]) == (job_id, "succeeded")
+        assert summary["records_delivered"] == 30
+    wait_until(
+        "the call to be settled", lambda: redis_client.zscore(SERVE_CALLBACKS, job_id) is None
+    )
+    settled = redis_client.hgetall(serve_callback(job_id))
+    assert (settled[b"attempts"], settled[b"outcome"]) == (b"2", b"HTTP 204")
+    unsigned = post(api, jsonl(*events(1)), token=OTHER, path="/v1/targets/blue/jobs",
+                    params={"callback_url": receiver})  # fmt: skip
+    assert unsigned.status_code == 422
+    assert "IMPORTQ_SERVE_CALLBACK_SECRET_BLUE_ONLY" in unsigned.json()["detail"]
+    not_http = post(api, jsonl(*events(1)), params={"callback_url": "ftp://example.invalid/x"})
+    assert not_http.status_code == 422 and "not an http(s) URL" in not_http.json()["detail"]
