@@ -21,6 +21,7 @@ from redis.commands.core import Script
 
 from workers import keys
 from workers.jobs import TERMINAL_UNIT_STATES
+from workers.signals import ReplicaUnconfirmed
 
 
 def lua_set(name: str, members: tuple[str, ...]) -> str:
@@ -346,7 +347,10 @@ class Leases:
         for name, value in values.items():
             flat += [name, value]
         unit_keys = [keys.unit(unit_id), keys.lease(unit_id)]
-        return bool(self._guarded(self._remember, unit_keys, flat))
+        try:
+            return bool(self._guarded(self._remember, unit_keys, flat, before_vendor_call=True))
+        except ReplicaUnconfirmed as error:
+            raise ReplicaUnconfirmed(f"unit {unit_id}: {error}") from None
 
     def finish(self, unit_id: str, token: str, result: Finish) -> int:
         """0: not our lease, nothing written; 1: recorded; 2: recorded and the job is done."""
@@ -383,22 +387,42 @@ class Leases:
         args += [payload for _, _, payload in result.children]
         return int(self._guarded(self._finish, finish_keys, args))
 
-    def _guarded(self, script: Script, script_keys: list[str], args: list[Any]) -> Any:
-        """Run a guarding script; with replica_wait_ms, then WAIT on the same connection."""
+    def _guarded(
+        self,
+        script: Script,
+        script_keys: list[str],
+        args: list[Any],
+        before_vendor_call: bool = False,
+    ) -> Any:
+        """Run a guarding script; with replica_wait_ms, then WAIT on the same connection.
+
+        `before_vendor_call` (a remembered remote id): a write no replica confirmed while
+        one is connected raises ReplicaUnconfirmed, so the sink stops before the vendor
+        request that the write guards; with no replica connected, no failover could take it
+        (nothing to promote), so it goes on with a warning.
+        """
         if not self.replica_wait_ms:
             return script(keys=script_keys, args=args)
         pipe = self.redis.pipeline(transaction=False)  # one connection: WAIT covers the write
         script(keys=script_keys, args=args, client=pipe)
         pipe.wait(1, self.replica_wait_ms)
         result, confirmed = pipe.execute()
+        if int(confirmed) >= 1:
+            return result
+        replicas = int(self.redis.info("replication").get("connected_slaves", 0))
+        if before_vendor_call and replicas and result:
+            raise ReplicaUnconfirmed(
+                f"no replica confirmed what the unit recorded within {self.replica_wait_ms} ms "
+                "(IMPORTQ_REPLICA_WAIT_MS): stopping before the vendor request it guards, as "
+                "a failover now could lose it"
+            )
         said_at = self._unconfirmed_said_at
-        if int(confirmed) < 1 and (
-            said_at is None or time.monotonic() - said_at > UNCONFIRMED_SAID_EVERY
-        ):
+        if said_at is None or time.monotonic() - said_at > UNCONFIRMED_SAID_EVERY:
             self._unconfirmed_said_at = time.monotonic()
             log.warning(
                 "no replica confirmed a guarding write in time: a failover now could lose it",
                 waited_ms=self.replica_wait_ms,
+                replicas_connected=replicas,
                 fix="check the replica (importq doctor); IMPORTQ_REPLICA_WAIT_MS sets the wait",
             )
         return result
