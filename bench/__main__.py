@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from bench import (
     blue_slot,
@@ -26,45 +28,26 @@ from bench import (
     sourcing_throughput,
 )
 
+# Every option: its flag, type, default and help.
+_OPTIONS: list[tuple[str, Callable[[str], Any], Any, str]] = [
+    ("--records", int, sourcing_throughput.DEFAULT_RECORDS, "records of the throughput runs"),
+    ("--concurrency", int, sourcing_throughput.DEFAULT_CONCURRENCY,
+     "worker processes and baseline threads"),
+    ("--repeat", int, sourcing_throughput.DEFAULT_REPEAT,
+     "throughput runs of each kind; the best counts"),
+    ("--sizes", producer_memory.parse_sizes, producer_memory.DEFAULT_SIZES,
+     "producer memory sizes, e.g. 100000,1000000"),
+    ("--serve-body-mb", int, serve_throughput.DEFAULT_BODY_MB,
+     "the body streamed into importq serve while its RSS is watched (0: skip)"),
+    ("--scale-records", int, redis_cost.DEFAULT_RECORDS,
+     "records of the Redis cost run (16 worker processes under 4 node names)"),
+]  # fmt: skip
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="importq benchmarks")
-    parser.add_argument(
-        "--records",
-        type=int,
-        default=sourcing_throughput.DEFAULT_RECORDS,
-        help="records of the throughput runs",
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=sourcing_throughput.DEFAULT_CONCURRENCY,
-        help="worker processes and baseline threads",
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=sourcing_throughput.DEFAULT_REPEAT,
-        help="throughput runs of each kind; the best counts",
-    )
-    parser.add_argument(
-        "--sizes",
-        type=producer_memory.parse_sizes,
-        default=producer_memory.DEFAULT_SIZES,
-        help="producer memory sizes, e.g. 100000,1000000",
-    )
-    parser.add_argument(
-        "--serve-body-mb",
-        type=int,
-        default=serve_throughput.DEFAULT_BODY_MB,
-        help="the body streamed into importq serve while its RSS is watched (0: skip)",
-    )
-    parser.add_argument(
-        "--scale-records",
-        type=int,
-        default=redis_cost.DEFAULT_RECORDS,
-        help="records of the Redis cost run (16 worker processes under 4 node names)",
-    )
+    for flag, kind, default, what in _OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=what)
     args = parser.parse_args(argv)
     env.stop_on_sigterm()
 
