@@ -2,14 +2,14 @@
 
     python -m bench [--records N] [--concurrency C] [--repeat R] [--latency-rounds N]
                     [--producer-records N] [--sizes 100000,1000000] [--no-blue]
-                    [--serve-body-mb 1024]
+                    [--serve-body-mb 1024] [--scale-records N]
 
 In order: SourcingData throughput (importq, the plain httpx loop and the Celery peer
 side by side) and the one-record latency, the producer's rate over json.loads, the
-producer's memory, Blue's slot, `importq serve` against the CLI's staging; then the
-table. The last line of the output is JSON with
-every figure. The exit status is 1 if a run did not commit every record exactly once
-(a goal not met is reported, not an error).
+producer's memory, Blue's slot, `importq serve` against the CLI's staging, the replica
+wait's cost (Sentinel), the Redis cost per unit at scale; then the table. The last
+line of the output is JSON with every figure. The exit status is 1 if a run did not
+commit every record exactly once (a goal not met is reported, not an error).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from bench import (
     env,
     one_record,
     producer_memory,
+    redis_cost,
+    replica_wait,
     serve_throughput,
     sourcing_throughput,
 )
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
          "best counts"),
         ("--latency-rounds", one_record.DEFAULT_ROUNDS, "one-record jobs each way"),
         ("--producer-records", DEFAULT_PRODUCER_RECORDS, "records of the producer's rate run"),
+        ("--scale-records", redis_cost.DEFAULT_RECORDS, "records of the Redis cost run (16 "
+         "worker processes under 4 node names)"),
     ):  # fmt: skip
         parser.add_argument(flag, type=int, default=default, help=what)
     parser.add_argument(
@@ -160,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(["", *blue_slot.report_all()]), flush=True)
     serving = serve_throughput.measure(body_mb=args.serve_body_mb)
     print("\n".join(["", *serve_throughput.report(serving)]), flush=True)
+    waits = replica_wait.measure()
+    print("\n".join(["", *replica_wait.report(waits)]), flush=True)
+    cost = redis_cost.run_in_subprocess(args.scale_records)
+    print("\n".join(["", *redis_cost.report(cost)]), flush=True)
 
     rows = figures(throughput, rate, memory)
     print(
@@ -185,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             "importq_vs_limit": throughput["importq_vs_limit"],
             "producer_vs_json_loads": rate["vs_json_loads"],
             "producer_peak_rss_large_vs_small": memory["peak_ratio"],
+            "replica_wait_vs_none": waits["with_vs_without"],
         },
-        "ok": bool(throughput["exactly_once"]),
+        "replica_wait": waits,
+        "redis_cost": cost,
+        "ok": bool(throughput["exactly_once"] and cost["exactly_once"]),
         "seconds": round(elapsed, 1),
     }
     print(json.dumps(summary, separators=(",", ":")))

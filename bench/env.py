@@ -76,10 +76,15 @@ class Worker(Process):
     """One `celery -A workers.app worker` process with its pool, in its own process group."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, concurrency: int, queue: str = "sourcing_data"
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int,
+        queue: str = "sourcing_data",
+        name: str = "",
     ) -> None:
         log_path.write_bytes(b"")
-        name = f"bench-{os.getpid()}@localhost"
+        name = name or f"bench-{os.getpid()}@localhost"
         super().__init__(celery_worker_command(queue, concurrency, name), env, log_path)
 
 
@@ -94,10 +99,11 @@ def ready(process: ProcessT) -> Iterator[ProcessT]:
 
 
 def worker(
-    env: dict[str, str], log_path: Path, concurrency: int
+    env: dict[str, str], log_path: Path, concurrency: int, name: str = ""
 ) -> contextlib.AbstractContextManager[Worker]:
-    """A started and ready importq worker, stopped when the block ends."""
-    return ready(Worker(env, log_path, concurrency))
+    """A started and ready importq worker, stopped when the block ends; `name`: its node name
+    (default: one per benchmark process)."""
+    return ready(Worker(env, log_path, concurrency, name=name))
 
 
 def sample_record(number: int) -> dict[str, Any]:

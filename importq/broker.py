@@ -1,4 +1,7 @@
-"""Which Redis importq uses: REDIS_URL, else the embedded one when it runs, else localhost.
+"""Which Redis importq uses: Sentinel, else REDIS_URL, else the embedded one, else localhost.
+
+REDIS_SENTINELS (importq/sentinel.py) names a primary that may move: every client built
+here from a Sentinel choice asks the sentinels where it is and follows a failover.
 
 When none of them answers, a command that needs Redis starts the embedded one. The
 order is fixed, so a Redis started on purpose (`importq redis start`) is never passed
@@ -28,6 +31,7 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from importq import sentinel
 from importq.errors import ConfigError, RedisUnavailable
 from importq.settings import Settings
 
@@ -37,14 +41,25 @@ CHECK_SECONDS = 3.0  # how long a command waits for Redis to answer before sayin
 
 @dataclass(frozen=True)
 class RedisChoice:
-    url: str
-    source: str  # "REDIS_URL", "embedded" or "localhost"
+    url: str  # for a Sentinel group: its sentinels and primary's name (sentinel.py), no password
+    source: str  # "REDIS_SENTINELS", "REDIS_URL", "embedded" or "localhost"
     reason: str = field(default="", compare=False)  # why this one, in words
+    sentinel: sentinel.SentinelConfig | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         """The line every command that touches Redis prints on stderr (no password)."""
         which = "" if self.source == "REDIS_URL" else f"{self.source} at "
+        if self.sentinel:
+            which = "Sentinel group "
         return f"redis: {which}{safe_url(self.url)} ({self.reason})"
+
+    def broker_url(self) -> str:
+        """The Celery broker URL (kombu's form; a Sentinel group's carries the password)."""
+        return self.sentinel.kombu_url() if self.sentinel else self.url
+
+    def transport_options(self) -> dict[str, object]:
+        """Broker transport options the choice needs (a Sentinel group: its primary's name)."""
+        return self.sentinel.transport_options() if self.sentinel else {}
 
 
 def safe_url(url: str) -> str:
@@ -68,16 +83,35 @@ def client(url: str, *, socket_timeout: float = 5.0) -> redis.Redis:
     `socket_timeout` bounds one try: a worker keeps it well below its lease, so a
     stalled connection cannot hold a unit past the point where it must stop.
     """
+    return redis.Redis.from_url(url, **_patient(socket_timeout))
+
+
+def connect(choice: RedisChoice, *, socket_timeout: float = 5.0) -> redis.Redis:
+    """`client` for a choice: a Sentinel group's follows its primary through a failover
+    (the retries outlast the sentinels' election: down-after plus a few seconds)."""
+    if choice.sentinel:
+        return choice.sentinel.master_client(**_patient(socket_timeout))
+    return client(choice.url, socket_timeout=socket_timeout)
+
+
+def quick_client(choice: RedisChoice, timeout: float = CHECK_SECONDS) -> redis.Redis:
+    """A client that tries once and gives up after `timeout`: for checks that report."""
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if choice.sentinel:
+        return choice.sentinel.master_client(**options)
+    return redis.Redis.from_url(choice.url, **options)
+
+
+def _patient(socket_timeout: float) -> dict[str, object]:
     retries = int(OUTAGE_SECONDS / _BACKOFF_CAP) + 8  # the first tries back off faster
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout, 5.0),
-        socket_keepalive=True,
-        health_check_interval=25,
-        retry=Retry(ExponentialBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE), retries),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-    )
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, 5.0),
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+        "retry": Retry(ExponentialBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE), retries),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
 
 
 def impatient(client: redis.Redis, socket_timeout: float) -> redis.Redis:
@@ -155,15 +189,21 @@ def start_private(
     port = port or free_port()
     command = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "yes" if aof else "no", "--dir", str(data_dir)]  # fmt: skip
+    return launch(command, port), f"redis://127.0.0.1:{port}/0"
+
+
+def launch(command: list[str], port: int, password: str = "") -> subprocess.Popen[bytes]:
+    """Start a redis-server (or a sentinel) that listens on 127.0.0.1:`port`; return it once
+    it answers a PING (logged in with `password`), or kill it and raise ConfigError after 10 s."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
-    while not _answers(url):
+    login = f":{password}@" if password else ""
+    while not _answers(f"redis://{login}127.0.0.1:{port}/0"):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise ConfigError(f"a private Redis did not start on port {port}")
         time.sleep(0.02)
-    return process, url
+    return process
 
 
 def free_port() -> int:
@@ -245,17 +285,20 @@ def checked_url(url: str) -> str:
 
 def check(choice: RedisChoice, timeout: float = CHECK_SECONDS) -> None:
     """Raise RedisUnavailable, saying what to do, unless the chosen Redis answers a PING."""
-    client = redis.Redis.from_url(choice.url, socket_timeout=timeout,
-                                  socket_connect_timeout=timeout)  # fmt: skip
+    client = quick_client(choice, timeout)
     try:
         client.ping()
     except redis.AuthenticationError as error:
+        where = "REDIS_PASSWORD" if choice.sentinel else "REDIS_URL"
         raise RedisUnavailable(
             f"Redis at {safe_url(choice.url)} refused the login ({error}): fix the password "
-            "in REDIS_URL"
+            f"in {where}"
         ) from None
     except (redis.RedisError, OSError) as error:
         fix = "start it or fix REDIS_URL" if choice.source == "REDIS_URL" else "start it again"
+        if choice.sentinel:
+            fix = (f"check that the sentinels in {sentinel.SENTINELS} answer and monitor a "
+                   f"primary named {choice.sentinel.master!r} ({sentinel.MASTER})")  # fmt: skip
         raise RedisUnavailable(
             f"Redis at {safe_url(choice.url)} ({choice.source}) does not answer ({error}): {fix}"
         ) from None
@@ -264,10 +307,17 @@ def check(choice: RedisChoice, timeout: float = CHECK_SECONDS) -> None:
 
 
 def candidates(settings: Settings) -> Iterator[RedisChoice]:
-    """Every Redis importq could use, best first: REDIS_URL, the running embedded one, localhost.
+    """Every Redis importq could use, best first: a Sentinel group, REDIS_URL, the running
+    embedded one, localhost.
 
     Lazy: `choose` takes the first and probes no further; `doctor` lists them all.
     """
+    group = sentinel.config(settings)
+    if group:
+        reason = f"set by {sentinel.SENTINELS}, primary {group.master!r}"
+        if settings.redis_url:
+            reason += "; REDIS_URL is ignored"
+        yield RedisChoice(group.url, sentinel.SENTINELS, reason, group)
     if settings.redis_url:
         yield RedisChoice(checked_url(settings.redis_url), "REDIS_URL", "set by REDIS_URL")
     data_dir = _embedded_dir(settings)

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from importq import broker
+from importq import broker, sentinel
 from importq import settings as importq_settings
 from importq.processes import Process, worker_commands
 from importq.progress import follow_jobs
@@ -43,7 +43,7 @@ def _start_workers(env: dict[str, str], log_dir: Path) -> list[Process]:
 def run_demo(count: int) -> int:
     settings = importq_settings.load()
     with ExitStack() as cleanup:
-        if settings.redis_url or broker.embedded_url(settings):
+        if settings.redis_url or sentinel.config(settings) or broker.embedded_url(settings):
             choice = broker.choose(settings, start=False)
             print(choice.describe())
         else:

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from importq import broker
+from importq import broker, sentinel
 from importq.errors import ConfigError, FinalError, ImportqError, RedisUnavailable, RetryableError
 from importq.settings import Settings
 
@@ -30,15 +30,43 @@ def check_redis(settings: Settings) -> list[Check]:
         choice = broker.choose(settings, start=False)
     except RedisUnavailable as error:
         return [Check("redis", "fail", str(error), "set REDIS_URL or run `importq redis start`")]
-    client = redis.Redis.from_url(choice.url, socket_timeout=3, socket_connect_timeout=3)
+    client = broker.quick_client(choice, timeout=3)
     where = choice.describe().removeprefix("redis: ")  # which one, and why this one
     try:
         info = client.info("server")
     except redis.RedisError as error:
-        return [Check("redis", "fail", f"{where}: {error}", "start Redis or fix REDIS_URL")]
+        fix = "start Redis or fix REDIS_URL"
+        if choice.sentinel:
+            fix = f"check {sentinel.SENTINELS} and the primary's name ({sentinel.MASTER})"
+        return [Check("redis", "fail", f"{where}: {error}", fix)]
     checks = [Check("redis", "ok", f"{where}, Redis {info.get('redis_version', '?')}")]
     checks += _redis_config(client, settings.allow_eviction)
+    if choice.sentinel:  # other candidates do not matter: the sentinels say where it is
+        return checks + _replication(choice.sentinel, settings)
     return checks + _other_candidates(settings, choice)
+
+
+def _replication(group: sentinel.SentinelConfig, settings: Settings) -> list[Check]:
+    """The primary the sentinels name now, its replicas and how far each is behind."""
+    try:
+        found = sentinel.topology(group)
+    except redis.RedisError as error:
+        return [Check("redis sentinel", "fail", f"could not read the group: {error}",
+                      f"check {sentinel.SENTINELS} and that the sentinels answer")]  # fmt: skip
+    replicas = ", ".join(f"{r.address} {r.state}, {r.lag_bytes} bytes and {r.lag_seconds} s "
+                         "behind" for r in found.replicas) or "none"  # fmt: skip
+    detail = (f"primary {found.primary}; replicas: {replicas}; {found.sentinels_up} sentinels "
+              f"see it (quorum {found.quorum})")  # fmt: skip
+    wait_ms = sentinel.replica_wait_ms(settings)
+    online = [r for r in found.replicas if r.state == "online"]
+    if not online:
+        return [Check("redis sentinel", "warn", detail, "start a replica: without one a "
+                      "failover has nothing to promote, and every guarded write waits "
+                      f"{wait_ms} ms ({sentinel.REPLICA_WAIT})")]  # fmt: skip
+    if found.sentinels_up < max(found.quorum, 2):
+        return [Check("redis sentinel", "warn", detail, "run at least three sentinels on "
+                      "separate machines, so a majority can agree on a failover")]  # fmt: skip
+    return [Check("redis sentinel", "ok", detail)]
 
 
 def _other_candidates(settings: Settings, chosen: broker.RedisChoice) -> list[Check]:
@@ -113,8 +141,7 @@ def check_consumers(settings: Settings) -> list[Check]:
     from workers.targets import TARGETS
 
     try:
-        client = redis.Redis.from_url(broker.choose(settings, start=False).url,
-                                      socket_timeout=3, socket_connect_timeout=3)  # fmt: skip
+        client = broker.quick_client(broker.choose(settings, start=False), timeout=3)
         checks = []
         for name, target in TARGETS.items():
             if not _configured(target, settings):

@@ -40,6 +40,20 @@ class EnvSetting:
 _S = EnvSetting
 CORE: tuple[EnvSetting, ...] = (
     _S("REDIS_URL", "(see below)", "the broker and job-state Redis", workers=False),
+    _S("REDIS_SENTINELS", "(none)",
+       "`host:port,host:port` of Redis Sentinels: the broker, job state, rate limits and "
+       "Flower follow the primary they name through a failover (REDIS_URL is then ignored)",
+       workers=False),
+    _S("REDIS_SENTINEL_MASTER", "mymaster", "the primary's name the sentinels monitor",
+       workers=False),
+    _S("REDIS_PASSWORD", "(none)", "with Sentinel: the password of the primary and replicas",
+       secret=True, workers=False),
+    _S("REDIS_SENTINEL_PASSWORD", "(none)", "with Sentinel: the sentinels' own password",
+       secret=True, workers=False),
+    _S("IMPORTQ_REPLICA_WAIT_MS", "500 with Sentinel, else 0 (off)",
+       "after each claim, remembered remote id, finish and published job, wait this long "
+       "for a replica to confirm it (`WAIT 1 <ms>`), so a failover cannot lose it; see "
+       "docs/operations.md"),
     _S("IMPORTQ_HOME", "`~/.local/share/importq`",
        "data directory of the embedded Redis and the demo", workers=False),
     _S("IMPORTQ_LEASE_SECONDS", "30",

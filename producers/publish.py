@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from importq import sentinel
 from importq.errors import ConfigError, InputError, RetryableError
 from importq.settings import Settings
 from producers.validate import validate
@@ -88,6 +89,13 @@ def publish(
         store.watch(unit_ids, settings.rescue_seconds)
     store.open(job_id)
     ordering.enqueue(store.redis, target, order_key, job_id, first=first_in_line)
+    # With a Sentinel group: a replica holds the job before the producer is told it is
+    # published, so a failover right after cannot take the records with the old primary.
+    wait_ms = sentinel.replica_wait_ms(settings, store.redis)
+    if wait_ms and not store.confirm_replicated(job_id, wait_ms):
+        notify(f"no replica confirmed job {job_id} within {wait_ms} ms "
+               f"({sentinel.REPLICA_WAIT}): a failover now could lose it; `importq doctor` "
+               "shows the replicas")  # fmt: skip
     if not hold:  # watched above: `release` would read back what is known here
         send(unit_ids, target, publish_unit)
     return job_id

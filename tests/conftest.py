@@ -62,7 +62,8 @@ def _reserve_simulator_ports() -> dict[str, int]:
     return ports
 
 
-pytest_plugins = ["tests.scripted"]  # the scripted target and in-process runner fixtures
+# The scripted target and in-process runner fixtures; a Redis Sentinel group's.
+pytest_plugins = ["tests.scripted", "tests.sentinel"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -185,9 +185,29 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
 
     accepted = config(FLOWER_BASIC_AUTH="fake-user:fake-password")
     assert accepted.returncode == 0, accepted.stderr
+    with_ha = config(FLOWER_BASIC_AUTH="fake-user:fake-password", COMPOSE_PROFILES="ha")
+    assert with_ha.returncode == 0, with_ha.stderr
     refused = config()  # Flower without logins must not come up
     assert refused.returncode != 0
     assert "set FLOWER_BASIC_AUTH=user:password" in refused.stderr
+
+
+def test_the_ha_profile_adds_a_replica_and_three_sentinels_watching_redis() -> None:
+    services = _services()
+    ha = {name for name, service in services.items() if "ha" in service.get("profiles", [])}
+    assert ha == {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    replica = _command(services["redis-replica"])
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    assert replica[replica.index("--appendonly") + 1] == "yes"
+    for number in (1, 2, 3):
+        script = " ".join(_command(services[f"sentinel-{number}"]))
+        assert "'sentinel monitor mymaster redis 6379 2'" in script  # a majority of three
+        assert f"'sentinel announce-ip sentinel-{number}'" in script
+        assert script.endswith("--sentinel")
+    env = _environment(services["flower"])  # every service can be pointed at the sentinels
+    assert env["REDIS_SENTINELS"] == "${REDIS_SENTINELS:-}"
+    for name, service in _workers().values():
+        assert "REDIS_SENTINELS" in _environment(service), name
 
 
 def test_the_api_plans_with_every_targets_limits_and_holds_no_credential() -> None:

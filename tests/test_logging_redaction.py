@@ -275,6 +275,7 @@ SECRET_KEYS = [
     "SOURCING_DATA_TOKEN", "BLUE_API_KEY", "WORKFLOW_IMPORT_API_KEY",
     "DATASOURCE_INTEGRATION_KEY", "BLUESHIFT_API_KEY", "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH", "basic_auth", "HTTP_BATCH_AUTH_SECRET",
+    "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD",
 ]  # fmt: skip
 PLAIN_KEYS = ["unit", "job", "target", "records", "attempt", "delay", "monkey", "keys", "author"]
 

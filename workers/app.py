@@ -64,7 +64,7 @@ def redis_url() -> str:
 def _config() -> dict[str, Any]:
     """The app's configuration: Celery calls this the first time it reads `app.conf`."""
     return dict(
-        broker_url=redis_url(),
+        broker_url=redis_choice().broker_url(),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],  # pickle is refused
@@ -95,6 +95,8 @@ def _config() -> dict[str, Any]:
             "socket_timeout": 30,
             "socket_connect_timeout": 10,
             "health_check_interval": 25,
+            # A Sentinel group: the primary's name and how to reach the sentinels.
+            **redis_choice().transport_options(),
         },
     )
 
@@ -110,7 +112,7 @@ def redis_client() -> redis.Redis:
         # Retries ride out a Redis restart; one try times out well within the lease, so a
         # stalled connection cannot hold a unit past the point where it must stop.
         timeout = max(1.0, min(5.0, settings().lease_seconds / 4))
-        _state["redis"] = broker.client(redis_url(), socket_timeout=timeout)
+        _state["redis"] = broker.connect(redis_choice(), socket_timeout=timeout)
     client: redis.Redis = _state["redis"]
     return client
 

@@ -248,6 +248,18 @@ class JobStore:
         pipe.zadd(keys.JOBS, {job_id: time.time()})
         pipe.execute()
 
+    def confirm_replicated(self, job_id: str, wait_ms: int) -> bool:
+        """Wait up to `wait_ms` for a replica to hold everything written so far (the staged
+        job included); False if none confirmed. WAIT covers the writes of its own connection
+        up to the replication offset of its last write, so a harmless one goes first
+        (re-deleting the `staging` mark that `open` deleted): the offset is then past every
+        write of the job, whichever connection sent it."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hdel(keys.job(job_id), "staging")
+        pipe.wait(1, wait_ms)
+        _, confirmed = pipe.execute()
+        return int(confirmed) >= 1
+
     def discard(self, job_id: str) -> None:
         """Remove a job that was refused while staging."""
         unit_ids = self.unit_ids(job_id)

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import structlog
+from redis.commands.core import Script
 
 from workers import keys
 from workers.jobs import TERMINAL_UNIT_STATES
+from workers.signals import ReplicaUnconfirmed
 
 
 def lua_set(name: str, members: tuple[str, ...]) -> str:
@@ -311,13 +314,34 @@ class Finish:
     children: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
 
 
-class Leases:
-    """The lease scripts, bound to one Redis connection."""
+log = structlog.get_logger("importq.leases")
+# A replica that does not confirm is said at most this often (seconds), not on every write.
+UNCONFIRMED_SAID_EVERY = 60.0
 
-    def __init__(self, client: redis.Redis, lease_seconds: float, grace_seconds: float) -> None:
+
+class Leases:
+    """The lease scripts, bound to one Redis connection.
+
+    With `replica_wait_ms` (a Sentinel group: importq/sentinel.py) the writes that guard
+    against a double commit, claim, remember and finish, are each followed by `WAIT 1
+    <ms>` on the same connection: the worker goes on to the vendor only once a replica
+    holds the write, so a failover cannot take the claim or the remote id with the old
+    primary. A replica that does not confirm in time is logged, and the work goes on
+    (docs/operations.md, "Redis Sentinel").
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        lease_seconds: float,
+        grace_seconds: float,
+        replica_wait_ms: int = 0,
+    ) -> None:
         self.redis = client
         self.lease_ms = int(lease_seconds * 1000)
         self.grace_ms = int(grace_seconds * 1000)
+        self.replica_wait_ms = replica_wait_ms
+        self._unconfirmed_said_at: float | None = None
         self._claim = client.register_script(_CLAIM)
         self._renew = client.register_script(_RENEW)
         self._remember = client.register_script(_REMEMBER)
@@ -347,7 +371,7 @@ class Leases:
                 unit_keys.append(shutdown_key)
         args: list[Any] = [token, self.lease_ms, now_ms(), unit_id, max_crashes,
                            EARLY_TOLERANCE_MS]  # fmt: skip
-        found = self._claim(keys=unit_keys, args=args)
+        found = self._guarded(self._claim, unit_keys, args)
         status = _text(found[0])
         if status == "early":
             return Claim("early", due=float(_text(found[1])))
@@ -372,7 +396,11 @@ class Leases:
         flat: list[str] = [token]
         for name, value in values.items():
             flat += [name, value]
-        return bool(self._remember(keys=[keys.unit(unit_id), keys.lease(unit_id)], args=flat))
+        unit_keys = [keys.unit(unit_id), keys.lease(unit_id)]
+        try:
+            return bool(self._guarded(self._remember, unit_keys, flat, before_vendor_call=True))
+        except ReplicaUnconfirmed as error:
+            raise ReplicaUnconfirmed(f"unit {unit_id}: {error}") from None
 
     def finish(self, unit_id: str, token: str, result: Finish) -> int:
         """0: not our lease, nothing written; 1: recorded; 2: recorded and the job is done."""
@@ -407,7 +435,47 @@ class Leases:
         args: list[Any] = [token, now, unit_id, json.dumps(spec), keys.stats(""), tally,
                            keys.RECENT_TTL]  # fmt: skip
         args += [payload for _, _, payload in result.children]
-        return int(self._finish(keys=finish_keys, args=args))
+        return int(self._guarded(self._finish, finish_keys, args))
+
+    def _guarded(
+        self,
+        script: Script,
+        script_keys: list[str],
+        args: list[Any],
+        before_vendor_call: bool = False,
+    ) -> Any:
+        """Run a guarding script; with replica_wait_ms, then WAIT on the same connection.
+
+        `before_vendor_call` (a remembered remote id): a write no replica confirmed while
+        one is connected raises ReplicaUnconfirmed, so the sink stops before the vendor
+        request that the write guards; with no replica connected, no failover could take it
+        (nothing to promote), so it goes on with a warning.
+        """
+        if not self.replica_wait_ms:
+            return script(keys=script_keys, args=args)
+        pipe = self.redis.pipeline(transaction=False)  # one connection: WAIT covers the write
+        script(keys=script_keys, args=args, client=pipe)
+        pipe.wait(1, self.replica_wait_ms)
+        result, confirmed = pipe.execute()
+        if int(confirmed) >= 1:
+            return result
+        replicas = int(self.redis.info("replication").get("connected_slaves", 0))
+        if before_vendor_call and replicas and result:
+            raise ReplicaUnconfirmed(
+                f"no replica confirmed what the unit recorded within {self.replica_wait_ms} ms "
+                "(IMPORTQ_REPLICA_WAIT_MS): stopping before the vendor request it guards, as "
+                "a failover now could lose it"
+            )
+        said_at = self._unconfirmed_said_at
+        if said_at is None or time.monotonic() - said_at > UNCONFIRMED_SAID_EVERY:
+            self._unconfirmed_said_at = time.monotonic()
+            log.warning(
+                "no replica confirmed a guarding write in time: a failover now could lose it",
+                waited_ms=self.replica_wait_ms,
+                replicas_connected=replicas,
+                fix="check the replica (importq doctor); IMPORTQ_REPLICA_WAIT_MS sets the wait",
+            )
+        return result
 
     def reap(
         self,

@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 
 from limits import RateLimitItem, parse
-from limits.storage import RedisStorage
+from limits.storage import RedisSentinelStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from importq import sentinel
 from importq.errors import ConfigError
 from importq.settings import Settings
 from workers import keys
@@ -64,7 +65,14 @@ def throttle_for(target: str, settings: Settings, redis_url: str) -> Throttle | 
     rate = rate_for(target, settings)
     if rate is None:
         return None
+    return Throttle(target, rate, MovingWindowRateLimiter(_storage(settings, redis_url)))
+
+
+def _storage(settings: Settings, redis_url: str) -> RedisStorage:
+    prefix = keys.PREFIX + "ratelimit"
+    group = sentinel.config(settings)
+    if group and redis_url == group.url:  # the primary the sentinels name, wherever it moves
+        return RedisSentinelStorage(redis_url, key_prefix=prefix, socket_timeout=5,
+                                    socket_connect_timeout=5, **group.limits_options())  # fmt: skip
     # Timeouts: a half-open connection must not hang a unit inside the limiter forever.
-    storage = RedisStorage(redis_url, key_prefix=keys.PREFIX + "ratelimit",
-                           socket_timeout=5, socket_connect_timeout=5)  # fmt: skip
-    return Throttle(target, rate, MovingWindowRateLimiter(storage))
+    return RedisStorage(redis_url, key_prefix=prefix, socket_timeout=5, socket_connect_timeout=5)

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
-from importq import broker
+from importq import broker, sentinel
 from importq.errors import ConfigError, FinalError, RetryableError
 from importq.settings import Settings
 from workers import breaker, keys, targets, vendor_calls
@@ -48,7 +48,9 @@ class Runner:
         self.settings = settings
         self.redis_url = redis_url
         self.store = store
-        self.leases = Leases(store.redis, settings.lease_seconds, settings.retry_grace)
+        # With a Sentinel group, claims, remembered remote ids and finishes wait for a replica.
+        wait_ms = sentinel.replica_wait_ms(settings, store.redis)
+        self.leases = Leases(store.redis, settings.lease_seconds, settings.retry_grace, wait_ms)
         # Heartbeats renew through a client that tries once and fails fast, so a stalled
         # Redis shows up as an unconfirmed lease instead of a renewal hanging in retries.
         beat_timeout = min(5.0, max(0.25, settings.lease_seconds / 6))

@@ -3,6 +3,7 @@
     ControlSignal
     ├── LeaseLost             this worker no longer owns the unit; it must stop without committing
     │   └── LeaseUnconfirmed  Redis did not confirm the lease in time; stop, hand back if still ours
+    │       └── ReplicaUnconfirmed  no replica confirmed a remembered remote id (Sentinel)
     └── HandBack              the worker is shutting down: the unit goes back to the queue
 
 The heartbeat (workers/heartbeat.py) and the runner's `remember` raise them at a
@@ -32,6 +33,11 @@ class LeaseLost(ControlSignal):
 
 class LeaseUnconfirmed(LeaseLost):
     """The lease could not be renewed in time (Redis unreachable); it may still be ours."""
+
+
+class ReplicaUnconfirmed(LeaseUnconfirmed):
+    """A remembered remote id reached the primary, but no connected replica confirmed it in
+    time: a failover could lose it, so stop before the vendor request it guards."""
 
 
 class HandBack(ControlSignal):

@@ -41,6 +41,12 @@ x-image: &image
 
 x-settings: &settings
   REDIS_URL: redis://redis:6379/0
+  # The ha profile: REDIS_SENTINELS=sentinel-1:26379,sentinel-2:26379,sentinel-3:26379
+  # in .env makes every service follow the primary the sentinels name (REDIS_URL ignored).
+  REDIS_SENTINELS: ${REDIS_SENTINELS:-}
+  REDIS_SENTINEL_MASTER: ${REDIS_SENTINEL_MASTER:-}
+  REDIS_PASSWORD: ${REDIS_PASSWORD:-}
+  REDIS_SENTINEL_PASSWORD: ${REDIS_SENTINEL_PASSWORD:-}
   IMPORTQ_LOG_FORMAT: json
 
 x-worker: &worker
@@ -54,8 +60,10 @@ services:
     image: redis:7
     # AOF: a Redis restart loses no queued unit or job state. noeviction: a full Redis
     # refuses new writes instead of dropping messages.
+    # With the ha profile it starts as the group's primary; after a failover the sentinels
+    # make it a replica of the new one (it announces itself by its service name).
     command: ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec",
-              "--maxmemory-policy", "noeviction"]
+              "--maxmemory-policy", "noeviction", "--replica-announce-ip", "redis"]
     volumes:
       - redis-data:/data
     healthcheck:
@@ -64,7 +72,7 @@ services:
       timeout: 3s
       retries: 10
     restart: unless-stopped
-
+{ha}
   flower:
     <<: *image
     # Only the broker and the logins: Flower needs no target credential.
@@ -97,13 +105,73 @@ services:
       retries: 3
 """
 
+# `docker-compose --profile ha up`: a replica of `redis` and three sentinels (docs/operations.md,
+# "Redis Sentinel"). Sentinels rewrite their config, so each writes a fresh one at start.
+_SENTINEL_CONF = (
+    "port 26379",
+    "sentinel resolve-hostnames yes",
+    "sentinel announce-hostnames yes",
+    "sentinel announce-ip {name}",
+    "sentinel monitor mymaster redis 6379 2",
+    "sentinel down-after-milliseconds mymaster 5000",
+    "sentinel failover-timeout mymaster 60000",
+    "sentinel parallel-syncs mymaster 1",
+)
+
+_REDIS_HEALTH = """\
+    healthcheck:
+      test: ["CMD", "redis-cli", "-p", "{port}", "ping"]
+      interval: 5s
+      timeout: 3s
+      retries: 10
+    restart: unless-stopped
+"""
+
+_HA_REPLICA = """
+  redis-replica:
+    image: redis:7
+    profiles: ["ha"]
+    command: ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec",
+              "--maxmemory-policy", "noeviction", "--replicaof", "redis", "6379",
+              "--replica-announce-ip", "redis-replica"]
+    volumes:
+      - redis-replica-data:/data
+    depends_on:
+      redis:
+        condition: service_healthy
+""" + _REDIS_HEALTH.format(port=6379)
+
+
+def _sentinel(number: int) -> str:
+    name = f"sentinel-{number}"
+    conf = "\n".join(f"        '{line.format(name=name)}'" for line in _SENTINEL_CONF)
+    return f"""
+  {name}:
+    image: redis:7
+    profiles: ["ha"]
+    command:
+      - sh
+      - -c
+      - >-
+        printf '%s\\n'
+{conf}
+        > /tmp/sentinel.conf && exec redis-server /tmp/sentinel.conf --sentinel
+    depends_on:
+      redis:
+        condition: service_healthy
+""" + _REDIS_HEALTH.format(port=26379)
+
+
 # A worker is healthy while its own node answers a Celery ping ($$: compose's literal $).
 HEALTHCHECK = "celery -A workers.app inspect ping -d {node}@$$HOSTNAME --timeout 10 >/dev/null"
 
 
 def text(targets: Sequence[Deployable]) -> str:
     services = _api(targets) + "".join(_worker(target) for target in targets)
-    return _HEAD + GENERATED + "\n" + _SHARED + services + "\nvolumes:\n  redis-data:\n"
+    ha = _HA_REPLICA + "".join(_sentinel(number) for number in (1, 2, 3))
+    shared = _SHARED.replace("{ha}", ha)
+    volumes = "\nvolumes:\n  redis-data:\n  redis-replica-data:\n"
+    return _HEAD + GENERATED + "\n" + shared + services + volumes
 
 
 def api_variables(targets: Sequence[Deployable]) -> list[str]:

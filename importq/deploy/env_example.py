@@ -26,6 +26,10 @@ WORKER_CONCURRENCY=4
 
 # Set by docker-compose itself; for a Procfile runner point it at your Redis (AOF on).
 # REDIS_URL=redis://localhost:6379/0
+
+# Redis Sentinel (`docker-compose --profile ha`): the sentinels replace REDIS_URL.
+# REDIS_SENTINELS=sentinel-1:26379,sentinel-2:26379,sentinel-3:26379
+# REDIS_SENTINEL_MASTER=mymaster
 """
 
 

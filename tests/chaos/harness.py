@@ -13,6 +13,8 @@ import itertools
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from celery import Celery
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from importq import broker
+from importq.broker import RedisChoice
 from importq.processes import Process, celery_worker_command
 from tests.helpers import finished_job, wait_until
 from workers.dlq import DeadLetters
@@ -58,16 +62,20 @@ def patient_client(url: str) -> redis.Redis:
 class Site:
     """One Redis as the test sees it: job state, publishing, waiting. Not workers.app's globals."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, choice: RedisChoice | None = None) -> None:
+        """`choice`: a Redis Sentinel group's (broker.choose), followed through failovers."""
         self.url = url
-        self.redis = patient_client(url)
+        self.redis = broker.connect(choice) if choice else patient_client(url)
         self.store = JobStore(self.redis)
-        self._celery = Celery("importq-chaos", broker=url, set_as_current=False)
+        broker_url = choice.broker_url() if choice else url
+        self._celery = Celery("importq-chaos", broker=broker_url, set_as_current=False)
+        options: dict[str, object] = {"socket_timeout": 10, "socket_connect_timeout": 5}
+        options.update(choice.transport_options() if choice else {})
         self._celery.conf.update(
             task_serializer="json",
             accept_content=["json"],
             broker_connection_retry_on_startup=True,
-            broker_transport_options={"socket_timeout": 10, "socket_connect_timeout": 5},
+            broker_transport_options=options,
         )
 
     def publish_unit(self, unit_id: str, target: str, countdown: float | None = None) -> None:
@@ -344,3 +352,44 @@ def mid_job(spec: TargetJob, sims: dict[str, Any], site: Site, job_id: str) -> b
     wait_until("the job to make headway", headway, timeout=120)
     time.sleep(RANDOM.uniform(0.0, spec.jitter))
     return not finished(site, job_id)
+
+
+def publish_wait_command(records: Path) -> list[str]:
+    """`importq publish sourcing_data <records> --wait` of this checkout (-c rather than the
+    console script: the importq the workers run), on the chaos operation."""
+    main = "import sys; from importq.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", main, "publish", "sourcing_data", str(records),
+            "--operation-id", "op-chaos", "--wait"]  # fmt: skip
+
+
+def latest_job_id(site: Site) -> str | None:
+    """The newest job's id, or None (none yet, or Redis away for a moment)."""
+    try:
+        jobs = site.store.recent(1)
+    except Exception:
+        return None
+    return jobs[0].id if jobs else None
+
+
+@dataclass
+class PublishWait:
+    """How `importq publish --wait` ended, and the job it waited for."""
+
+    exit_code: int | None  # None: still running after the deadline (then stopped)
+    job: JobView
+    verdict: Verdict
+    said: str  # its output, for a failing assertion
+
+
+def publish_wait_end(
+    cli: Process, site: Site, spec: TargetJob, sims: dict[str, Any], job_id: str
+) -> PublishWait:
+    """Wait up to 300 s for `publish --wait` to exit (then stop it), then for the job."""
+    try:
+        code: int | None = cli.process.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        code = None
+    cli.stop()
+    job = site.wait_job(job_id)
+    verdict = spec.verdict(sims, job, site)
+    return PublishWait(code, job, verdict, cli.log_path.read_text(errors="replace"))
