@@ -6,21 +6,18 @@ taken: 6; no such job: 4.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from click.testing import CliRunner
 
-from importq import broker
 from importq.cli import main
 from importq.cli.common import ExitCode
 from tests.conftest import free_port
@@ -132,29 +129,3 @@ def test_a_taken_port_is_one_line_and_exit_6(
     error = _one_error_line(result)
     assert f"cannot listen on 127.0.0.1:{listening}: the port is in use" in error
     assert error.endswith(f"pick another port with {option}")
-
-
-def test_redis_lost_during_a_wait_is_one_line_and_exit_5(tmp_path: Path) -> None:
-    server, url = broker.start_private(tmp_path)
-    try:
-        records = tmp_path / "in.jsonl"
-        records.write_text(json.dumps({"entityId": "e", "recordId": "1"}) + "\n")
-        published = _importq("publish", "sourcing_data", str(records), "--no-check", "--json",
-                             REDIS_URL=url)  # fmt: skip
-        job_id = json.loads(published.stdout)["id"]
-        waiting = subprocess.Popen(
-            [sys.executable, "-m", "importq.cli", "status", job_id, "--wait"],
-            env={**os.environ, "REDIS_URL": url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        assert waiting.stderr is not None
-        said = [waiting.stderr.readline(), waiting.stderr.readline()]  # following the job now
-        assert said[0].startswith("redis: ") and said[1].startswith("["), said
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    # The client rides out an outage of about 45 s (broker.OUTAGE_SECONDS) before giving up.
-    stdout, stderr = waiting.communicate(timeout=120)
-    assert waiting.returncode == ExitCode.REDIS_UNAVAILABLE, stderr
-    result = subprocess.CompletedProcess(waiting.args, waiting.returncode, stdout, stderr)
-    assert _one_error_line(result).startswith("Error: lost Redis (")
