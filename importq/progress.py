@@ -25,9 +25,7 @@ INSPECT_SECONDS = 1.5  # how long workers have to say which queues they consume
 
 def wait_for_job(store: Any, job_id: str, quiet: bool, timeout: float | None = None) -> JobView:
     """Follow the job until it ends, or for `timeout` seconds (then it is returned unfinished)."""
-    job: JobView | None = store.get(job_id)
-    if job is None:
-        raise UnknownJob(job_id)
+    job = _view(store, job_id)
     interactive = sys.stderr.isatty() and not quiet
     deadline = None if timeout is None else time.monotonic() + timeout
     idle = IdleWatch(store, no_worker_seconds(), queue_consumers)
@@ -53,7 +51,7 @@ def wait_for_job(store: Any, job_id: str, quiet: bool, timeout: float | None = N
             click.echo(line, err=True)
         last = line
         time.sleep(0.5)
-        job = store.get(job_id)
+        job = _view(store, job_id)
     if interactive:
         click.echo("\r" + progress_line(job).ljust(78), err=True)
     if not job.finished:
