@@ -7,9 +7,9 @@
 In order: SourcingData throughput (importq, the plain httpx loop and the Celery peer
 side by side) and the one-record latency, the producer's rate over json.loads, the
 producer's memory, Blue's slot, `importq serve` against the CLI's staging, the replica
-wait's cost (Sentinel), the Redis cost per unit at scale; then the table. The last
-line of the output is JSON with every figure. The exit status is 1 if a run did not
-commit every record exactly once (a goal not met is reported, not an error).
+wait's cost (Sentinel), the scale run (every target; Redis's cost per unit); then the
+table. The last line of the output is JSON with every figure. The exit status is 1 if a
+run did not commit every record exactly once (a goal not met is reported, not an error).
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
          "best counts"),
         ("--latency-rounds", one_record.DEFAULT_ROUNDS, "one-record jobs each way"),
         ("--producer-records", DEFAULT_PRODUCER_RECORDS, "records of the producer's rate run"),
-        ("--scale-records", redis_cost.DEFAULT_RECORDS, "records of the Redis cost run (16 "
-         "worker processes under 4 node names)"),
+        ("--scale-records", redis_cost.DEFAULT_RECORDS, "records of the scale run, split "
+         "evenly across every target (16 worker processes under 4 node names)"),
     ):  # fmt: skip
         parser.add_argument(flag, type=int, default=default, help=what)
     parser.add_argument(

@@ -1,18 +1,25 @@
-"""What one Redis pays per unit and per record: 16 worker processes under 4 node names (standing
-in for 4 machines) against one private Redis, a SourcingData job through its simulator.
+"""What one Redis pays per unit and per record, for every registered target: 16 worker
+processes under 4 node names (standing in for 4 machines) against one private Redis, the
+records split evenly across the targets' simulators (1,000,000 in all by default).
 
-Figures from the server itself, before and after the job (INFO commandstats, cpu,
-memory): every command any process sent (producer, workers, Celery's own polling,
-events and heartbeats, the reaper), Redis CPU seconds, and the peak memory while the
-job's records are staged. Divided by the job's units and records, they give the
-ceiling of one Redis on paper (docs/operations.md, "The ceiling of one Redis").
+Each node runs what `importq worker` starts on a machine: one Celery worker for the shared
+queues at -c 3, plus one at -c 1 for each one-process target (Blue), so Blue has a process
+on every node and its slot lets one import run at a time across them. The simulators answer
+at once (no latency, no faults), so what is measured is the queue's cost. The targets run
+one after the other with every worker up, so the server's own counters, read before and
+after each target (INFO commandstats, cpu, memory), belong to that target alone: every
+command any process sent (producer, workers, Celery's polling, events and heartbeats, the
+reaper), Redis CPU seconds, and the peak memory while its records were staged (sampled
+every 0.1 s, since used_memory_peak never goes down). The bench's own INFO and job polling
+are left out. Before the targets, the idle cost of the 16 processes is measured alone.
 
-Only SourcingData: the other targets' units cost Redis the same core bookkeeping
-(claim, heartbeat, finish, one message) plus what their sinks keep in target_state.
+Each target's share comes from its simulator's `scale_plan` (simulators/scale.py), which
+also says whether each record was committed exactly once; the exit status is 1 if not.
 
-    python -m bench.redis_cost [--records N] [--json]
+    python -m bench.redis_cost [--records N] [--nodes N] [--json]
 
-It runs in its own process; `make bench` calls it through `run_in_subprocess()`.
+It runs in its own process (workers.app reads REDIS_URL once, on first use); `make bench`
+calls it through `run_in_subprocess()`.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +41,14 @@ import redis
 
 from bench import env
 
-DEFAULT_RECORDS = 200_000
+DEFAULT_RECORDS = 1_000_000
 NODES, PROCESSES_PER_NODE = 4, 4
-RECORDS_PER_ITEM = 1000  # a unit: smaller than the vendor's 4000, so a job has many units
-JOB_TIMEOUT_SECONDS = 1800.0
+IDLE_SECONDS = 10.0
+JOB_TIMEOUT_SECONDS = 3600.0
+POLL_SECONDS = 0.2  # the bench's job polling: one HGETALL per unfinished job each time
+SAMPLE_SECONDS = 0.1
+OWN_COMMANDS = ("info",)  # the bench's readings, not importq's traffic
+TOP = 6
 
 
 def _server(client: redis.Redis) -> dict[str, Any]:
@@ -50,37 +63,43 @@ def _server(client: redis.Redis) -> dict[str, Any]:
     }
 
 
-def _run(records: int, workers_env: dict[str, str], client: redis.Redis) -> dict[str, Any]:
-    from producers.publish import locate, publish
-    from workers import app
-    from workers.jobs import JobStore
+@contextmanager
+def _memory_peak(redis_url: str) -> Iterator[list[int]]:
+    """Yield a one-item list that holds the highest used_memory seen while the block runs."""
+    peak = [0]
+    done = threading.Event()
 
-    store = JobStore(app.redis_client())
-    before = _server(client)
-    started = time.perf_counter()
-    job_id = publish("sourcing_data", locate(env.sample_records(records)),
-                     {"operation_id": env.OPERATION}, settings=app.settings(), store=store,
-                     publish_unit=app.publish_unit)  # fmt: skip
-    staged = _server(client)  # every record staged, few units run yet: near the peak
-    deadline = time.perf_counter() + JOB_TIMEOUT_SECONDS
-    while not ((job := store.get(job_id)) and job.finished):
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"job {job_id} did not finish in {JOB_TIMEOUT_SECONDS:.0f} s")
-        time.sleep(0.5)  # the benchmark's own polling stays a rounding error in the counts
-    seconds = time.perf_counter() - started
-    after = _server(client)
-    if job.state != "succeeded" or job.records_delivered != records:
-        raise RuntimeError(f"job {job_id} ended {job.state}: {job.as_dict()}")
-    calls = {n: after["calls"][n] - before["calls"].get(n, 0) for n in after["calls"]}
+    def sample() -> None:
+        with redis.Redis.from_url(redis_url) as client:
+            while not done.is_set():
+                peak[0] = max(peak[0], int(client.info("memory")["used_memory"]))
+                done.wait(SAMPLE_SECONDS)
+
+    sampler = threading.Thread(target=sample, name="memory-sampler", daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+
+
+def _commands(before: dict[str, Any], after: dict[str, Any], polls: int) -> dict[str, int]:
+    """Commands sent between two readings, less the bench's own."""
+    calls = {n: c - before["calls"].get(n, 0) for n, c in after["calls"].items()}
+    calls["hgetall"] = calls.get("hgetall", 0) - polls
+    return {n: c for n, c in calls.items() if c > 0 and n not in OWN_COMMANDS}
+
+
+def figures(
+    records: int, units: int, seconds: float, calls: dict[str, int], cpu: float, peak_bytes: int
+) -> dict[str, Any]:
+    """A target's (or the total's) figures from what the server counted."""
     total = sum(calls.values())
-    units = job.units_total
-    peak = max(staged["peak_memory"], after["peak_memory"]) - before["used_memory"]
-    top = sorted(calls.items(), key=lambda item: -item[1])[:8]
+    top = sorted(calls.items(), key=lambda item: -item[1])[:TOP]
     return {
         "records": records,
         "units": units,
-        "worker_processes": NODES * PROCESSES_PER_NODE,
-        "node_names": NODES,
         "seconds": round(seconds, 1),
         "records_per_second": round(records / seconds),
         "units_per_second": round(units / seconds, 1),
@@ -88,83 +107,308 @@ def _run(records: int, workers_env: dict[str, str], client: redis.Redis) -> dict
         "commands_per_unit": round(total / units, 1),
         "commands_per_record": round(total / records, 3),
         "top_commands_per_unit": {name: round(n / units, 1) for name, n in top},
-        "redis_cpu_seconds": round(after["cpu"] - before["cpu"], 2),
-        "redis_cpu_ms_per_unit": round((after["cpu"] - before["cpu"]) * 1000 / units, 2),
-        "peak_bytes_per_staged_record": round(peak / records, 1),
+        "redis_cpu_seconds": round(cpu, 2),
+        "redis_cpu_ms_per_unit": round(cpu * 1000 / units, 2),
+        "peak_bytes": peak_bytes,
+        "peak_bytes_per_staged_record": round(peak_bytes / records, 1),
+        "commands_by_name": dict(sorted(calls.items(), key=lambda item: -item[1])),
     }
 
 
-def measure(records: int = DEFAULT_RECORDS) -> dict[str, Any]:
-    from simulators.http import serve
-    from simulators.sourcing_data import SourcingDataSimulator
-
-    sim = SourcingDataSimulator()
-    sim.configure(token=env.TOKEN, agents={env.AGENT}, latency_seconds=0.05,
-                  processing_seconds=0.01, fault_rate=0.0)  # fmt: skip
-    with ExitStack() as stack:
-        redis_url = stack.enter_context(env.private_redis())
-        server = stack.enter_context(serve(sim))
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="importq-bench-")))
-        os.environ.update({
-            "REDIS_URL": redis_url,
-            "IMPORTQ_HOME": str(tmp / "home"),
-            "IMPORTQ_LOG_FORMAT": "json",
-            "SOURCING_DATA_URL": f"{server.url}/api/asol/ds",
-            "SOURCING_DATA_TOKEN": env.TOKEN,
-            "SOURCING_DATA_AGENT_ID": env.AGENT,
-            "SOURCING_DATA_POLL_INTERVAL": "0.02",
-            "SOURCING_DATA_RECORDS_PER_ITEM": str(RECORDS_PER_ITEM),
-            "SOURCING_DATA_ITEMS_IN_FLIGHT": str(NODES * PROCESSES_PER_NODE),
-        })  # fmt: skip
-        for node in range(NODES):
-            name = f"bench-node{node}-{os.getpid()}@localhost"
-            log_path = tmp / f"worker{node}.log"
-            stack.enter_context(env.worker(dict(os.environ), log_path, PROCESSES_PER_NODE, name))
-        client = redis.Redis.from_url(redis_url)
-        stack.callback(client.close)
-        figures = _run(records, dict(os.environ), client)
-    commits = sim.ledger()["commits"]
-    twice = sum(1 for n in commits.values() if n > 1)
-    figures["exactly_once"] = len(commits) == records and twice == 0
-    return figures
+def less_idle(result: dict[str, Any], idle: dict[str, Any]) -> dict[str, Any]:
+    """`result` with its per-unit figures less what the idle processes would have sent and
+    cost over the same seconds: the share that grows with units, not with processes."""
+    commands = result["commands"] - idle["commands_per_second"] * result["seconds"]
+    cpu_ms = result["redis_cpu_seconds"] * 1000 - idle["cpu_ms_per_second"] * result["seconds"]
+    return {
+        **result,
+        "commands_per_unit_less_idle": round(max(commands, 0) / result["units"], 1),
+        "redis_cpu_ms_per_unit_less_idle": round(max(cpu_ms, 0) / result["units"], 2),
+    }
 
 
-def report(figures: dict[str, Any]) -> list[str]:
-    top = ", ".join(f"{name} {n}" for name, n in figures["top_commands_per_unit"].items())
-    return [
-        f"Redis cost at scale ({figures['worker_processes']} worker processes under "
-        f"{figures['node_names']} node names, one Redis, sourcing_data)",
-        f"  {figures['records']:,} records in {figures['units']} units: "
-        f"{figures['seconds']} s, {figures['records_per_second']:,} records/s, "
-        f"{figures['units_per_second']} units/s",
-        f"  Redis commands      {figures['commands_per_unit']} per unit, "
-        f"{figures['commands_per_record']} per record",
-        f"  most sent per unit  {top}",
-        f"  Redis CPU           {figures['redis_cpu_seconds']} s, "
-        f"{figures['redis_cpu_ms_per_unit']} ms per unit",
-        f"  peak memory         {figures['peak_bytes_per_staged_record']} bytes per staged record",
-        f"  exactly once        {'yes' if figures['exactly_once'] else 'NO'}",
-    ]
+def _publish_all(name: str, plan: Any) -> list[str]:
+    from producers.publish import locate, publish
+    from workers import app
+    from workers.jobs import JobStore
+
+    store = JobStore(app.redis_client())
+    job_ids = []
+    for number, job in enumerate(plan.jobs):
+        located = locate(job.records, f"{name} scale {number}") if job.records else None
+        job_ids.append(
+            publish(
+                name,
+                located,
+                job.params,
+                settings=app.settings(),
+                store=store,
+                publish_unit=app.publish_unit,
+            )
+        )
+    return job_ids
 
 
-def run_in_subprocess(records: int = DEFAULT_RECORDS) -> dict[str, Any]:
-    """Run this benchmark in a fresh interpreter (workers.app reads REDIS_URL once, on first
-    use) and return its figures."""
-    done = subprocess.run([sys.executable, "-m", "bench.redis_cost", "--json", "--records",
-                           str(records)], capture_output=True, text=True, check=True)  # fmt: skip
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+def _wait_all(job_ids: list[str]) -> tuple[list[Any], int]:
+    """The jobs once all ended, and how many job hashes the bench read while waiting."""
+    from workers import app
+    from workers.jobs import JobStore
+
+    store = JobStore(app.redis_client())
+    deadline = time.perf_counter() + JOB_TIMEOUT_SECONDS
+    waiting, polls = list(job_ids), 0
+    while True:
+        jobs = store.many(waiting)
+        polls += len(waiting)
+        waiting = [job.id for job in jobs if not job.finished]
+        if not waiting:
+            return store.many(job_ids), polls + len(job_ids)
+        if time.perf_counter() > deadline:
+            raise RuntimeError(
+                f"{len(waiting)} jobs did not end in {JOB_TIMEOUT_SECONDS:.0f} s; "
+                f"first: {waiting[0]}"
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def _run_target(
+    name: str, plan: Any, client: redis.Redis, redis_url: str, idle: dict[str, Any]
+) -> dict[str, Any]:
+    """Publish one target's share, wait for its jobs, and read what Redis paid for them."""
+    before = _server(client)
+    started = time.perf_counter()
+    with _memory_peak(redis_url) as sampled:
+        jobs, polls = _wait_all(_publish_all(name, plan))
+    seconds = time.perf_counter() - started
+    after = _server(client)
+    # used_memory_peak is exact when this target set a new high; otherwise the samples tell.
+    peak = (
+        max(sampled[0], after["peak_memory"] if after["peak_memory"] > before["peak_memory"] else 0)
+        - before["used_memory"]
+    )
+    records, units = (
+        sum(getattr(job, n) for job in jobs) for n in ("records_total", "units_total")
+    )
+    calls, cpu = _commands(before, after, polls), after["cpu"] - before["cpu"]
+    result = less_idle(figures(records, units, seconds, calls, cpu, max(peak, 0)), idle)
+    failed = [f"{job.id} {job.state}" for job in jobs if job.state != "succeeded"]
+    committed = plan.committed()
+    result.update(
+        {
+            "jobs": len(jobs),
+            "cut": plan.unit_note,
+            "records_delivered": sum(job.records_delivered for job in jobs),
+            "jobs_not_succeeded": failed,
+            "committed": committed.records,
+            "committed_twice": committed.twice,
+            "exactly_once": not failed and committed.records == records and committed.twice == 0,
+        }
+    )
     return result
 
 
-def main() -> None:
+def _idle(client: redis.Redis, seconds: float) -> dict[str, Any]:
+    """What the worker processes cost Redis doing nothing (polling, heartbeats, the reaper)."""
+    before = _server(client)
+    time.sleep(seconds)
+    after = _server(client)
+    calls = _commands(before, after, 0)
+    return {
+        "seconds": seconds,
+        "commands_per_second": round(sum(calls.values()) / seconds, 1),
+        "cpu_ms_per_second": round((after["cpu"] - before["cpu"]) * 1000 / seconds, 2),
+        "top_commands_per_second": {
+            n: round(c / seconds, 1)
+            for n, c in sorted(calls.items(), key=lambda item: -item[1])[:TOP]
+        },
+    }
+
+
+def _start_workers(stack: ExitStack, nodes: int, log_dir: Path) -> int:
+    """`importq worker`'s processes on `nodes` node names; returns the pool processes."""
+    from importq.processes import Process, worker_commands
+    from workers.targets import TARGETS
+
+    solo = sum(1 for target in TARGETS.values() if target.one_process)
+    shared = max(1, PROCESSES_PER_NODE - solo)
+    started: list[Process] = []
+    for node in range(nodes):
+        name = f"scale-node{node}-{os.getpid()}@localhost"
+        for number, command in enumerate(worker_commands(list(TARGETS), shared, name)):
+            log_path = log_dir / f"node{node}-{number}.log"
+            log_path.write_bytes(b"")
+            started.append(Process(command, dict(os.environ), log_path))
+            stack.callback(started[-1].stop, 30)
+    for process in started:
+        process.wait_ready(timeout=300)
+    return nodes * (shared + solo)
+
+
+def _plans(stack: ExitStack, records: int) -> dict[str, tuple[Any, Any]]:
+    """Every registered target's simulator, served, and its plan for its share of records."""
+    from simulators import load
+    from simulators.http import serve
+    from simulators.scale import shares
+    from workers.targets import TARGETS
+
+    plans: dict[str, tuple[Any, Any]] = {}
+    for name, count in shares(records, list(TARGETS)).items():
+        module = load(name)
+        sim = module.SIMULATOR()
+        sim.configure(latency_seconds=0.0, fault_rate=0.0)
+        server = stack.enter_context(serve(sim))
+        plan = module.scale_plan(sim, count, stack)
+        os.environ.update({**module.client_env(server.url), **plan.env})
+        plans[name] = (sim, plan)
+    return plans
+
+
+def measure(
+    records: int = DEFAULT_RECORDS, nodes: int = NODES, idle_seconds: float = IDLE_SECONDS
+) -> dict[str, Any]:
+    from workers.targets import TARGETS
+
+    if records < len(TARGETS):
+        raise ValueError(f"the scale run needs at least one record per target ({len(TARGETS)})")
+    with ExitStack() as stack:
+        redis_url = stack.enter_context(env.private_redis())
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="importq-scale-")))
+        os.environ.update(
+            {
+                "REDIS_URL": redis_url,
+                "IMPORTQ_HOME": str(tmp / "home"),
+                "IMPORTQ_LOG_FORMAT": "json",
+            }
+        )
+        plans = _plans(stack, records)
+        processes = _start_workers(stack, nodes, tmp)
+        client = redis.Redis.from_url(redis_url)
+        stack.callback(client.close)
+        idle = _idle(client, idle_seconds)
+        targets = {}
+        for name, (_, plan) in plans.items():
+            targets[name] = _run_target(name, plan, client, redis_url, idle)
+            print(_line(name, targets[name]), file=sys.stderr, flush=True)
+    return {
+        "worker_processes": processes,
+        "node_names": nodes,
+        "idle": idle,
+        "targets": targets,
+        "total": less_idle(_total(targets), idle),
+        "exactly_once": all(t["exactly_once"] for t in targets.values()),
+    }
+
+
+def _total(targets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every target's figures added up (they ran one after the other)."""
+    calls: dict[str, int] = {}
+    for target in targets.values():
+        for name, count in target["commands_by_name"].items():
+            calls[name] = calls.get(name, 0) + count
+    added = {
+        key: sum(t[key] for t in targets.values())
+        for key in ("records", "units", "seconds", "redis_cpu_seconds", "peak_bytes")
+    }
+    return figures(
+        added["records"],
+        added["units"],
+        added["seconds"],
+        calls,
+        added["redis_cpu_seconds"],
+        added["peak_bytes"],
+    )
+
+
+def _line(name: str, t: dict[str, Any]) -> str:
+    once = f"  {'yes' if t['exactly_once'] else 'NO'}" if "exactly_once" in t else ""
+    return (
+        f"  {name:<16} {t['records']:>9,} {t['units']:>6,} {t['seconds']:>7.1f} "
+        f"{t['records_per_second']:>8,} {t['units_per_second']:>8.1f} "
+        f"{t['commands_per_unit']:>9.1f} {t['commands_per_unit_less_idle']:>9.1f} "
+        f"{t['commands_per_record']:>8.3f} {t['redis_cpu_seconds']:>6.2f} "
+        f"{t['redis_cpu_ms_per_unit']:>8.2f} {t['redis_cpu_ms_per_unit_less_idle']:>8.2f} "
+        f"{t['peak_bytes_per_staged_record']:>8.1f}{once}"
+    )
+
+
+HEADER = (
+    f"  {'target':<16} {'records':>9} {'units':>6} {'s':>7} {'rec/s':>8} {'units/s':>8} "
+    f"{'cmd/unit':>9} {'less idle':>9} {'cmd/rec':>8} {'CPU s':>6} {'CPU ms/u':>8} "
+    f"{'less idle':>8} {'peak B/rec':>8}  once"
+)
+
+
+def report(result: dict[str, Any]) -> list[str]:
+    idle = result["idle"]
+    idle_top = ", ".join(f"{n} {c}" for n, c in idle["top_commands_per_second"].items())
+    lines = [
+        f"Redis cost at scale ({result['worker_processes']} worker processes under "
+        f"{result['node_names']} node names, one Redis, every target one after the other)",
+        HEADER,
+        *(_line(name, t) for name, t in result["targets"].items()),
+        _line("all targets", result["total"]) + f"  {'yes' if result['exactly_once'] else 'NO'}",
+        f"  idle: {idle['commands_per_second']} commands/s, {idle['cpu_ms_per_second']} ms of "
+        f"Redis CPU a second ({idle_top})",
+        "  most sent per unit:",
+    ]
+    for name, t in [*result["targets"].items(), ("all targets", result["total"])]:
+        top = ", ".join(f"{n} {c}" for n, c in t["top_commands_per_unit"].items())
+        cut = f" [{t['cut']}]" if t.get("cut") else ""
+        lines.append(f"    {name}: {top}{cut}")
+    for name, t in result["targets"].items():
+        if not t["exactly_once"]:
+            lines.append(
+                f"  {name}: NOT exactly once: {t['committed']:,} of {t['records']:,} "
+                f"committed, {t['committed_twice']:,} twice, jobs not succeeded: "
+                f"{t['jobs_not_succeeded'][:5]}"
+            )
+    return lines
+
+
+def run_in_subprocess(
+    records: int = DEFAULT_RECORDS, nodes: int = NODES, idle_seconds: float = IDLE_SECONDS
+) -> dict[str, Any]:
+    """Run this benchmark in a fresh interpreter (workers.app reads REDIS_URL once, on first
+    use) and return its figures; its progress lines go to stderr as they come."""
+    flags = {"--records": records, "--nodes": nodes, "--idle-seconds": idle_seconds}
+    command = [sys.executable, "-m", "bench.redis_cost", "--json"]
+    command += [str(part) for flag, value in flags.items() for part in (flag, value)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if not lines or not lines[-1].startswith("{"):
+        raise RuntimeError(f"bench.redis_cost exited {done.returncode} without its figures")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.redis_cost")
-    parser.add_argument("--records", type=int, default=DEFAULT_RECORDS)
-    parser.add_argument("--json", action="store_true", help="the figures as one JSON line")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=DEFAULT_RECORDS,
+        help="records in all, split evenly across the targets",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=NODES,
+        help=f"node names, {PROCESSES_PER_NODE} worker processes each",
+    )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=IDLE_SECONDS, help="the idle measurement's length"
+    )
+    parser.add_argument("--json", action="store_true", help="only the figures, as one JSON line")
+    args = parser.parse_args(argv)
     env.stop_on_sigterm()
-    figures = measure(args.records)
-    print(json.dumps(figures) if args.json else "\n".join(report(figures)))
+    if not args.json:
+        print(HEADER, file=sys.stderr, flush=True)
+    result = measure(args.records, args.nodes, args.idle_seconds)
+    if not args.json:
+        print("\n".join(report(result)))
+    print(json.dumps(result, separators=(",", ":")))
+    return 0 if result["exactly_once"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,9 +9,12 @@ Each target has a module `simulators/<target>.py` that provides:
                                    simulator with its default (fake) credentials
     demo_job(count)                (params, records) the demo publishes
     summarize(ledger)              lines for the demo's summary
+    scale_plan(sim, count, stack)  the scale run's jobs for `count` records, the settings
+                                   they need and what the simulator committed
+                                   (simulators/scale.py; `make bench`)
 
-`load(target)` returns the module; the demo, the tests and `importq simulate`
-find every registered target's simulator this way.
+`load(target)` returns the module; the demo, the tests, `importq simulate` and the
+scale run find every registered target's simulator this way.
 """
 
 from __future__ import annotations

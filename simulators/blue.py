@@ -24,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ import httpx
 from simulators import blue_soap
 from simulators.blue_soap import Refusal
 from simulators.http import admin_response, update_config
+from simulators.scale import Committed, ScaleJob, ScalePlan, job_sizes
 
 BASE_PATH = "/BlueWebService.svc"
 FAKE_API_KEY = "fake-blue-api-key"  # the simulator's own key; not a real credential
@@ -144,6 +146,7 @@ class BlueSimulator:
                 "busy_refusals": self.stats["busy_refusals"],
                 "committed": dict(self._committed),
                 "committed_rows": sum(self._committed.values()),
+                "committed_ids": len(self._commits),  # distinct datasource/ID pairs
                 "duplicates": sum(1 for n in self._commits.values() if n > 1),
                 "commit_order": list(self._order),
                 "foreign_cancelled": list(self._foreign_cancelled),
@@ -355,12 +358,12 @@ def client_env(server_url: str) -> dict[str, str]:
 def demo_job(count: int) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
     """The demo's job: `count` users imported into the Users datasource."""
 
-    def records() -> Iterator[dict[str, Any]]:
-        for n in range(count):
-            yield {"USER_ID": f"u{n:06d}", "FIRST_NAME": f"First{n}", "LAST_NAME": f"Last{n}",
-                   "EMAIL": f"u{n:06d}@example.org"}  # fmt: skip
+    return {"datasource": "Users"}, map(user, range(count))
 
-    return {"datasource": "Users"}, records()
+
+def user(n: int) -> dict[str, Any]:
+    return {"USER_ID": f"u{n:06d}", "FIRST_NAME": f"First{n}", "LAST_NAME": f"Last{n}",
+            "EMAIL": f"u{n:06d}@example.org"}  # fmt: skip
 
 
 def summarize(ledger: dict[str, Any]) -> list[str]:
@@ -372,3 +375,22 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
         f"{ledger['overlaps']} registrations while one was open (refused as busy), "
         f"{ledger['faults']} faults injected",
     ]
+
+
+SCALE_ROWS_PER_JOB = 20_000  # one import a job; imports run one at a time per instance
+
+
+def scale_plan(sim: BlueSimulator, count: int, stack: ExitStack) -> ScalePlan:
+    """The scale run's share: imports of 20,000 users each into the Users datasource (pushes
+    of 1,000 rows), one after the other as Blue allows."""
+    jobs, first = [], 0
+    for size in job_sizes(count, SCALE_ROWS_PER_JOB):
+        jobs.append(ScaleJob({"datasource": "Users"}, map(user, range(first, first + size))))
+        first += size
+
+    def committed() -> Committed:
+        ledger = sim.ledger()
+        return Committed(ledger["committed_ids"], ledger["duplicates"])
+
+    note = f"imports of {SCALE_ROWS_PER_JOB:,} rows, one unit each"
+    return ScalePlan(jobs, committed, unit_note=note)

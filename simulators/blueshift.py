@@ -13,18 +13,24 @@ import ran twice), how many ran at once, and triggers that came back before a
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
+import logging
 import random
 import threading
 import time
+import uuid as uuids
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from simulators.http import SimulatorBase, admin_response
+from simulators.scale import Committed, ScaleJob, ScalePlan, job_sizes
 
 BASE_PATH = ""  # the API lives at the root of https://api.getblueshift.com
 TRIGGER_PATH = "/api/v1/customer_attributes/trigger_import"
@@ -245,3 +251,86 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
         f"{refused} answered 405, {ledger['faults']} faults injected, "
         f"at most {peak} at once per import"
     ]
+
+
+SCALE_RECORDS_PER_JOB = 10_000  # one CSV file and one trigger a job
+SCALE_BUCKET = "importq-scale"
+SCALE_PREFIX = "scale"
+# moto's S3 takes any credentials: these are obviously not real ones.
+SCALE_AWS = {
+    "AWS_ACCESS_KEY_ID": "fake-scale-access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "fake-scale-secret-access-key",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def customer(n: int) -> dict[str, Any]:
+    return {
+        "customer_id": f"c-{n:07d}",
+        "email": f"c{n}@example.com",
+        "firstname": f"Ann{n}",
+        "vip": n % 5 == 0,
+    }
+
+
+def scale_plan(sim: BlueshiftSimulator, count: int, stack: ExitStack) -> ScalePlan:
+    """The scale run's share: files of 10,000 customers staged in moto's S3 (in this
+    process), each job triggering an import of its own (one trigger per import at a time)."""
+    import boto3  # the AWS SDK and moto (a dev dependency) only for this run
+    from moto.server import ThreadedMotoServer
+
+    from importq.broker import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    stack.callback(server.stop)
+    host, port = server.get_host_and_port()
+    env = {
+        **SCALE_AWS,
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "BLUESHIFT_S3_BUCKET": SCALE_BUCKET,
+        "BLUESHIFT_S3_PREFIX": SCALE_PREFIX,
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=SCALE_BUCKET)
+    sizes = job_sizes(count, SCALE_RECORDS_PER_JOB)
+    imports = [
+        str(uuids.uuid5(uuids.NAMESPACE_URL, f"scale-import-{n}")) for n in range(len(sizes))
+    ]
+    sim.configure(imports={**sim.config.imports, **dict.fromkeys(imports, "launched")})
+    jobs, first = [], 0
+    for uuid, size in zip(imports, sizes, strict=True):
+        jobs.append(ScaleJob({"uuid": uuid}, map(customer, range(first, first + size))))
+        first += size
+
+    def committed() -> Committed:
+        # A record is committed when its file is in S3 and its job's import was triggered:
+        # a file triggered twice counts its records twice, one never triggered not at all.
+        staged: Counter[str] = Counter()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=SCALE_BUCKET):
+            for item in page.get("Contents", []):
+                body = s3.get_object(Bucket=SCALE_BUCKET, Key=item["Key"])["Body"].read()
+                staged.update(
+                    row["customer_id"] for row in csv.DictReader(io.StringIO(body.decode()))
+                )
+        accepted = sim.ledger()["accepted"]
+        unaccepted = sum(
+            size for uuid, size in zip(imports, sizes, strict=True) if not accepted.get(uuid)
+        )
+        retriggered = sum(
+            size * (accepted.get(uuid, 0) - 1)
+            for uuid, size in zip(imports, sizes, strict=True)
+            if accepted.get(uuid, 0) > 1
+        )
+        twice = sum(1 for n in staged.values() if n > 1) + retriggered
+        return Committed(len(staged) - unaccepted, twice)
+
+    note = f"jobs of {SCALE_RECORDS_PER_JOB:,} records, one file and one import each"
+    return ScalePlan(jobs, committed, env, note)

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from xml.etree.ElementTree import ParseError
@@ -26,6 +27,7 @@ from simulators.http import (
     injected_fault,
     problem,
 )
+from simulators.scale import Committed, ScaleJob, ScalePlan, job_sizes
 
 BASE_PATH = "/api/v2/datasource"
 FAKE_COMPANY_ID = 1
@@ -323,11 +325,11 @@ def client_env(server_url: str) -> dict[str, str]:
 def demo_job(count: int) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
     """The demo's job: a replace of up to 12,000 sports, so it needs Rows and then NewRows."""
 
-    def records() -> Iterator[dict[str, Any]]:
-        for n in range(min(count, 12_000)):
-            yield {"Vals": [f"S{n:05d}", f"Sport {n}", f"About sport {n}"]}
+    return dict(DEMO_PARAMS), map(sport, range(min(count, 12_000)))
 
-    return dict(DEMO_PARAMS), records()
+
+def sport(n: int) -> dict[str, Any]:
+    return {"Vals": [f"S{n:05d}", f"Sport {n}", f"About sport {n}"]}
 
 
 def summarize(ledger: dict[str, Any]) -> list[str]:
@@ -339,3 +341,28 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
         f"requests: {sizes}; at most {ledger['max_in_flight_per_data_source']} in flight per "
         f"data source; {ledger['faults']} faults injected",
     ]
+
+
+SCALE_ROWS_PER_JOB = 10_000  # one Rows request a job: the vendor's 50,000 would be 28 requests
+
+
+def scale_plan(sim: DataSourceSimulator, count: int, stack: ExitStack) -> ScalePlan:
+    """The scale run's share: replaces of 10,000 rows, each on a data source of its own (one
+    data source takes one publish at a time; different ones run in parallel)."""
+    sizes = job_sizes(count, SCALE_ROWS_PER_JOB)
+    names = [f"scale-{number:04d}" for number in range(len(sizes))]
+    sim.configure(data_sources=sim.config.data_sources | set(names))
+    jobs, first = [], 0
+    for name, size in zip(names, sizes, strict=True):
+        params = {**DEMO_PARAMS, "external_id": name, "name": f"Scale {name}"}
+        jobs.append(ScaleJob(params, map(sport, range(first, first + size))))
+        first += size
+
+    def committed() -> Committed:
+        # A replace leaves exactly its rows (keyed by the first Val): a row sent twice by a
+        # rerun is still one row, so "committed once" is "every published row is there".
+        sources = sim.ledger()["data_sources"]
+        return Committed(sum(len(sources[name]["rows"]) for name in names if name in sources), 0)
+
+    note = f"replaces of {SCALE_ROWS_PER_JOB:,} rows, one data source each"
+    return ScalePlan(jobs, committed, unit_note=note)

@@ -28,12 +28,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from simulators.http import Reject, SimulatorBase, admin_response, gateway_error, injected_fault
+from simulators.scale import Committed, ScaleJob, ScalePlan
 
 BASE_PATH = "/hooks/batch"
 # The demo's receiver takes an API key in a header of its own: HTTP_BATCH_AUTH_HEADER at work.
@@ -354,3 +356,17 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
         f"{ledger['requests']} requests, {ledger['faults']} faults injected, "
         f"{ledger['lost_answers']} answers lost, {resends}",
     ]
+
+
+def scale_plan(sim: HttpBatchSimulator, count: int, stack: ExitStack) -> ScalePlan:
+    """The scale run's share: one job of `count` events, 500 a request (the default), up to
+    12 requests in flight (one per shared worker process of the run)."""
+    sim.configure(key_column="eventId")
+
+    def committed() -> Committed:
+        ledger = sim.ledger()
+        return Committed(len(ledger["records_by_key"]), ledger["duplicates"])
+
+    env = {"HTTP_BATCH_REQUESTS_IN_FLIGHT": "12"}
+    job = ScaleJob({}, map(demo_event, range(count)))
+    return ScalePlan([job], committed, env, "1 job, requests of 500 records")

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from simulators.http import (
     int_param,
     problem,
 )
+from simulators.scale import Committed, ScaleJob, ScalePlan
 
 BASE_PATH = "/api/asol/ds"
 FAKE_TOKEN = "fake-sourcing-token"
@@ -377,6 +379,7 @@ class SourcingDataSimulator(SimulatorBase):
         self._open[item.operation_id] -= 1
 
 
+SCALE_RECORDS_PER_ITEM = 1000
 SIMULATOR = SourcingDataSimulator  # what `importq simulate` serves for this target
 
 
@@ -411,3 +414,22 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
         f"(largest {ledger['max_records_in_item']} records), {ledger['requests']} requests "
         f"(largest {ledger['max_records_in_request']} records), {ledger['faults']} faults injected",
     ]
+
+
+def scale_plan(sim: SourcingDataSimulator, count: int, stack: ExitStack) -> ScalePlan:
+    """The scale run's share: one job of `count` records in 1,000-record queue items (a
+    quarter of the vendor's 4,000, so the run has many units), 16 items open at once."""
+    sim.configure(processing_seconds=0.01)
+    params, records = demo_job(count)
+
+    def committed() -> Committed:
+        ledger = sim.ledger()
+        return Committed(len(ledger["commits"]), ledger["duplicates"])
+
+    env = {
+        "SOURCING_DATA_RECORDS_PER_ITEM": str(SCALE_RECORDS_PER_ITEM),
+        "SOURCING_DATA_ITEMS_IN_FLIGHT": "16",
+        "SOURCING_DATA_POLL_INTERVAL": "0.02",
+    }
+    note = f"1 job, queue items of {SCALE_RECORDS_PER_ITEM:,} records"
+    return ScalePlan([ScaleJob(params, records)], committed, env, note)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from simulators.http import (
     injected_fault,
     problem,
 )
+from simulators.scale import Committed, ScaleJob, ScalePlan
 
 BASE_PATH = "/api/WorkflowImportQueue"
 FAKE_API_KEY = "fake-workflow-import-key"
@@ -257,19 +259,20 @@ DEPARTMENTS = ("Finance", "Nursing", "Estates", "Research", "Library")
 def demo_job(count: int) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
     """The demo's job: up to 3,000 people to onboard (the rows of an onboarding import)."""
 
-    def records() -> Iterator[dict[str, Any]]:
-        for n in range(min(count, 3000)):
-            yield {
-                "EmployeeId": f"E{n:06d}",
-                "FirstName": f"Person{n}",
-                "LastName": "Example",
-                "Email": f"person{n}@example.org",
-                "Department": DEPARTMENTS[n % len(DEPARTMENTS)],
-                "StartDate": f"2025-{n % 12 + 1:02d}-01",
-                "FullTime": n % 3 != 0,
-            }
+    return {}, map(person, range(min(count, 3000)))
 
-    return {}, records()
+
+def person(n: int) -> dict[str, Any]:
+    """Person n to onboard: one row of an onboarding import."""
+    return {
+        "EmployeeId": f"E{n:06d}",
+        "FirstName": f"Person{n}",
+        "LastName": "Example",
+        "Email": f"person{n}@example.org",
+        "Department": DEPARTMENTS[n % len(DEPARTMENTS)],
+        "StartDate": f"2025-{n % 12 + 1:02d}-01",
+        "FullTime": n % 3 != 0,
+    }
 
 
 def summarize(ledger: dict[str, Any]) -> list[str]:
@@ -279,3 +282,16 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
         f"{ledger['requests']} requests, {ledger['faults']} faults injected, "
         f"{ledger['lost_answers']} answers lost",
     ]
+
+
+def scale_plan(sim: WorkflowImportSimulator, count: int, stack: ExitStack) -> ScalePlan:
+    """The scale run's share: one job of `count` people, in batches of the default 1,000
+    records (8 batches in flight, the default)."""
+    sim.configure(key_column="EmployeeId")
+
+    def committed() -> Committed:
+        ledger = sim.ledger()
+        return Committed(len(ledger["records_by_key"]), ledger["duplicates"])
+
+    job = ScaleJob({}, map(person, range(count)))
+    return ScalePlan([job], committed, unit_note="1 job, batches of 1,000 records")
