@@ -16,7 +16,8 @@ are left out. Before the targets, the idle cost of the 16 processes is measured 
 Each target's share comes from its simulator's `scale_plan` (simulators/scale.py), which
 also says whether each record was committed exactly once; the exit status is 1 if not.
 
-    python -m bench.redis_cost [--records N] [--nodes N] [--json]
+    python -m bench.redis_cost [--records N] [--nodes N] [--idle-seconds S]
+                               [--largest-units] [--json]
 
 It runs in its own process (workers.app reads REDIS_URL once, on first use); `make bench`
 calls it through `run_in_subprocess()`.
@@ -244,7 +245,7 @@ def _start_workers(stack: ExitStack, nodes: int, log_dir: Path) -> int:
     return nodes * (shared + solo)
 
 
-def _plans(stack: ExitStack, records: int) -> dict[str, tuple[Any, Any]]:
+def _plans(stack: ExitStack, records: int, largest: bool) -> dict[str, tuple[Any, Any]]:
     """Every registered target's simulator, served, and its plan for its share of records."""
     from simulators import load
     from simulators.http import serve
@@ -257,14 +258,17 @@ def _plans(stack: ExitStack, records: int) -> dict[str, tuple[Any, Any]]:
         sim = module.SIMULATOR()
         sim.configure(latency_seconds=0.0, fault_rate=0.0)
         server = stack.enter_context(serve(sim))
-        plan = module.scale_plan(sim, count, stack)
+        plan = module.scale_plan(sim, count, stack, largest=largest)
         os.environ.update({**module.client_env(server.url), **plan.env})
         plans[name] = (sim, plan)
     return plans
 
 
 def measure(
-    records: int = DEFAULT_RECORDS, nodes: int = NODES, idle_seconds: float = IDLE_SECONDS
+    records: int = DEFAULT_RECORDS,
+    nodes: int = NODES,
+    idle_seconds: float = IDLE_SECONDS,
+    largest: bool = False,
 ) -> dict[str, Any]:
     from workers.targets import TARGETS
 
@@ -280,7 +284,7 @@ def measure(
                 "IMPORTQ_LOG_FORMAT": "json",
             }
         )
-        plans = _plans(stack, records)
+        plans = _plans(stack, records, largest)
         processes = _start_workers(stack, nodes, tmp)
         client = redis.Redis.from_url(redis_url)
         stack.callback(client.close)
@@ -292,6 +296,7 @@ def measure(
     return {
         "worker_processes": processes,
         "node_names": nodes,
+        "largest_units": largest,
         "idle": idle,
         "targets": targets,
         "total": less_idle(_total(targets), idle),
@@ -343,7 +348,8 @@ def report(result: dict[str, Any]) -> list[str]:
     idle_top = ", ".join(f"{n} {c}" for n, c in idle["top_commands_per_second"].items())
     lines = [
         f"Redis cost at scale ({result['worker_processes']} worker processes under "
-        f"{result['node_names']} node names, one Redis, every target one after the other)",
+        f"{result['node_names']} node names, one Redis, every target one after the other"
+        f"{'; units as large as each vendor allows' if result['largest_units'] else ''})",
         HEADER,
         *(_line(name, t) for name, t in result["targets"].items()),
         _line("all targets", result["total"]) + f"  {'yes' if result['exactly_once'] else 'NO'}",
@@ -366,12 +372,16 @@ def report(result: dict[str, Any]) -> list[str]:
 
 
 def run_in_subprocess(
-    records: int = DEFAULT_RECORDS, nodes: int = NODES, idle_seconds: float = IDLE_SECONDS
+    records: int = DEFAULT_RECORDS,
+    nodes: int = NODES,
+    idle_seconds: float = IDLE_SECONDS,
+    largest: bool = False,
 ) -> dict[str, Any]:
     """Run this benchmark in a fresh interpreter (workers.app reads REDIS_URL once, on first
     use) and return its figures; its progress lines go to stderr as they come."""
     flags = {"--records": records, "--nodes": nodes, "--idle-seconds": idle_seconds}
     command = [sys.executable, "-m", "bench.redis_cost", "--json"]
+    command += ["--largest-units"] if largest else []
     command += [str(part) for flag, value in flags.items() for part in (flag, value)]
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     lines = done.stdout.strip().splitlines()
@@ -398,12 +408,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--idle-seconds", type=float, default=IDLE_SECONDS, help="the idle measurement's length"
     )
+    parser.add_argument(
+        "--largest-units",
+        action="store_true",
+        help="units as large as each vendor allows (the ceiling's sizes), not many small ones",
+    )
     parser.add_argument("--json", action="store_true", help="only the figures, as one JSON line")
     args = parser.parse_args(argv)
     env.stop_on_sigterm()
     if not args.json:
         print(HEADER, file=sys.stderr, flush=True)
-    result = measure(args.records, args.nodes, args.idle_seconds)
+    result = measure(args.records, args.nodes, args.idle_seconds, args.largest_units)
     if not args.json:
         print("\n".join(report(result)))
     print(json.dumps(result, separators=(",", ":")))

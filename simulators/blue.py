@@ -380,9 +380,12 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
 SCALE_ROWS_PER_JOB = 20_000  # one import a job; imports run one at a time per instance
 
 
-def scale_plan(sim: BlueSimulator, count: int, stack: ExitStack) -> ScalePlan:
+def scale_plan(
+    sim: BlueSimulator, count: int, stack: ExitStack, *, largest: bool = False
+) -> ScalePlan:
     """The scale run's share: imports of 20,000 users each into the Users datasource (pushes
-    of 1,000 rows), one after the other as Blue allows."""
+    of 1,000 rows), one after the other as Blue allows. Blue caps only a push, not an
+    import, so `largest` changes nothing."""
     jobs, first = [], 0
     for size in job_sizes(count, SCALE_ROWS_PER_JOB):
         jobs.append(ScaleJob({"datasource": "Users"}, map(user, range(first, first + size))))

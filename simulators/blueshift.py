@@ -273,9 +273,12 @@ def customer(n: int) -> dict[str, Any]:
     }
 
 
-def scale_plan(sim: BlueshiftSimulator, count: int, stack: ExitStack) -> ScalePlan:
+def scale_plan(
+    sim: BlueshiftSimulator, count: int, stack: ExitStack, *, largest: bool = False
+) -> ScalePlan:
     """The scale run's share: files of 10,000 customers staged in moto's S3 (in this
-    process), each job triggering an import of its own (one trigger per import at a time)."""
+    process), each job triggering an import of its own (one trigger per import at a time).
+    Blueshift caps no file's records, so `largest` changes nothing."""
     import boto3  # the AWS SDK and moto (a dev dependency) only for this run
     from moto.server import ThreadedMotoServer
 

@@ -346,10 +346,14 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
 SCALE_ROWS_PER_JOB = 10_000  # one Rows request a job: the vendor's 50,000 would be 28 requests
 
 
-def scale_plan(sim: DataSourceSimulator, count: int, stack: ExitStack) -> ScalePlan:
-    """The scale run's share: replaces of 10,000 rows, each on a data source of its own (one
-    data source takes one publish at a time; different ones run in parallel)."""
-    sizes = job_sizes(count, SCALE_ROWS_PER_JOB)
+def scale_plan(
+    sim: DataSourceSimulator, count: int, stack: ExitStack, *, largest: bool = False
+) -> ScalePlan:
+    """The scale run's share: replaces of 10,000 rows (`largest`: the vendor's 50,000), each
+    on a data source of its own (one data source takes one publish at a time; different
+    ones run in parallel)."""
+    per_job = sim.config.max_rows_per_data_source if largest else SCALE_ROWS_PER_JOB
+    sizes = job_sizes(count, per_job)
     names = [f"scale-{number:04d}" for number in range(len(sizes))]
     sim.configure(data_sources=sim.config.data_sources | set(names))
     jobs, first = [], 0
@@ -364,5 +368,5 @@ def scale_plan(sim: DataSourceSimulator, count: int, stack: ExitStack) -> ScaleP
         sources = sim.ledger()["data_sources"]
         return Committed(sum(len(sources[name]["rows"]) for name in names if name in sources), 0)
 
-    note = f"replaces of {SCALE_ROWS_PER_JOB:,} rows, one data source each"
+    note = f"replaces of {per_job:,} rows, one data source each"
     return ScalePlan(jobs, committed, unit_note=note)

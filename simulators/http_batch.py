@@ -358,9 +358,12 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
     ]
 
 
-def scale_plan(sim: HttpBatchSimulator, count: int, stack: ExitStack) -> ScalePlan:
+def scale_plan(
+    sim: HttpBatchSimulator, count: int, stack: ExitStack, *, largest: bool = False
+) -> ScalePlan:
     """The scale run's share: one job of `count` events, 500 a request (the default), up to
-    12 requests in flight (one per shared worker process of the run)."""
+    12 requests in flight (one per shared worker process of the run). The default is
+    `largest` too: a generic receiver has no vendor cap."""
     sim.configure(key_column="eventId")
 
     def committed() -> Committed:

@@ -416,10 +416,14 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
     ]
 
 
-def scale_plan(sim: SourcingDataSimulator, count: int, stack: ExitStack) -> ScalePlan:
+def scale_plan(
+    sim: SourcingDataSimulator, count: int, stack: ExitStack, *, largest: bool = False
+) -> ScalePlan:
     """The scale run's share: one job of `count` records in 1,000-record queue items (a
-    quarter of the vendor's 4,000, so the run has many units), 16 items open at once."""
+    quarter of the vendor's 4,000, so the run has many units; `largest`: 4,000), 16 items
+    open at once."""
     sim.configure(processing_seconds=0.01)
+    per_item = sim.config.max_records_per_item if largest else SCALE_RECORDS_PER_ITEM
     params, records = demo_job(count)
 
     def committed() -> Committed:
@@ -427,9 +431,9 @@ def scale_plan(sim: SourcingDataSimulator, count: int, stack: ExitStack) -> Scal
         return Committed(len(ledger["commits"]), ledger["duplicates"])
 
     env = {
-        "SOURCING_DATA_RECORDS_PER_ITEM": str(SCALE_RECORDS_PER_ITEM),
+        "SOURCING_DATA_RECORDS_PER_ITEM": str(per_item),
         "SOURCING_DATA_ITEMS_IN_FLIGHT": "16",
         "SOURCING_DATA_POLL_INTERVAL": "0.02",
     }
-    note = f"1 job, queue items of {SCALE_RECORDS_PER_ITEM:,} records"
+    note = f"1 job, queue items of {per_item:,} records"
     return ScalePlan([ScaleJob(params, records)], committed, env, note)

@@ -284,9 +284,12 @@ def summarize(ledger: dict[str, Any]) -> list[str]:
     ]
 
 
-def scale_plan(sim: WorkflowImportSimulator, count: int, stack: ExitStack) -> ScalePlan:
+def scale_plan(
+    sim: WorkflowImportSimulator, count: int, stack: ExitStack, *, largest: bool = False
+) -> ScalePlan:
     """The scale run's share: one job of `count` people, in batches of the default 1,000
-    records (8 batches in flight, the default)."""
+    records (8 batches in flight, the default). The vendor caps no batch, so `largest`
+    keeps the default."""
     sim.configure(key_column="EmployeeId")
 
     def committed() -> Committed:
