@@ -41,6 +41,7 @@ from typing import Any
 import redis
 
 from bench import env
+from simulators.scale import Committed
 
 DEFAULT_RECORDS = 1_000_000
 NODES, PROCESSES_PER_NODE = 4, 4
@@ -128,6 +129,11 @@ def less_idle(result: dict[str, Any], idle: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def exactly_once(published: int, committed: Committed, failed_jobs: list[str]) -> bool:
+    """Every job succeeded, and the vendor holds every published record, none twice."""
+    return not failed_jobs and committed.records == published and committed.twice == 0
+
+
 def _publish_all(name: str, plan: Any) -> list[str]:
     from producers.publish import locate, publish
     from workers import app
@@ -202,7 +208,7 @@ def _run_target(
             "jobs_not_succeeded": failed,
             "committed": committed.records,
             "committed_twice": committed.twice,
-            "exactly_once": not failed and committed.records == records and committed.twice == 0,
+            "exactly_once": exactly_once(records, committed, failed),
         }
     )
     return result
