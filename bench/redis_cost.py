@@ -41,7 +41,7 @@ from typing import Any
 import redis
 
 from bench import env
-from simulators.scale import Committed
+from simulators.scale import Committed, ScalePlan
 
 DEFAULT_RECORDS = 1_000_000
 NODES, PROCESSES_PER_NODE = 4, 4
@@ -134,7 +134,7 @@ def exactly_once(published: int, committed: Committed, failed_jobs: list[str]) -
     return not failed_jobs and committed.records == published and committed.twice == 0
 
 
-def _publish_all(name: str, plan: Any) -> list[str]:
+def _publish_all(name: str, plan: ScalePlan) -> list[str]:
     from producers.publish import locate, publish
     from workers import app
     from workers.jobs import JobStore
@@ -142,7 +142,8 @@ def _publish_all(name: str, plan: Any) -> list[str]:
     store = JobStore(app.redis_client())
     job_ids = []
     for number, job in enumerate(plan.jobs):
-        located = locate(job.records, f"{name} scale {number}") if job.records else None
+        records = job.records
+        located = None if records is None else locate(records, f"{name} scale {number}")
         job_ids.append(
             publish(
                 name,
@@ -179,7 +180,7 @@ def _wait_all(job_ids: list[str]) -> tuple[list[Any], int]:
 
 
 def _run_target(
-    name: str, plan: Any, client: redis.Redis, redis_url: str, idle: dict[str, Any]
+    name: str, plan: ScalePlan, client: redis.Redis, redis_url: str, idle: dict[str, Any]
 ) -> dict[str, Any]:
     """Publish one target's share, wait for its jobs, and read what Redis paid for them."""
     before = _server(client)
@@ -251,14 +252,14 @@ def _start_workers(stack: ExitStack, nodes: int, log_dir: Path) -> int:
     return nodes * (shared + solo)
 
 
-def _plans(stack: ExitStack, records: int, largest: bool) -> dict[str, tuple[Any, Any]]:
+def _plans(stack: ExitStack, records: int, largest: bool) -> dict[str, tuple[Any, ScalePlan]]:
     """Every registered target's simulator, served, and its plan for its share of records."""
     from simulators import load
     from simulators.http import serve
     from simulators.scale import shares
     from workers.targets import TARGETS
 
-    plans: dict[str, tuple[Any, Any]] = {}
+    plans: dict[str, tuple[Any, ScalePlan]] = {}
     for name, count in shares(records, list(TARGETS)).items():
         module = load(name)
         sim = module.SIMULATOR()

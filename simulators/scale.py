@@ -4,9 +4,8 @@ Every `simulators/<target>.py` provides `scale_plan(sim, count, stack, *, larges
 -> ScalePlan`: the jobs that carry `count` records to that simulator, cut so the run has
 many units (`largest`: units as large as the vendor allows, the sizes the ceiling of one
 Redis is worked out at), the worker settings those jobs need, and a count of what the
-simulator committed. The
-bench takes the targets from the registry, so a new target joins the scale run by
-writing its simulator's `scale_plan`; the bench itself does not change.
+simulator committed. The bench takes the targets from the registry, so a new target
+joins the scale run by writing its simulator's `scale_plan`; the bench does not change.
 """
 
 from __future__ import annotations
