@@ -423,8 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="only the figures, as one JSON line")
     args = parser.parse_args(argv)
     env.stop_on_sigterm()
-    if not args.json:
-        print(HEADER, file=sys.stderr, flush=True)
+    print(f"scale run, each target as it ends:\n{HEADER}", file=sys.stderr, flush=True)
     result = measure(args.records, args.nodes, args.idle_seconds, args.largest_units)
     if not args.json:
         print("\n".join(report(result)))
