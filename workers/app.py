@@ -21,6 +21,7 @@ from importq import logging as importq_logging
 from importq import settings as importq_settings
 from importq.errors import ConfigError
 from importq.settings import Settings
+from importq.settings_table import CORE
 from workers import consumers, keys, pipelines, ratelimit, targets
 from workers.jobs import JobStore
 from workers.leases import Leases
@@ -44,9 +45,27 @@ def task_name(target: str) -> str:
 def settings() -> Settings:
     """This process's settings, read from the environment once, on first use."""
     if "settings" not in _state:
-        _state["settings"] = importq_settings.load()
+        read = importq_settings.load()
+        mask_declared_secrets(read)
+        _state["settings"] = read
     loaded: Settings = _state["settings"]
     return loaded
+
+
+def mask_declared_secrets(settings: Settings) -> None:
+    """Give the log redaction every configured secret (the core's rows and each target's),
+    so a line that quotes one shows *** even in a process that never reads it: `importq
+    purge` ends a Blue unit without building Blue's client, yet may log its last error."""
+    rows = [*CORE, *(row for target in targets.TARGETS.values() for row in target.settings)]
+    for name in (name for row in rows if row.secret for name in row.names):
+        if "<" in name:  # one variable per token or target: IMPORTQ_SERVE_CALLBACK_SECRET_<NAME>
+            prefix = name[: name.index("<")]
+            found = [variable for variable in settings.env if variable.startswith(prefix)]
+        else:
+            found = [name]
+        for variable in found:
+            if settings.get(variable):  # blank is unset: it must not mask every space
+                settings.secret(variable)
 
 
 def redis_choice() -> broker.RedisChoice:
