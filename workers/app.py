@@ -29,7 +29,7 @@ from workers.leases import Leases
 from workers.middleware.pipelines import Pipelines
 from workers.queues import SENT_AT_HEADER
 from workers.runner import Runner
-from workers.task_states import RefusedRecords, UnitFailed, end_of_task
+from workers.task_states import HandBacks, RefusedRecords, UnitFailed, end_of_task
 
 log = structlog.get_logger("importq.worker")
 
@@ -202,6 +202,7 @@ def runner() -> Runner:
             Pipelines(JobStore(redis_client()), publish_unit, settings().rescue_seconds)
         )
         _state["runner"].add_middleware(RefusedRecords())
+        _state["runner"].add_middleware(HandBacks())
     result: Runner = _state["runner"]
     return result
 
