@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from importq import broker
-from importq.processes import Process, celery_worker_command
+from importq.processes import Process, celery_worker_command, stop_all
 
 CANARY_TOKEN = "canary-sourcing-token-3f9c1d"
 AGENT = "demo-agent"
@@ -161,5 +161,4 @@ def start_worker(tmp_path: Path, simulators: dict[str, Any]) -> Iterator[object]
         return worker
 
     yield start
-    for worker in started:
-        worker.stop()
+    stop_all(started)  # together: each warm shutdown takes a second or two
