@@ -36,12 +36,13 @@ def test_wait_without_a_consumer_says_so_and_times_out_with_exit_3(
     start_worker("workflow_import", concurrency=1)  # a worker, but not for sourcing_data
     job_id = publish_sourcing(sample_records(50))
     started = time.monotonic()
-    waited = _importq("status", job_id, "--timeout", "6")
-    assert 6 <= time.monotonic() - started < 30
+    # Three times IMPORTQ_NO_WORKER_SECONDS: counting consumers reads Redis, asks no worker.
+    waited = _importq("status", job_id, "--timeout", "3")
+    assert 3 <= time.monotonic() - started < 30
     assert waited.returncode == ExitCode.STILL_RUNNING == 3, waited.stderr
     assert waited.stderr.count("no worker is consuming sourcing_data: nothing moved for ") == 1
     assert "start one with `importq worker --targets sourcing_data`" in waited.stderr
-    assert f"still queued after 6 s; `importq status {job_id} --wait` follows it on" in (
+    assert f"still queued after 3 s; `importq status {job_id} --wait` follows it on" in (
         waited.stderr
     )
     assert f"job {job_id}  target=sourcing_data  state=queued" in waited.stdout
@@ -112,13 +113,13 @@ def test_idle_watch_asks_the_workers_only_when_nothing_moved_and_no_lease_is_hel
 def _wait_briefly(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> str:
-    """`--wait` in this process for 1.5 s on a queued job; what it said on stderr."""
+    """`--wait` in this process for 1 s on a queued job; what it said on stderr."""
     monkeypatch.setattr(progress, "no_worker_seconds", lambda: 0.3)
     store = JobStore(redis_client)
     job_id = store.create("sourcing_data", {})
     store.stage_unit(job_id, "sourcing_data", 0, [{"recordId": "1"}])
     store.open(job_id)
-    progress.wait_for_job(store, job_id, quiet=True, timeout=1.5)
+    progress.wait_for_job(store, job_id, quiet=True, timeout=1.0)
     return capsys.readouterr().err
 
 
