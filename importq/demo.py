@@ -16,7 +16,7 @@ from typing import Any
 
 from importq import broker, sentinel
 from importq import settings as importq_settings
-from importq.processes import Process, worker_commands
+from importq.processes import Process, stop_all, worker_commands
 from importq.progress import follow_jobs
 from producers.publish import locate, publish
 from simulators import load
@@ -75,8 +75,7 @@ def _run(count: int, redis_url: str, home: Path, cleanup: ExitStack) -> int:
     log_dir = home / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     workers = _start_workers(env, log_dir)
-    for worker in workers:
-        cleanup.callback(worker.stop, 30)
+    cleanup.callback(stop_all, workers, 30)
     for worker in workers:
         worker.wait_ready()
     print(f"workers started ({WORKER_CONCURRENCY} processes; blue alone at 1), logs in {log_dir}")

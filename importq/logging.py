@@ -14,9 +14,11 @@ from typing import Any
 
 import structlog
 
-from importq.settings import Settings, known_secret_values
+from importq.errors import ConfigError
+from importq.settings import Settings, known_secret_values, load
 
 REDACTED = "***"
+CLI_HANDLER_NAME = "importq-command"  # the root handler configure_command adds
 # Field names that carry credentials: the generic ones, Data Source's IntegrationKey and
 # Flower's FLOWER_BASIC_AUTH (the README's secret settings all match one of these).
 _SECRET_KEY = re.compile(
@@ -71,8 +73,14 @@ def _redact_exception(
     return event_dict
 
 
-def configure(settings: Settings, stream: Any = None) -> None:
-    """Route structlog and stdlib logging through one redacting pipeline."""
+def configure(settings: Settings, stream: Any = None, *, owns_process: bool = True) -> None:
+    """Route structlog and stdlib logging through one redacting pipeline.
+
+    A worker owns its process (`owns_process`): its handler replaces the root logger's and
+    loggers are cached on first use. The `importq` command (configure_command) adds its
+    handler next to any already there and caches nothing, so that running a command
+    in-process (click's CliRunner under pytest) leaves the test's log capture working.
+    """
     stream = stream or sys.__stderr__
     as_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not getattr(stream, "isatty", lambda: False)()
@@ -93,7 +101,7 @@ def configure(settings: Settings, stream: Any = None) -> None:
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=owns_process,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
@@ -107,11 +115,36 @@ def configure(settings: Settings, stream: Any = None) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    if owns_process:
+        root.handlers[:] = [handler]
+    else:
+        handler.set_name(CLI_HANDLER_NAME)
+        handler.setLevel(settings.log_level)  # whatever level a test gives the root logger
+        root.handlers[:] = [h for h in root.handlers if h.get_name() != CLI_HANDLER_NAME]
+        root.addHandler(handler)
     root.setLevel(settings.log_level)
     # One line per HTTP request would drown the useful lines.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def configure_command() -> None:
+    """The `importq` command's logging, set up once per process: every line on stderr in
+    importq's format (IMPORTQ_LOG_FORMAT, IMPORTQ_LOG_LEVEL) and redacted, never on stdout
+    (structlog's default), where people and `--json` readers look."""
+    if command_configured():
+        return
+    try:
+        settings = load()
+    except ConfigError:  # the command itself refuses the bad variable; its lines stay masked
+        settings = Settings()
+    configure(settings, owns_process=False)
+
+
+def command_configured() -> bool:
+    """Whether configure_command's handler and importq's processors are in place."""
+    ours = any(h.get_name() == CLI_HANDLER_NAME for h in logging.getLogger().handlers)
+    return ours and redact in structlog.get_config()["processors"]
 
 
 def get_logger(name: str = "importq") -> Any:

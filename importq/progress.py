@@ -14,13 +14,12 @@ from typing import Any
 import click
 
 from importq.errors import UnknownJob
-from workers import keys
+from workers import consumers, keys
 from workers.breaker import Breaker, Pause
 from workers.jobs import JobView
 
 NO_WORKER_SETTING = "IMPORTQ_NO_WORKER_SECONDS"
-NO_WORKER_SECONDS = 30.0  # nothing moved this long, no lease held: ask the workers
-INSPECT_SECONDS = 1.5  # how long workers have to say which queues they consume
+NO_WORKER_SECONDS = 30.0  # nothing moved this long, no lease held: read the workers' heartbeats
 
 
 def wait_for_job(store: Any, job_id: str, quiet: bool, timeout: float | None = None) -> JobView:
@@ -28,7 +27,7 @@ def wait_for_job(store: Any, job_id: str, quiet: bool, timeout: float | None = N
     job = _view(store, job_id)
     interactive = sys.stderr.isatty() and not quiet
     deadline = None if timeout is None else time.monotonic() + timeout
-    idle = IdleWatch(store, no_worker_seconds(), queue_consumers)
+    idle = IdleWatch(store, no_worker_seconds(), lambda target: live_consumers(store, target))
     last = ""
     said_pause = ""
     while not job.finished:
@@ -62,10 +61,10 @@ def wait_for_job(store: Any, job_id: str, quiet: bool, timeout: float | None = N
 
 class IdleWatch:
     """Notices a job nobody works on: nothing moved for `idle_seconds`, no unit of it holds a
-    lease, and no worker answers that it consumes the target's queue (`consumers`).
+    lease, and no worker says it consumes the target's queue (`consumers`: how many do).
 
-    A paused target's job is idle on purpose and is left alone. Workers are asked at most
-    once per `idle_seconds`, and a job is reported once until it moves again.
+    A paused target's job is idle on purpose and is left alone. Consumers are counted at
+    most once per `idle_seconds`, and a job is reported once until it moves again.
     """
 
     def __init__(self, store: Any, idle_seconds: float, consumers: Callable[[str], int]) -> None:
@@ -103,14 +102,10 @@ class IdleWatch:
         return any(pipe.execute()) if unit_ids else False
 
 
-def queue_consumers(target: str) -> int:
-    """How many workers answer, within INSPECT_SECONDS, that they consume the target's queue
-    (Celery's `inspect active_queues`, through the broker: what `celery inspect` shows)."""
-    # On demand: the app brings Celery and every target's client, which `--help` need not load.
-    from workers import app
-
-    replies = app.app.control.inspect(timeout=INSPECT_SECONDS).active_queues() or {}
-    return sum(any(q.get("name") == target for q in queues) for queues in replies.values())
+def live_consumers(store: Any, target: str) -> int:
+    """How many workers' heartbeats say they consume the target's queue (workers/consumers.py):
+    one Redis read, the count `importq queues` and `doctor` show, no broadcast to wait on."""
+    return len(consumers.live(store.redis, target))
 
 
 def no_worker_seconds() -> float:

@@ -97,8 +97,9 @@ CORE: tuple[EnvSetting, ...] = (
     _S("IMPORTQ_DRY_RUN_MAX_ERRORS", "20",
        "errors `importq publish --dry-run` lists before it stops reading", workers=False),
     _S("IMPORTQ_NO_WORKER_SECONDS", "30",
-       "`--wait` asks the workers whether any consumes the target's queue once a job has not "
-       "moved this long with none of its units held; if none does, it says so", workers=False),
+       "once a job has not moved this long with none of its units held, `--wait` checks the "
+       "workers' heartbeats for a consumer of the target's queue; if none has one, it says so",
+       workers=False),
     _S("IMPORTQ_MAX_QUEUED_UNITS / IMPORTQ_MAX_QUEUED_UNITS_<TARGET>", "0 (off)",
        "backpressure: a producer waits while the target's queue holds this many units",
        workers=False),

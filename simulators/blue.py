@@ -222,7 +222,10 @@ class BlueSimulator:
                 self._end(found, "failed")
                 raise Refusal(failure)
             found.state, found.busy_since = "preparing", time.monotonic()
-        time.sleep(self.config.prepare_seconds)  # outside the lock: Blue stays answerable
+        # Outside the lock: Blue stays answerable. As long as prepare_seconds says *now*, so
+        # a test that shortens it ends a long prepare it no longer needs to wait out.
+        while (left := found.busy_since + self.config.prepare_seconds - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
         with self.lock:
             if found.state != "preparing":  # cancelled meanwhile
                 raise Refusal(LOST)

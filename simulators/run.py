@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
@@ -64,7 +65,10 @@ def _start_all(args: argparse.Namespace) -> list[SimServer]:
     return servers
 
 
-def _wait_for_stop() -> None:
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[threading.Event]:
+    """An event that SIGINT or SIGTERM sets, handled from before the first server starts: a
+    signal during start-up (a process runner stopping it at once) is a clean stop too."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -76,24 +80,30 @@ def _wait_for_stop() -> None:
     signals = (signal.SIGINT, signal.SIGTERM) if in_main else ()
     previous = {signum: signal.signal(signum, on_signal) for signum in signals}
     try:
-        # Short waits keep the main thread responsive to signals on every platform.
-        while not stop.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        pass
+        yield stop
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
+def _wait_for(stop: threading.Event) -> None:
+    try:
+        # Short waits keep the main thread responsive to signals on every platform.
+        while not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    servers = _start_all(args)
-    try:
-        _wait_for_stop()
-    finally:
-        for server in servers:
-            server.stop()
+    with _stop_on_signal() as stop:
+        servers = _start_all(args)
+        try:
+            _wait_for(stop)
+        finally:
+            for server in servers:
+                server.stop()
     print("simulators stopped", flush=True)
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import redis
 
 from importq import broker
-from importq.processes import Process, celery_worker_command
+from importq.processes import Process, celery_worker_command, stop_all
 
 CANARY_TOKEN = "canary-sourcing-token-3f9c1d"
 AGENT = "demo-agent"
@@ -148,7 +149,11 @@ class Worker(Process):
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path, simulators: dict[str, Any]) -> Iterator[object]:
+def start_worker(
+    tmp_path: Path, simulators: dict[str, Any], redis_client: redis.Redis
+) -> Iterator[object]:
+    """Starts real workers; they are SIGKILLed once the test is over (its redis_client has
+    emptied Redis first, and the next test's empties what they leave)."""
     started: list[Worker] = []
 
     def start(queues: str = "sourcing_data", concurrency: int = 4, **env: str) -> Worker:
@@ -161,5 +166,6 @@ def start_worker(tmp_path: Path, simulators: dict[str, Any]) -> Iterator[object]
         return worker
 
     yield start
-    for worker in started:
-        worker.stop()
+    # Nothing is asserted after the test: a warm shutdown would cost each worker 1-2 s of
+    # billiard's pool threads sleeping. Tests of a shutdown stop their workers themselves.
+    stop_all(started, signum=signal.SIGKILL)

@@ -114,9 +114,10 @@ def test_a_unit_that_never_ends_is_cut_at_the_unit_time_limit_and_counts_attempt
     # The vendor never answers and the read timeout is far away: only the time limit ends
     # a run. Each cut run is an attempt; the last one dead-letters the records.
     # The read timeout bounds the unit's end, which looks for the item a cut start may
-    # have opened (the time limit cuts runs, not that settlement).
+    # have opened (the time limit cuts runs, not that settlement): three times the limit
+    # keeps the limit first, and the test waits that long once, at the end.
     start_worker(concurrency=1, IMPORTQ_UNIT_TIME_LIMIT="2", IMPORTQ_MAX_ATTEMPTS="2",
-                 SOURCING_DATA_TIMEOUT="20",
+                 SOURCING_DATA_TIMEOUT="6",
                  SOURCING_DATA_URL=f"{black_hole}/api/asol/ds")  # fmt: skip
     job_id = publish_sourcing(sample_records(10))
     job = wait_for_job(job_id, timeout=90)

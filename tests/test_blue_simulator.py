@@ -8,6 +8,9 @@ once. So the attempt is recorded: `overlaps`, and `max_open` counting it.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import httpx
 import pytest
 
@@ -63,3 +66,19 @@ def test_the_overlap_is_recorded_for_a_client_over_soap() -> None:
     ledger = sim.ledger()
     assert (ledger["overlaps"], ledger["max_open"], ledger["busy_refusals"]) == (1, 2, 1)
     assert ledger["requests"]["RegisterImport"] == 2
+
+
+def test_a_prepare_lasts_as_long_as_prepare_seconds_says_now() -> None:
+    # A test that needed a long prepare (the slot's lease renewals) shortens it afterwards
+    # rather than waiting it out.
+    sim = BlueSimulator()
+    sim.configure(prepare_seconds=600)
+    transaction = str(sim.register("Data1", abort_on_empty=False))
+    preparing = threading.Thread(target=sim.prepare, args=(transaction,))
+    preparing.start()
+    while not sim.ledger()["transactions"].get("preparing"):
+        time.sleep(0.01)
+    sim.configure(prepare_seconds=0.05)
+    preparing.join(timeout=60)  # far below the 600 s it started with
+    assert not preparing.is_alive()
+    assert sim.ledger()["transactions"] == {"prepared": 1}

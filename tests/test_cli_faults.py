@@ -57,6 +57,26 @@ def test_a_redis_url_without_scheme_is_one_line_and_exit_5() -> None:
 
 
 @pytest.mark.parametrize(
+    ("setting", "value", "code", "said"),
+    [
+        ("REDIS_URL", "localhost:6379", ExitCode.REDIS_UNAVAILABLE,
+         "REDIS_URL='localhost:6379' is not a Redis URL"),
+        ("IMPORTQ_LEASE_SECONDS", "0", ExitCode.FAILED, "IMPORTQ_LEASE_SECONDS"),
+    ],
+)  # fmt: skip
+def test_celery_worker_run_directly_refuses_a_bad_setting_in_one_line(
+    setting: str, value: str, code: ExitCode, said: str
+) -> None:
+    # What the Procfile and docker-compose run: Celery's own command, not `importq worker`.
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "sourcing_data"],
+        env={**os.environ, setting: value}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == code, result.stderr
+    assert said in _one_error_line(result)
+
+
+@pytest.mark.parametrize(
     "command",
     [
         ["status", "0abc"],

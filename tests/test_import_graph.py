@@ -167,3 +167,18 @@ def test_no_first_party_module_has_an_import_time_side_effect(tmp_path: Path) ->
                           env=_child_env(tmp_path / "home"), cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_command_line_loads_no_worker_app_nor_http_api_before_a_command_needs_them(
+    tmp_path: Path,
+) -> None:
+    # Every `importq` run pays for what `import importq.cli` loads (the suite starts it
+    # dozens of times): Celery, the targets' clients, FastAPI and the producers wait for
+    # the command that uses them.
+    heavy = ("celery", "fastapi", "zeep", "boto3", "producers", "workers.app",
+             "workers.targets", "importq.serve", "importq.deploy")  # fmt: skip
+    code = "import sys, importq.cli; print('\\n'.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], env=_child_env(tmp_path / "home"),
+                            cwd=tmp_path, capture_output=True, text=True, check=True,
+                            timeout=60).stdout.split()  # fmt: skip
+    assert [m for m in loaded if m.startswith(heavy)] == []

@@ -150,13 +150,16 @@ def test_redis_restart_with_aof_loses_no_queued_record(
     server.send_signal(signal.SIGTERM)  # a clean restart: AOF written, process gone
     server.wait(timeout=20)
     server = _aof_redis(tmp_path, port)
+    worker = None
     try:
-        start_worker(REDIS_URL=url)
+        worker = start_worker(REDIS_URL=url)
         finished = _importq(env, "status", job_id, "--wait", check=False)
         assert finished.returncode == 0, finished.stdout + finished.stderr
         assert sim.ledger()["committed_records"] == 6_000
         assert sim.ledger()["duplicates"] == 0
     finally:
+        if worker is not None:  # while its Redis runs: without it, its shutdown hangs 20 s
+            worker.stop()
         server.terminate()
         server.wait(timeout=20)
 

@@ -11,13 +11,17 @@ from celery.exceptions import Retry
 
 from importq.errors import FinalError, RetryableError, VendorBusy
 from tests.scripted import TARGET, MakeRunner, Published, ScriptedSink, staged_unit
+from workers import keys
+from workers.routing import FREE_HANDBACKS
+from workers.signals import HandBack, LeaseUnconfirmed
 from workers.targets.base import Delivered, RunContext
-from workers.task_states import RefusedRecords, UnitFailed, UnitWaits, end_of_task
+from workers.task_states import HandBacks, RefusedRecords, UnitFailed, UnitWaits, end_of_task
 
 
 def ended(make_runner: MakeRunner, sink: ScriptedSink, error: Exception | None) -> str:
     runner, store = make_runner()
     runner.add_middleware(RefusedRecords())  # as workers.app builds its runner
+    runner.add_middleware(HandBacks())
     unit_id = staged_unit(store)
     sink.error = error
     return end_of_task(lambda: runner.run(TARGET, unit_id), store, unit_id)
@@ -77,3 +81,42 @@ def test_a_failed_unit_without_records_says_so(make_runner: MakeRunner, sink: Sc
     sink.error = FinalError("no such import", target=TARGET)
     with pytest.raises(UnitFailed, match=r"failed, no records \(a bare trigger\)"):
         end_of_task(lambda: runner.run(TARGET, unit_id), store, unit_id)
+
+
+def retried_saying(make_runner: MakeRunner, sink: ScriptedSink, stop: Exception,
+                   handbacks: int = 0) -> str:  # fmt: skip
+    """What the RETRY of a unit stopped by `stop` says, after `handbacks` earlier ones."""
+    runner, store = make_runner()
+    runner.add_middleware(RefusedRecords())
+    runner.add_middleware(HandBacks())
+    unit_id = staged_unit(store)
+    store.redis.hset(keys.unit(unit_id), "handbacks", handbacks)
+    sink.error = stop
+    with pytest.raises(Retry) as retried:
+        end_of_task(lambda: runner.run(TARGET, unit_id), store, unit_id)
+    assert retried.value.when == 0  # back in the queue at once
+    return str(retried.value.exc)
+
+
+def test_a_unit_handed_back_at_shutdown_says_it_used_no_attempt(
+    make_runner: MakeRunner, sink: ScriptedSink
+) -> None:
+    said = retried_saying(make_runner, sink, HandBack("the worker is shutting down"))
+    assert "handed back at worker shutdown; no attempt used" in said
+    assert "will be retried" not in said and "after attempt" not in said
+
+
+def test_a_hand_back_past_the_free_ones_says_it_used_an_attempt(
+    make_runner: MakeRunner, sink: ScriptedSink
+) -> None:
+    stop = HandBack("the worker is shutting down")
+    said = retried_saying(make_runner, sink, stop, handbacks=FREE_HANDBACKS)
+    assert f"handed back at worker shutdown (hand-back {FREE_HANDBACKS + 1}, past the " in said
+    assert "; it used attempt 1" in said and "no attempt" not in said
+
+
+def test_a_unit_whose_lease_went_unconfirmed_says_so(
+    make_runner: MakeRunner, sink: ScriptedSink
+) -> None:
+    said = retried_saying(make_runner, sink, LeaseUnconfirmed("the renewal came back too late"))
+    assert "handed back: its lease could not be confirmed in time; no attempt used" in said

@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
+from importq import progress
 from importq.cli.common import ExitCode
-from importq.progress import IdleWatch, queue_consumers
+from importq.progress import IdleWatch
 from tests.helpers import publish_sourcing, sample_records
-from workers import keys
+from workers import consumers, keys
 from workers.jobs import JobStore
 
 QUICK = {"IMPORTQ_NO_WORKER_SECONDS": "1"}
@@ -34,18 +36,20 @@ def test_wait_without_a_consumer_says_so_and_times_out_with_exit_3(
     start_worker("workflow_import", concurrency=1)  # a worker, but not for sourcing_data
     job_id = publish_sourcing(sample_records(50))
     started = time.monotonic()
-    waited = _importq("status", job_id, "--timeout", "6")
-    assert 6 <= time.monotonic() - started < 30
+    # Three times IMPORTQ_NO_WORKER_SECONDS: counting consumers reads Redis, asks no worker.
+    waited = _importq("status", job_id, "--timeout", "3")
+    assert 3 <= time.monotonic() - started < 30
     assert waited.returncode == ExitCode.STILL_RUNNING == 3, waited.stderr
     assert waited.stderr.count("no worker is consuming sourcing_data: nothing moved for ") == 1
     assert "start one with `importq worker --targets sourcing_data`" in waited.stderr
-    assert f"still queued after 6 s; `importq status {job_id} --wait` follows it on" in (
+    assert f"still queued after 3 s; `importq status {job_id} --wait` follows it on" in (
         waited.stderr
     )
     assert f"job {job_id}  target=sourcing_data  state=queued" in waited.stdout
 
-    start_worker("sourcing_data", concurrency=2)
-    assert queue_consumers("sourcing_data") == 1
+    worker = start_worker("sourcing_data", concurrency=2)
+    # Counted from the worker's own heartbeat, written before Celery logs "ready."
+    assert consumers.live(redis_client, "sourcing_data") == [f"{worker.name}:{worker.process.pid}"]
     finished = _importq("status", job_id, "--wait", "--timeout", "90")
     assert finished.returncode == 0, finished.stderr
     assert "no worker is consuming" not in finished.stderr
@@ -104,3 +108,31 @@ def test_idle_watch_asks_the_workers_only_when_nothing_moved_and_no_lease_is_hel
     assert notice(paused=True) is None  # a paused target is idle on purpose
     assert notice(in_flight=0.5) is None  # moving again: the clock starts over
     assert len(asked) == 2
+
+
+def _wait_briefly(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """`--wait` in this process for 1 s on a queued job; what it said on stderr."""
+    monkeypatch.setattr(progress, "no_worker_seconds", lambda: 0.3)
+    store = JobStore(redis_client)
+    job_id = store.create("sourcing_data", {})
+    store.stage_unit(job_id, "sourcing_data", 0, [{"recordId": "1"}])
+    store.open(job_id)
+    progress.wait_for_job(store, job_id, quiet=True, timeout=1.0)
+    return capsys.readouterr().err
+
+
+def test_wait_counts_consumers_from_the_workers_heartbeats(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A worker's live heartbeat for the queue: the job is waiting its turn, nothing to say.
+    consumers.beat(redis_client, "w-live@host:4242", ["sourcing_data"], ttl=60)
+    assert "no worker is consuming" not in _wait_briefly(redis_client, monkeypatch, capsys)
+
+    # A killed worker's heartbeat, past its `until`, and a live one for another queue only.
+    redis_client.flushdb()
+    redis_client.zadd(keys.consumers("sourcing_data"), {"w-killed@host:4243": 1})
+    consumers.beat(redis_client, "w-other@host:4244", ["workflow_import"], ttl=60)
+    said = _wait_briefly(redis_client, monkeypatch, capsys)
+    assert said.count("no worker is consuming sourcing_data: nothing moved for ") == 1

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+import click
 import redis
 import structlog
 from celery import Celery, Task, signals
@@ -19,15 +20,16 @@ from kombu import Queue  # type: ignore[attr-defined]
 from importq import broker
 from importq import logging as importq_logging
 from importq import settings as importq_settings
-from importq.errors import ConfigError
+from importq.errors import ConfigError, ImportqError, RedisUnavailable
 from importq.settings import Settings
+from importq.settings_table import CORE
 from workers import consumers, keys, pipelines, ratelimit, targets
 from workers.jobs import JobStore
 from workers.leases import Leases
 from workers.middleware.pipelines import Pipelines
 from workers.queues import SENT_AT_HEADER
 from workers.runner import Runner
-from workers.task_states import RefusedRecords, UnitFailed, end_of_task
+from workers.task_states import HandBacks, RefusedRecords, UnitFailed, end_of_task
 
 log = structlog.get_logger("importq.worker")
 
@@ -44,9 +46,27 @@ def task_name(target: str) -> str:
 def settings() -> Settings:
     """This process's settings, read from the environment once, on first use."""
     if "settings" not in _state:
-        _state["settings"] = importq_settings.load()
+        read = importq_settings.load()
+        mask_declared_secrets(read)
+        _state["settings"] = read
     loaded: Settings = _state["settings"]
     return loaded
+
+
+def mask_declared_secrets(settings: Settings) -> None:
+    """Give the log redaction every configured secret (the core's rows and each target's),
+    so a line that quotes one shows *** even in a process that never reads it: `importq
+    purge` ends a Blue unit without building Blue's client, yet may log its last error."""
+    rows = [*CORE, *(row for target in targets.TARGETS.values() for row in target.settings)]
+    for name in (name for row in rows if row.secret for name in row.names):
+        if "<" in name:  # one variable per token or target: IMPORTQ_SERVE_CALLBACK_SECRET_<NAME>
+            prefix = name[: name.index("<")]
+            found = [variable for variable in settings.env if variable.startswith(prefix)]
+        else:
+            found = [name]
+        for variable in found:
+            if settings.get(variable):  # blank is unset: it must not mask every space
+                settings.secret(variable)
 
 
 def redis_choice() -> broker.RedisChoice:
@@ -63,8 +83,12 @@ def redis_url() -> str:
 
 def _config() -> dict[str, Any]:
     """The app's configuration: Celery calls this the first time it reads `app.conf`."""
+    try:
+        broker_url = redis_choice().broker_url()
+    except ImportqError as error:
+        raise _refusal(error) from None
     return dict(
-        broker_url=redis_choice().broker_url(),
+        broker_url=broker_url,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],  # pickle is refused
@@ -99,6 +123,29 @@ def _config() -> dict[str, Any]:
             **redis_choice().transport_options(),
         },
     )
+
+
+class StartRefused(click.ClickException):
+    """A setting the app cannot start with (REDIS_URL that is no Redis URL, a lease of 0 s),
+    met while Celery's own command line reads the configuration (`celery -A workers.app
+    worker`, as the Procfile and docker-compose run it). Celery's command is a click group,
+    and click shows a ClickException as one line, `Error: ...`, and exits with its code:
+    the same line and code `importq worker` gives, where Celery would print a traceback."""
+
+    def __init__(self, error: ImportqError) -> None:
+        super().__init__(str(error))
+        self.exit_code = 5 if isinstance(error, RedisUnavailable) else 1  # type: ignore[misc]
+
+
+def _refusal(error: ImportqError) -> Exception:
+    """StartRefused under Celery's command line; elsewhere the error as it is, for callers
+    (importq's own commands, producers) that catch it by type."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return error
+    from celery.bin.celery import celery as celery_command
+
+    return StartRefused(error) if context.find_root().command is celery_command else error
 
 
 app = Celery("importq")
@@ -155,6 +202,7 @@ def runner() -> Runner:
             Pipelines(JobStore(redis_client()), publish_unit, settings().rescue_seconds)
         )
         _state["runner"].add_middleware(RefusedRecords())
+        _state["runner"].add_middleware(HandBacks())
     result: Runner = _state["runner"]
     return result
 

@@ -4,12 +4,12 @@ A worker's main process renews, for each queue it consumes, its entry in
 
     importq:consumers:{target}   zset  worker id (node:pid) -> until (ms)
 
-from a thread that beats once at start and then every IMPORTQ_REAPER_INTERVAL; a
+once when the worker is ready and then every IMPORTQ_REAPER_INTERVAL from a thread; a
 worker that shuts down cleanly removes its entries, and one that was killed drops
 out once its `until` passes (three beats). Readers (`importq queues`, `importq
-doctor`) need no broadcast and wait for no reply, unlike Celery's `inspect
-active_queues`, which answers only within a timeout and only for workers whose
-event loop is free.
+doctor`, the no-worker word of `--wait`) need no broadcast and wait for no reply,
+unlike Celery's `inspect active_queues`, which answers only within a timeout and
+only for workers whose event loop is free.
 """
 
 from __future__ import annotations
@@ -69,15 +69,21 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.stopped = threading.Event()
 
+    def start(self) -> None:
+        """Beat once, then every interval from the thread: the worker is counted before Celery
+        logs "ready." (worker_ready comes first), which tests and deploy checks wait for."""
+        self._beat()
+        super().start()
+
     def run(self) -> None:
-        ttl = ttl_for(self.interval)
-        while True:
-            try:
-                beat(self.client, self.worker_id, self.queues, ttl)
-            except redis.RedisError as error:  # a Redis blip: the next beat may get through
-                log.warning("could not renew the worker's consumer heartbeat", error=str(error))
-            if self.stopped.wait(self.interval):
-                return
+        while not self.stopped.wait(self.interval):
+            self._beat()
+
+    def _beat(self) -> None:
+        try:
+            beat(self.client, self.worker_id, self.queues, ttl_for(self.interval))
+        except redis.RedisError as error:  # a Redis blip: the next beat may get through
+            log.warning("could not renew the worker's consumer heartbeat", error=str(error))
 
     def stop(self) -> None:
         self.stopped.set()

@@ -38,6 +38,12 @@ FREE_HANDBACKS = 3
 JOB_FINISHED = 2
 
 
+def handback_count(unit: dict[str, str]) -> tuple[int, bool]:
+    """Which hand-back of the unit this one is, and whether it is free (uses no attempt)."""
+    handbacks = int(unit.get("handbacks") or 0) + 1
+    return handbacks, handbacks <= FREE_HANDBACKS
+
+
 class Router:
     """Turns a unit's result into its recorded state, and sends the unit again when it waits.
 
@@ -112,8 +118,7 @@ class Router:
 
     def _hand_back(self, run: UnitRun, *, exact: bool, error: str = "") -> str:
         """Back to the queue now; `exact`: stopped at a checkpoint the next run may trust."""
-        handbacks = int(run.unit.get("handbacks") or 0) + 1
-        free = handbacks <= FREE_HANDBACKS
+        handbacks, free = handback_count(run.unit)
         if not free and run.claim.attempts >= self.settings.max_attempts:
             return self.fail(run, f"handed back {handbacks} times (workers shutting down or "
                                   f"cut off from Redis), and {run.claim.attempts} attempts "

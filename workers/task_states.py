@@ -6,8 +6,8 @@ becomes the task's state in Flower:
     failed, or delivered with records dead-lettered  ->  FAILURE  (UnitFailed, in `throws`:
                                                          one log line, no traceback)
     waiting (a retry, or a wait for a slot, a turn,  ->  RETRY    (Celery's Retry, raised
-    the vendor, a paused target)                                  without sending a message:
-                                                                  the runner has rescheduled)
+    the vendor, a paused target; or handed back at                without sending a message:
+    worker shutdown, using no attempt)                            the runner has rescheduled)
     anything else (succeeded, split, cancelled, a    ->  SUCCESS  (the status is the result)
     duplicate message acknowledged)
 
@@ -29,11 +29,15 @@ from workers import keys
 from workers.jobs import JobStore, UnitState
 from workers.middleware.base import Middleware
 from workers.outcomes import Outcome, Result, UnitRun
+from workers.routing import FREE_HANDBACKS, handback_count
+from workers.signals import HandBack, LeaseUnconfirmed
 from workers.targets.base import Delivered
 
 # Records the sink refused in the unit this task runs; set by RefusedRecords, read by
 # end_of_task. Per thread of execution, so it holds under any Celery pool.
 _refused: ContextVar[int] = ContextVar("importq_refused_records", default=0)
+# Why the unit went back to the queue unfinished, if it did; set by HandBacks.
+_handed_back: ContextVar[str] = ContextVar("importq_handed_back", default="")
 
 
 class UnitFailed(Exception):
@@ -53,14 +57,36 @@ class RefusedRecords(Middleware):
         return None
 
 
+class HandBacks(Middleware):
+    """Notes why a unit went back to the queue unfinished (its worker shutting down, a lease
+    it could not confirm), so its RETRY says that and not "will be retried after attempt N":
+    a hand-back uses no attempt, unless the unit has had its free ones (routing.py)."""
+
+    def on_result(self, run: UnitRun, result: Result) -> Outcome | None:
+        if isinstance(result, HandBack | LeaseUnconfirmed):
+            _handed_back.set(_handback_words(run, result))
+        return None
+
+
+def _handback_words(run: UnitRun, stop: HandBack | LeaseUnconfirmed) -> str:
+    handbacks, free = handback_count(run.unit)
+    why = " at worker shutdown" if isinstance(stop, HandBack) else (
+        ": its lease could not be confirmed in time")  # fmt: skip
+    if free:
+        return f"unit {run.unit_id} handed back{why}; no attempt used"
+    return (f"unit {run.unit_id} handed back{why} (hand-back {handbacks}, past the "
+            f"{FREE_HANDBACKS} free ones); it used attempt {run.claim.attempts}")  # fmt: skip
+
+
 def end_of_task(run_unit: Callable[[], str], store: JobStore, unit_id: str) -> str:
     """Run the unit; its status if it ended well, else raise UnitFailed or Retry."""
-    token = _refused.set(0)
+    tokens = _refused.set(0), _handed_back.set("")
     try:
         status = run_unit()
-        refused = _refused.get()
+        refused, handed_back = _refused.get(), _handed_back.get()
     finally:
-        _refused.reset(token)
+        _refused.reset(tokens[0])
+        _handed_back.reset(tokens[1])
     job_id = keys.job_of(unit_id)
     if status == UnitState.FAILED:
         records = int(store.unit(unit_id).get("records") or 0)
@@ -70,14 +96,16 @@ def end_of_task(run_unit: Callable[[], str], store: JobStore, unit_id: str) -> s
         raise UnitFailed(f"unit {unit_id} delivered, but {refused} records were refused and "
                          f"dead-lettered; why: importq dlq show {job_id}")  # fmt: skip
     if status == UnitState.WAITING:
-        raise _retry(store, unit_id)
+        raise _retry(store, unit_id, handed_back)
     return status
 
 
-def _retry(store: JobStore, unit_id: str) -> Retry:
+def _retry(store: JobStore, unit_id: str, handed_back: str) -> Retry:
     unit = store.unit(unit_id)
     waits_for = unit.get("waits_for")
-    if waits_for:
+    if handed_back:
+        why = handed_back
+    elif waits_for:
         what = "paused target to resume" if waits_for == "breaker" else waits_for
         why = f"unit {unit_id} waits for its {what}, using no attempt"
     else:

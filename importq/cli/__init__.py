@@ -36,6 +36,7 @@ from importq.cli import (
 )
 from importq.cli.common import ExitCode, Fault
 from importq.errors import ImportqError
+from importq.logging import configure_command
 
 
 class _Group(click.Group):
@@ -57,6 +58,9 @@ class _Group(click.Group):
 @click.version_option(package_name="importq")
 def main() -> None:
     """Queue records into SaaS import APIs through Redis-backed Celery workers."""
+    # Before any command: what the runner, pipelines or settings log in this process goes
+    # to stderr, redacted, and never into stdout's output for people or --json readers.
+    configure_command()
 
 
 for _command in (

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import click
 
-from importq import deploy
-
 
 @click.command("deploy-files")
 @click.option(
@@ -23,6 +21,10 @@ from importq import deploy
               help="Write nothing; exit 1 naming each file the registry would change.")  # fmt: skip
 def deploy_files_command(root: Path, check: bool) -> None:
     """Write the deployment files from the registered targets (one worker each)."""
+    # On demand: the OpenAPI document it writes brings the HTTP API (FastAPI), the
+    # producers and the worker app, which every other command's start need not load.
+    from importq import deploy
+
     wanted = deploy.files(root, deploy.registered())
     if check:
         stale = deploy.stale(root, wanted)
