@@ -193,13 +193,14 @@ def test_a_remembered_id_on_a_redis_the_sentinels_do_not_name_stops_before_the_v
     assert group.primary_run_id() == primary.info("server")["run_id"]
 
 
-def test_after_a_failover_writes_never_land_on_the_old_primary_restarted_empty(
+def test_after_a_failover_writes_never_land_on_the_old_primary_restarted(
     tmp_path: Path,
 ) -> None:
-    """The killed primary comes back on its address, empty, and stays a primary for about
-    10 s until the sentinels demote it (then wipe it with a sync). A client that reconnected
-    to the address it had before (redis-py #3874) wrote there, and every such write was lost:
-    the lost claims and remembered ids of issue 16. Reconnects ask the sentinels instead."""
+    """The killed primary comes back on its address (with its last sync's RDB) and stays a
+    primary for about 10 s until the sentinels demote it (then wipe it with a sync). A
+    client that reconnected to the address it had before (redis-py #3874) wrote there, and
+    every such write was lost: the lost claims and remembered ids of issue 16. Reconnects
+    ask the sentinels instead."""
     group = SentinelGroup(tmp_path / "group")
     landed: list[tuple[int, int]] = []  # (the port a write landed on, the value it made)
     stop = threading.Event()
@@ -222,7 +223,7 @@ def test_after_a_failover_writes_never_land_on_the_old_primary_restarted_empty(
         wait_until("the first writes", lambda: len(landed) > 3)
         old = group.primary_port()
         new = group.kill_primary()
-        group.restart_old(in_sync=False)  # an empty primary on the old address, for a while
+        group.restart_old(in_sync=False)  # a stale primary on the old address, for a while
         count = len(landed)
         wait_until("writes after the failover", lambda: len(landed) > count + 8, timeout=20)
         stop.set()
