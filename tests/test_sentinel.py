@@ -214,7 +214,7 @@ def test_after_a_failover_writes_never_land_on_the_old_primary_restarted(
                 pipe = client.pipeline(transaction=False)
                 pipe.incr("ha-counter")
                 pipe.info("server")
-                pipe.wait(2, 300)  # never two replicas: a request is in flight when it dies
+                pipe.wait(2, 100)  # never two replicas: a request is in flight when it dies
                 value, server, _ = pipe.execute()
                 landed.append((int(server["tcp_port"]), int(value)))
 
