@@ -57,6 +57,19 @@ class PrimaryConnection(SentinelManagedConnection):
 
 
 @dataclass(frozen=True)
+class NamedPrimary:
+    """The server the sentinels name the primary: its run id ("" for a few seconds after a
+    failover, until they have asked it) and its address."""
+
+    run_id: str
+    address: str
+
+    def is_server(self, run_id: str, address: str) -> bool:
+        """Whether a server with this run id, reached at this address, is that primary."""
+        return run_id == self.run_id if self.run_id else address == self.address
+
+
+@dataclass(frozen=True)
 class SentinelConfig:
     sentinels: tuple[tuple[str, int], ...]
     master: str
@@ -104,8 +117,8 @@ class SentinelConfig:
         )
         return client
 
-    def primary_run_id(self, timeout: float = 3.0) -> str | None:
-        """The run id the sentinels know the primary by (None when no sentinel answers)."""
+    def named_primary(self, timeout: float = 3.0) -> NamedPrimary | None:
+        """The primary as the first sentinel that answers names it (None when none does)."""
         sentinels = self.sentinel(timeout).sentinels
         try:
             for one in sentinels:
@@ -113,8 +126,9 @@ class SentinelConfig:
                     state = one.sentinel_master(self.master)
                 except redis.RedisError:
                     continue
-                if isinstance(state, dict) and state.get("runid"):
-                    return str(state["runid"])
+                if isinstance(state, dict) and state.get("ip"):
+                    address = f"{state['ip']}:{state.get('port')}"
+                    return NamedPrimary(str(state.get("runid") or ""), address)
             return None
         finally:
             for one in sentinels:

@@ -180,7 +180,7 @@ def test_a_remembered_id_on_a_redis_the_sentinels_do_not_name_stops_before_the_v
     assert group is not None
     # The session's Redis stands in for that server: a primary with no replica, holding the
     # unit, that the sentinels do not name.
-    stale = Leases(redis_client, 4, 5, replica_wait_ms=50, primary_run_id=group.primary_run_id)
+    stale = Leases(redis_client, 4, 5, replica_wait_ms=50, named_primary=group.named_primary)
     redis_client.hset(keys.unit("stale-job:0"), mapping={"state": "queued",
                                                          "target": "sourcing_data"})  # fmt: skip
     claim = stale.claim("stale-job:0", 5)
@@ -189,8 +189,15 @@ def test_a_remembered_id_on_a_redis_the_sentinels_do_not_name_stops_before_the_v
         stale.remember("stale-job:0", claim.token, {"remote.start_sent_at": "now"})
     # The group's primary is the one the sentinels name: there a write with no replica to
     # confirm it goes on (nothing could be promoted in its place).
-    primary = sentinel_group.client(sentinel_group.primary_port())
-    assert group.primary_run_id() == primary.info("server")["run_id"]
+    port = sentinel_group.primary_port()
+    named = group.named_primary()
+    assert named is not None
+    run_id = sentinel_group.client(port).info("server")["run_id"]
+    assert named.is_server(run_id, f"127.0.0.1:{port}")
+    # A few seconds after a failover the sentinels do not know its run id yet: its address.
+    fresh = sentinel.NamedPrimary("", f"127.0.0.1:{port}")
+    assert fresh.is_server("any-run-id", f"127.0.0.1:{port}")
+    assert not fresh.is_server("any-run-id", "127.0.0.1:1")
 
 
 def test_after_a_failover_writes_never_land_on_the_old_primary_restarted(

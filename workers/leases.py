@@ -21,6 +21,7 @@ import structlog
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from importq.sentinel import NamedPrimary
 from workers import keys
 from workers.jobs import TERMINAL_UNIT_STATES
 from workers.signals import ReplicaUnconfirmed
@@ -342,15 +343,15 @@ class Leases:
         lease_seconds: float,
         grace_seconds: float,
         replica_wait_ms: int = 0,
-        primary_run_id: Callable[[], str | None] | None = None,
+        named_primary: Callable[[], NamedPrimary | None] | None = None,
     ) -> None:
-        """`primary_run_id`: asks the sentinels which server is the primary (its run id),
-        for a guarding write that no replica confirmed because none is connected."""
+        """`named_primary`: asks the sentinels which server is the primary, for a guarding
+        write that no replica confirmed because none is connected."""
         self.redis = client
         self.lease_ms = int(lease_seconds * 1000)
         self.grace_ms = int(grace_seconds * 1000)
         self.replica_wait_ms = replica_wait_ms
-        self.primary_run_id = primary_run_id
+        self.named_primary = named_primary
         self._vouched: tuple[str, float] = ("", 0.0)  # a run id the sentinels named, and when
         self._unconfirmed_said_at: float | None = None
         self._claim = client.register_script(_CLAIM)
@@ -467,9 +468,9 @@ class Leases:
         result, confirmed = self._write_and_wait(script, script_keys, args)
         if int(confirmed) >= 1:
             return result
-        replicas, run_id = self._replication()
+        replicas, server = self._replication()
         if before_vendor_call and result:
-            self._stop_unless_safe(replicas, run_id)
+            self._stop_unless_safe(replicas, server)
         said_at = self._unconfirmed_said_at
         if said_at is None or time.monotonic() - said_at > UNCONFIRMED_SAID_EVERY:
             self._unconfirmed_said_at = time.monotonic()
@@ -500,15 +501,17 @@ class Leases:
                 continue
         raise NoScriptError(f"the lease script stayed unknown to Redis ({script.sha})")
 
-    def _replication(self) -> tuple[int, str]:
-        """The replicas connected to the server written to, and its run id."""
+    def _replication(self) -> tuple[int, tuple[str, str]]:
+        """The replicas connected to the server written to, and its run id and address."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.info("replication")
         pipe.info("server")
-        replication, server = pipe.execute()
-        return int(replication.get("connected_slaves", 0)), str(server.get("run_id", ""))
+        pipe.client_info()
+        replication, server, me = pipe.execute()
+        identity = (str(server.get("run_id", "")), str(me.get("laddr", "")))
+        return int(replication.get("connected_slaves", 0)), identity
 
-    def _stop_unless_safe(self, replicas: int, run_id: str) -> None:
+    def _stop_unless_safe(self, replicas: int, server: tuple[str, str]) -> None:
         """Raise ReplicaUnconfirmed unless an unconfirmed guarding write is safe to act on.
 
         With a replica connected, a failover now could promote it without the write. With
@@ -522,20 +525,23 @@ class Leases:
                 "(IMPORTQ_REPLICA_WAIT_MS): stopping before the vendor request it guards, as "
                 "a failover now could lose it"
             )
-        if self.primary_run_id is None or self._is_named_primary(run_id):
+        if self.named_primary is None or self._is_named(*server):
             return
+        run_id, address = server
         raise ReplicaUnconfirmed(
-            f"the Redis that took what the unit recorded (run id {run_id}) has no replica "
-            "and is not the primary the sentinels name: it is an old primary a failover left "
-            "behind, and will lose that write; stopping before the vendor request it guards"
+            f"the Redis that took what the unit recorded ({address}, run id {run_id}) has no "
+            "replica and is not the primary the sentinels name: it may be an old primary a "
+            "failover left behind, whose writes are lost when it is demoted; stopping before "
+            "the vendor request it guards"
         )
 
-    def _is_named_primary(self, run_id: str) -> bool:
-        """Whether the sentinels name `run_id` the primary (a yes is trusted for a second)."""
+    def _is_named(self, run_id: str, address: str) -> bool:
+        """Whether the sentinels name this server the primary (a yes holds for a second)."""
         vouched, at = self._vouched
         if run_id and run_id == vouched and time.monotonic() - at < PRIMARY_VOUCHED_SECONDS:
             return True
-        if self.primary_run_id is None or not run_id or self.primary_run_id() != run_id:
+        named = self.named_primary() if self.named_primary else None
+        if named is None or not named.is_server(run_id, address):
             return False
         self._vouched = (run_id, time.monotonic())
         return True
