@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from importq.errors import ConfigError
 from importq.settings import Secret, Settings
@@ -32,6 +32,41 @@ DEFAULT_PORT = 26379
 # How long a guarded write waits for a replica to confirm it (WAIT 1 <ms>): a round trip
 # to a healthy replica takes well under a millisecond; a dead one costs this much a write.
 DEFAULT_WAIT_MS = 500
+
+
+class PrimaryConnection(SentinelManagedConnection):
+    """A connection to the group's primary that asks the sentinels again on every reconnect.
+
+    redis-py's own reconnects after a command failed mid-flight (and its retries) go back
+    to the address the connection had (redis/redis-py#3874): after a failover, that is the
+    old primary's. When the old primary comes back on it (a restart, with the data of its
+    last sync or none), it is a writable primary for about 10 s until the sentinels demote
+    it and wipe it with a sync: every write it took is lost, and what it answers is stale.
+    That is how issue 16's unit lost its claim and its remembered queue item id.
+    """
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self._sock:
+            return
+        if retry_socket_connect:  # redis-py's reconnect: ask the sentinels where to go
+            self.connect()  # type: ignore[no-untyped-call]
+        else:  # connect_to(): the address the sentinels just named
+            super().connect_check_health(check_health, retry_socket_connect=False)
+
+
+@dataclass(frozen=True)
+class NamedPrimary:
+    """The server the sentinels name the primary: its run id ("" for a few seconds after a
+    failover, until they have asked it) and its address."""
+
+    run_id: str
+    address: str
+
+    def is_server(self, run_id: str, address: str) -> bool:
+        """Whether a server with this run id, reached at this address, is that primary."""
+        return run_id == self.run_id if self.run_id else address == self.address
 
 
 @dataclass(frozen=True)
@@ -74,9 +109,30 @@ class SentinelConfig:
         the sentinels where the primary is, and a demoted one is dropped (READONLY)."""
         password = self.password.reveal() or None
         client: redis.Redis = self.sentinel().master_for(
-            self.master, password=password, db=self.db, **kwargs
+            self.master,
+            password=password,
+            db=self.db,
+            connection_class=PrimaryConnection,
+            **kwargs,
         )
         return client
+
+    def named_primary(self, timeout: float = 3.0) -> NamedPrimary | None:
+        """The primary as the first sentinel that answers names it (None when none does)."""
+        sentinels = self.sentinel(timeout).sentinels
+        try:
+            for one in sentinels:
+                try:
+                    state = one.sentinel_master(self.master)
+                except redis.RedisError:
+                    continue
+                if isinstance(state, dict) and state.get("ip"):
+                    address = f"{state['ip']}:{state.get('port')}"
+                    return NamedPrimary(str(state.get("runid") or ""), address)
+            return None
+        finally:
+            for one in sentinels:
+                one.close()
 
     def limits_options(self) -> dict[str, Any]:
         """Keyword arguments of the `limits` library's RedisSentinelStorage beside `url`.

@@ -179,7 +179,22 @@ class SourcingDataSimulator(SimulatorBase):
                 "items": {status: statuses[status] for status in STATUSES},
                 "requests_by_kind": {kind: self._kinds[kind] for kind in KINDS},
                 "max_open_items_per_operation": self._stats["max_open_items_per_operation"],
+                "twice_items": self._twice_items(),
             }
+
+    def _twice_items(self) -> list[dict[str, Any]]:
+        """The committed items holding a record committed more than once: the evidence a
+        double commit leaves (which items, when each was opened and completed)."""
+        twice = {key for key, count in self._commits.items() if count > 1}
+        if not twice:
+            return []
+        return [
+            {**item.body(), "records": len(item.records),
+             "first_record": item.records[0]["recordId"] if item.records else None}
+            for item in self._items.values()
+            if item.status == "Success"
+            and any(f"{r['entityId']}/{r['recordId']}" in twice for r in item.records)
+        ]  # fmt: skip
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path

@@ -7,9 +7,12 @@ exit code of `publish --wait`; times are figures, never asserted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from tests.chaos.harness import (
     Fleet,
     PublishWait,
     Site,
+    TargetJob,
     latest_job_id,
     mid_job,
     publish_wait_command,
@@ -37,12 +41,38 @@ class FailoverRun:
     end: PublishWait
     failovers: int
     seconds: float
+    restarts: int = 0  # worker processes that ended and were started again
 
     def line(self, name: str) -> str:
         end = self.end
         return (f"{name}: {self.failovers} failovers, {end.verdict.line()}, job {end.job.state}, "
                 f"{end.job.crashes} crashes recovered, publish --wait exit {end.exit_code}, "
-                f"{self.seconds:.0f} s")  # fmt: skip
+                f"{self.restarts} workers restarted, {self.seconds:.0f} s")  # fmt: skip
+
+
+@contextlib.contextmanager
+def supervised(fleet: Fleet, queues: str, concurrency: int) -> Iterator[list[int]]:
+    """Start a worker again whenever one ends, as the README asks of every deployment
+    (kombu can end a worker while it reconnects after a Redis restart); yields the count."""
+    restarts = [0]
+    ended: list[Any] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            for worker in list(fleet.workers):
+                if worker.process.poll() is not None and worker not in ended:
+                    ended.append(worker)
+                    fleet.launch(queues, concurrency)
+                    restarts[0] += 1
+
+    watcher = threading.Thread(target=watch, name="supervisor", daemon=True)
+    watcher.start()
+    try:
+        yield restarts
+    finally:
+        done.set()
+        watcher.join(timeout=5)
 
 
 def run_failovers(
@@ -67,23 +97,36 @@ def run_failovers(
     began = time.monotonic()
     try:
         fleet.start("sourcing_data", spec.concurrency)
-        path = tmp_path / "records.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in spec.records))
-        command = publish_wait_command(path)
-        cli = Process(command, {**env, **spec.publish_env}, tmp_path / "publish.log")
-        try:
-            job_id = wait_until("the job to be published", lambda: latest_job_id(site),
-                                timeout=120)  # fmt: skip
-            for number in range(kills):
-                if not mid_job(spec, sims, site, job_id):
-                    break
-                group.kill_primary()
-                if number < kills - 1:
-                    group.restart_old()
-            end = publish_wait_end(cli, site, spec, sims, job_id)
-        finally:
-            cli.stop()
-        return FailoverRun(end, group.failovers, time.monotonic() - began)
+        with supervised(fleet, "sourcing_data", spec.concurrency) as restarts:
+            end = _publish_and_fail_over(group, sims, tmp_path, spec, env, site, kills)
+        return FailoverRun(end, group.failovers, time.monotonic() - began, restarts[0])
     finally:
         fleet.stop_all()
         site.close()
+
+
+def _publish_and_fail_over(
+    group: SentinelGroup,
+    sims: dict[str, Any],
+    tmp_path: Path,
+    spec: TargetJob,
+    env: dict[str, str],
+    site: Site,
+    kills: int,
+) -> PublishWait:
+    """`importq publish --wait` of the job, the primary killed `kills` times mid-job."""
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in spec.records))
+    command = publish_wait_command(path)
+    cli = Process(command, {**env, **spec.publish_env}, tmp_path / "publish.log")
+    try:
+        job_id = wait_until("the job to be published", lambda: latest_job_id(site), timeout=120)
+        for number in range(kills):
+            if not mid_job(spec, sims, site, job_id):
+                break
+            group.kill_primary()
+            if number < kills - 1:
+                group.restart_old()
+        return publish_wait_end(cli, site, spec, sims, job_id)
+    finally:
+        cli.stop()

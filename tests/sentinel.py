@@ -3,9 +3,10 @@
 All are `redis-server` processes (the sentinels with `--sentinel`) on free ports of
 127.0.0.1, with their files in a temporary directory. `kill_primary()` is the failover
 the tests cause: SIGKILL of whichever server is the primary now, then a wait until the
-sentinels have promoted the other. `restart_old()` brings the killed one back, where
-the sentinels turn it into a replica of the new primary, so the group can fail over
-again. `stop()` stops every process it started.
+sentinels have promoted the other. `restart_old()` brings the killed one back on its
+address, as a restarted Redis comes back: with the RDB its last sync left (stale), a
+primary for about 10 s until the sentinels turn it into a replica of the new one (and a
+sync wipes it), so the group can fail over again. `stop()` stops every process it started.
 """
 
 from __future__ import annotations
@@ -121,13 +122,16 @@ class SentinelGroup:
         self.failovers += 1
         return new
 
-    def restart_old(self) -> None:
-        """Start the killed server again, empty: the sentinels make it the new replica."""
+    def restart_old(self, *, in_sync: bool = True) -> None:
+        """Start the killed server again with the RDB of its last sync: the sentinels make it
+        the new replica about 10 s later; until then it is a stale primary on the old
+        address."""
         if self.killed is None:
             return
         port, self.killed = self.killed, None
         self._data(port)
-        wait_for("the old primary back as a replica", lambda: self._in_sync(port), timeout=60)
+        if in_sync:
+            wait_for("the old primary back as a replica", lambda: self._in_sync(port), timeout=60)
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from importq import broker, doctor, sentinel
 from importq.errors import ConfigError, RedisUnavailable
 from importq.settings import load
 from tests.failover import run_failovers
+from tests.helpers import wait_until
 from tests.sentinel import SentinelGroup
 from workers import keys, ratelimit
 from workers.jobs import JobStore
@@ -165,6 +167,81 @@ def test_claims_and_staged_jobs_go_on_once_a_replica_holds_them_and_say_when_non
         process.send_signal(signal.SIGCONT)
     assert any("no replica confirmed" in entry["event"] for entry in logs), logs
     client.close()
+
+
+def test_a_remembered_id_on_a_redis_the_sentinels_do_not_name_stops_before_the_vendor_call(
+    sentinel_group: SentinelGroup, redis_client: Any
+) -> None:
+    """Issue 16: a worker wrote to the old primary, back on its address after a failover
+    with the data of its last sync and no replica. "No replica connected, so no failover can
+    take the write" let the unit open and commit a queue item there; the sentinels demoted
+    that server and its sync wiped the claim and the item id, and the unit ran again."""
+    group = sentinel.config(_group_settings(sentinel_group))
+    assert group is not None
+    # The session's Redis stands in for that server: a primary with no replica, holding the
+    # unit, that the sentinels do not name.
+    stale = Leases(redis_client, 4, 5, replica_wait_ms=50, named_primary=group.named_primary)
+    redis_client.hset(keys.unit("stale-job:0"), mapping={"state": "queued",
+                                                         "target": "sourcing_data"})  # fmt: skip
+    claim = stale.claim("stale-job:0", 5)
+    assert claim.status == "claimed"  # claims go on (said in the log): the remember guards
+    with pytest.raises(ReplicaUnconfirmed, match="not the primary the sentinels name"):
+        stale.remember("stale-job:0", claim.token, {"remote.start_sent_at": "now"})
+    # The group's primary is the one the sentinels name: there a write with no replica to
+    # confirm it goes on (nothing could be promoted in its place).
+    port = sentinel_group.primary_port()
+    named = group.named_primary()
+    assert named is not None
+    run_id = sentinel_group.client(port).info("server")["run_id"]
+    assert named.is_server(run_id, f"127.0.0.1:{port}")
+    # A few seconds after a failover the sentinels do not know its run id yet: its address.
+    fresh = sentinel.NamedPrimary("", f"127.0.0.1:{port}")
+    assert fresh.is_server("any-run-id", f"127.0.0.1:{port}")
+    assert not fresh.is_server("any-run-id", "127.0.0.1:1")
+
+
+def test_after_a_failover_writes_never_land_on_the_old_primary_restarted(
+    tmp_path: Path,
+) -> None:
+    """The killed primary comes back on its address (with its last sync's RDB) and stays a
+    primary for about 10 s until the sentinels demote it (then wipe it with a sync). A
+    client that reconnected to the address it had before (redis-py #3874) wrote there, and
+    every such write was lost: the lost claims and remembered ids of issue 16. Reconnects
+    ask the sentinels instead."""
+    group = SentinelGroup(tmp_path / "group")
+    landed: list[tuple[int, int]] = []  # (the port a write landed on, the value it made)
+    stop = threading.Event()
+    try:
+        group.start()
+        choice = broker.choose(_group_settings(group), start=False)
+        client = broker.connect(choice, socket_timeout=2)
+
+        def write() -> None:
+            while not stop.is_set():
+                pipe = client.pipeline(transaction=False)
+                pipe.incr("ha-counter")
+                pipe.info("server")
+                pipe.wait(2, 100)  # never two replicas: a request is in flight when it dies
+                value, server, _ = pipe.execute()
+                landed.append((int(server["tcp_port"]), int(value)))
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        wait_until("the first writes", lambda: len(landed) > 3)
+        old = group.primary_port()
+        new = group.kill_primary()
+        group.restart_old(in_sync=False)  # a stale primary on the old address, for a while
+        count = len(landed)
+        wait_until("writes after the failover", lambda: len(landed) > count + 8, timeout=20)
+        stop.set()
+        writer.join(timeout=10)
+    finally:
+        stop.set()
+        group.stop()
+    after_kill = landed[count:]
+    assert {port for port, _ in after_kill} == {new}, f"writes landed on {old}: {after_kill[:5]}"
+    values = [value for _, value in landed]
+    assert values == sorted(values), "the counter went back: writes were lost"
 
 
 def test_primary_killed_mid_job_every_record_committed_once_and_the_job_finishes(

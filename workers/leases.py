@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 import structlog
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
+from importq.sentinel import NamedPrimary
 from workers import keys
 from workers.jobs import TERMINAL_UNIT_STATES
 from workers.signals import ReplicaUnconfirmed
@@ -317,6 +320,8 @@ class Finish:
 log = structlog.get_logger("importq.leases")
 # A replica that does not confirm is said at most this often (seconds), not on every write.
 UNCONFIRMED_SAID_EVERY = 60.0
+# The sentinels' word that a server is the primary holds this long (seconds) for later writes.
+PRIMARY_VOUCHED_SECONDS = 1.0
 
 
 class Leases:
@@ -326,8 +331,10 @@ class Leases:
     against a double commit, claim, remember and finish, are each followed by `WAIT 1
     <ms>` on the same connection: the worker goes on to the vendor only once a replica
     holds the write, so a failover cannot take the claim or the remote id with the old
-    primary. A replica that does not confirm in time is logged, and the work goes on
-    (docs/operations.md, "Redis Sentinel").
+    primary. A remembered remote id that no replica confirmed stops the unit before its
+    vendor call, unless no replica is connected and the sentinels name this server the
+    primary; claims and finishes go on with a warning (docs/operations.md, "Redis
+    Sentinel").
     """
 
     def __init__(
@@ -336,11 +343,16 @@ class Leases:
         lease_seconds: float,
         grace_seconds: float,
         replica_wait_ms: int = 0,
+        named_primary: Callable[[], NamedPrimary | None] | None = None,
     ) -> None:
+        """`named_primary`: asks the sentinels which server is the primary, for a guarding
+        write that no replica confirmed because none is connected."""
         self.redis = client
         self.lease_ms = int(lease_seconds * 1000)
         self.grace_ms = int(grace_seconds * 1000)
         self.replica_wait_ms = replica_wait_ms
+        self.named_primary = named_primary
+        self._vouched: tuple[str, float] = ("", 0.0)  # a run id the sentinels named, and when
         self._unconfirmed_said_at: float | None = None
         self._claim = client.register_script(_CLAIM)
         self._renew = client.register_script(_RENEW)
@@ -446,26 +458,19 @@ class Leases:
     ) -> Any:
         """Run a guarding script; with replica_wait_ms, then WAIT on the same connection.
 
-        `before_vendor_call` (a remembered remote id): a write no replica confirmed while
-        one is connected raises ReplicaUnconfirmed, so the sink stops before the vendor
-        request that the write guards; with no replica connected, no failover could take it
-        (nothing to promote), so it goes on with a warning.
+        `before_vendor_call` (a remembered remote id): a write no replica confirmed raises
+        ReplicaUnconfirmed, so the sink stops before the vendor request that the write
+        guards, unless no replica is connected and the sentinels name this server the
+        primary (nothing could be promoted in its place): then it goes on with a warning.
         """
         if not self.replica_wait_ms:
             return script(keys=script_keys, args=args)
-        pipe = self.redis.pipeline(transaction=False)  # one connection: WAIT covers the write
-        script(keys=script_keys, args=args, client=pipe)
-        pipe.wait(1, self.replica_wait_ms)
-        result, confirmed = pipe.execute()
+        result, confirmed = self._write_and_wait(script, script_keys, args)
         if int(confirmed) >= 1:
             return result
-        replicas = int(self.redis.info("replication").get("connected_slaves", 0))
-        if before_vendor_call and replicas and result:
-            raise ReplicaUnconfirmed(
-                f"no replica confirmed what the unit recorded within {self.replica_wait_ms} ms "
-                "(IMPORTQ_REPLICA_WAIT_MS): stopping before the vendor request it guards, as "
-                "a failover now could lose it"
-            )
+        replicas, server = self._replication()
+        if before_vendor_call and result:
+            self._stop_unless_safe(replicas, server)
         said_at = self._unconfirmed_said_at
         if said_at is None or time.monotonic() - said_at > UNCONFIRMED_SAID_EVERY:
             self._unconfirmed_said_at = time.monotonic()
@@ -476,6 +481,70 @@ class Leases:
                 fix="check the replica (importq doctor); IMPORTQ_REPLICA_WAIT_MS sets the wait",
             )
         return result
+
+    def _write_and_wait(
+        self, script: Script, script_keys: list[str], args: list[Any]
+    ) -> tuple[Any, int]:
+        """The script's answer and how many replicas confirmed it (one connection: the WAIT
+        covers the write)."""
+        for _ in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            script(keys=script_keys, args=args, client=pipe)
+            pipe.wait(1, self.replica_wait_ms)
+            try:
+                result, confirmed = pipe.execute()
+                return result, int(confirmed)
+            except NoScriptError:
+                # redis-py resent the pipeline after a failover to a primary that never
+                # loaded the script (a replica's cache is its own): the script did not run
+                # there, so loading it and sending again is the same retry.
+                continue
+        raise NoScriptError(f"the lease script stayed unknown to Redis ({script.sha})")
+
+    def _replication(self) -> tuple[int, tuple[str, str]]:
+        """The replicas connected to the server written to, and its run id and address."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.info("replication")
+        pipe.info("server")
+        pipe.client_info()
+        replication, server, me = pipe.execute()
+        identity = (str(server.get("run_id", "")), str(me.get("laddr", "")))
+        return int(replication.get("connected_slaves", 0)), identity
+
+    def _stop_unless_safe(self, replicas: int, server: tuple[str, str]) -> None:
+        """Raise ReplicaUnconfirmed unless an unconfirmed guarding write is safe to act on.
+
+        With a replica connected, a failover now could promote it without the write. With
+        none, the write is safe only on the primary the sentinels name: a server they do
+        not name (an old primary back on its address after a failover, or one cut off
+        from them) is demoted soon and loses every write it took.
+        """
+        if replicas:
+            raise ReplicaUnconfirmed(
+                f"no replica confirmed what the unit recorded within {self.replica_wait_ms} ms "
+                "(IMPORTQ_REPLICA_WAIT_MS): stopping before the vendor request it guards, as "
+                "a failover now could lose it"
+            )
+        if self.named_primary is None or self._is_named(*server):
+            return
+        run_id, address = server
+        raise ReplicaUnconfirmed(
+            f"the Redis that took what the unit recorded ({address}, run id {run_id}) has no "
+            "replica and is not the primary the sentinels name: it may be an old primary a "
+            "failover left behind, whose writes are lost when it is demoted; stopping before "
+            "the vendor request it guards"
+        )
+
+    def _is_named(self, run_id: str, address: str) -> bool:
+        """Whether the sentinels name this server the primary (a yes holds for a second)."""
+        vouched, at = self._vouched
+        if run_id and run_id == vouched and time.monotonic() - at < PRIMARY_VOUCHED_SECONDS:
+            return True
+        named = self.named_primary() if self.named_primary else None
+        if named is None or not named.is_server(run_id, address):
+            return False
+        self._vouched = (run_id, time.monotonic())
+        return True
 
     def reap(
         self,

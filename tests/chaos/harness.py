@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import random
 import signal
@@ -272,6 +273,7 @@ def _sourcing(spec: TargetJob, ledger: dict[str, Any], job: Any, site: Site) -> 
     wanted = {f"{r['entityId']}/{r['recordId']}" for r in spec.records}
     twice = sum(1 for n in commits.values() if n > 1)
     notes = [f"{ledger['items']['Canceled']} items cancelled"]
+    notes += [f"committed twice through item {json.dumps(item)}" for item in ledger["twice_items"]]
     return Verdict(spec.size, len(wanted & set(commits)), twice, notes=notes)
 
 

@@ -182,6 +182,7 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
                 # Refused or never processed: no item was opened.
                 ctx.remember({"start_sent_at": "", "start_operation_id": ""})
                 raise
+            ctx.log.info("queue item opened", queue_item_id=item.id, operation_id=operation_id)
             if shared:
                 self._register(ctx, client, shared, item.id)
             try:
