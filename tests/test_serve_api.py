@@ -114,6 +114,39 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(
     assert listed_jobs(redis_client) == 1
 
 
+def test_a_queue_that_fills_while_the_body_streams_in_answers_429_not_a_hang(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    # The server checks the queue (LLEN) before it reads the body; the queue fills once
+    # that check is seen on Redis's MONITOR, so only the check at staging can catch it.
+    checked = threading.Event()
+    monitor = redis_client.monitor()
+    monitor.__enter__()
+
+    def watch() -> None:
+        while not checked.is_set():
+            if monitor.next_command()["command"] == f"LLEN {TARGET}":
+                checked.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+    def body() -> Iterator[bytes]:
+        yield jsonl(*events(3)).encode()
+        assert checked.wait(30), "the server never checked the queue"
+        redis_client.lpush(TARGET, *[b"a message no worker takes"] * QUEUE_LIMIT)
+        yield jsonl(*events(2)).encode()
+
+    try:
+        with api.client(WRITER) as client:
+            full = client.post(JOBS, content=body(), headers=JSONL, timeout=20)
+    finally:
+        checked.set()
+        monitor.__exit__(None, None, None)
+    assert full.status_code == 429 and int(full.headers["Retry-After"]) > 0, full.text
+    assert "IMPORTQ_MAX_QUEUED_UNITS" in full.json()["detail"]
+    assert listed_jobs(redis_client) == 0 and not redis_client.keys("importq:unit:*")
+
+
 def test_tokens_401_when_unknown_403_when_out_of_scope(api: Api, redis_client: redis.Redis) -> None:
     body = jsonl(*events(2))
     missing = post(api, body, token=None)

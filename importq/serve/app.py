@@ -19,12 +19,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
-from importq.errors import ConfigError, ImportqError, InputError, RedisUnavailable, UnknownJob
+from importq.errors import (
+    ConfigError,
+    ImportqError,
+    InputError,
+    QueueFull,
+    RedisUnavailable,
+    UnknownJob,
+)
 from importq.serve import auth, bodies, callbacks, idempotency, ui
 from importq.serve.jobs import (
     RETRY_AFTER_SECONDS,
     AlreadyEnded,
-    QueueFull,
     RefusedBody,
     UnknownTarget,
 )

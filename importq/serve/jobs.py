@@ -17,9 +17,8 @@ from importq.serve.models import Pause as PauseModel
 from importq.serve.services import Services, ServicesDep, TokenDep
 from producers.dryrun import dry_run
 from producers.problems import Problems
-from producers.publish import max_queued_units, publish
+from producers.publish import max_queued_units, publish, wait_for_room
 from producers.readers import read_records
-from workers import keys
 from workers.breaker import Breaker
 from workers.dlq import DeadLetters
 from workers.failures import why_failed
@@ -33,10 +32,6 @@ DEFAULT_MAX_ERRORS = 20
 RETRY_AFTER_SECONDS = 5
 BODY_NAME = "body"  # records are placed as body:LINE or body:item N
 CALLBACK_PARAM = "callback_url"  # a query parameter of the API, not one of the target
-
-
-class QueueFull(Exception):
-    """The target's queue holds IMPORTQ_MAX_QUEUED_UNITS units: 429 with Retry-After."""
 
 
 def _body_doc() -> dict[str, Any]:
@@ -191,12 +186,9 @@ async def publish_job(
 
 
 def _refuse_when_full(svc: Services, target: str) -> None:
+    """QueueFull (429) before the body is read; publish checks again before staging."""
     limit = max_queued_units(svc.settings, target)
-    if limit and (queued := int(svc.store.redis.llen(keys.celery_queue(target)))) >= limit:
-        raise QueueFull(
-            f"the {target} queue holds {queued} units (limit {limit}, "
-            "IMPORTQ_MAX_QUEUED_UNITS): retry after the Retry-After seconds"
-        )
+    wait_for_room(svc.store, target, limit, notify=lambda _: None, wait=False)
 
 
 def _request_digest(target: str, params: dict[str, str], fmt: str, body: str) -> str:
@@ -226,6 +218,7 @@ def _publish(svc: Services, target: str, spooled: bodies.Spooled, fmt: str, para
             settings=svc.settings,
             store=svc.store,
             publish_unit=svc.publish_unit,
+            wait_when_full=False,  # a queue that filled since the first check: 429, no hang
         )
     except InputError as first:
         # Nothing was staged; read the body once more, collecting its errors like a dry run.
@@ -344,4 +337,4 @@ def cancel_job(job_id: str, request: Request, svc: ServicesDep, token: TokenDep)
     return job_answer(request, svc, cancelled)
 
 
-__all__ = ["AlreadyEnded", "Forbidden", "Problem", "QueueFull", "RefusedBody", "UnknownTarget"]
+__all__ = ["AlreadyEnded", "Forbidden", "Problem", "RefusedBody", "UnknownTarget"]
