@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,6 +24,7 @@ from importq.serve.callbacks import signature
 from tests.helpers import jsonl, wait_for_job, wait_until
 from tests.serving import CALLBACK_SECRET, OTHER, QUEUE_LIMIT, READER, WRITER, Api, api
 from tests.test_http_batch_e2e import events, sim, worker
+from tests.test_jobs_listing import backdate
 from workers.keys import SERVE_CALLBACKS, serve_callback
 
 __all__ = ["api", "sim", "worker"]  # the fixtures: the receiver and its workers
@@ -224,6 +226,30 @@ def test_a_target_is_paused_and_resumed_and_a_job_cancelled(
     assert [j["id"] for j in listed] == [job["id"]]
     with api.client(READER) as client:
         assert client.post(f"/v1/targets/{TARGET}/pause").status_code == 403
+
+
+def test_jobs_since_takes_the_cli_forms_and_refuses_a_bad_one(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    old, new = (post(api, jsonl(*events(1))).json()["id"] for _ in range(2))
+    backdate(redis_client, old, 3 * 3600)
+    half_an_hour_ago = time.time() - 1800
+    an_hour_ago = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 3600))
+    two_hours_ago_utc = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(time.time() - 7200))
+    with api.client(READER) as client:
+
+        def ids(since: str) -> set[str]:
+            answer = client.get("/v1/jobs", params={"since": since})
+            assert answer.status_code == 200, answer.text
+            return {job["id"] for job in answer.json()}
+
+        assert ids("4h") == ids("240m") == ids("1d") == {old, new}
+        assert ids("2h") == ids(an_hour_ago) == ids(two_hours_ago_utc) == {new}
+        assert ids(str(half_an_hour_ago)) == {new} and ids(str(time.time() + 60)) == set()
+        bad = client.get("/v1/jobs", params={"since": "yesterday"})
+    assert bad.status_code == 422
+    (error,) = bad.json()["errors"]
+    assert error["where"] == "query.since" and "neither a duration" in error["message"]
 
 
 def test_the_committed_openapi_document_is_the_one_served(api: Api) -> None:

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 
+from importq import moments
 from importq.errors import InputError, UnknownJob
 from importq.serve import bodies, callbacks, idempotency
 from importq.serve.auth import Forbidden, Token
@@ -234,6 +236,25 @@ def _publish(svc: Services, target: str, spooled: bodies.Spooled, fmt: str, para
         raise RefusedBody(report.errors or [first], report.stopped_early) from None
 
 
+SINCE_DOC = (
+    "Only jobs created since: a duration back from now (`90s`, `30m`, `2h`, `7d`, `1w`), a "
+    "time in ISO 8601 (`2026-12-07T09:00Z`; without an offset, the server's local time) or "
+    "epoch seconds (`1796634000`), as `importq jobs --since` takes; another value is a 422"
+)
+
+
+def _moment(name: str, text: str | None) -> float | None:
+    """Epoch seconds of a query parameter in importq/moments.py's forms; 422 otherwise."""
+    if text is None:
+        return None
+    try:
+        return moments.since(text)
+    except ValueError as error:
+        where = ("query", name)
+        error_line = {"loc": where, "msg": str(error), "type": "value_error"}
+        raise RequestValidationError([error_line]) from None
+
+
 @router.get("/jobs", response_model=list[Job], summary="Recent jobs, newest first")
 def list_jobs(
     request: Request,
@@ -241,15 +262,16 @@ def list_jobs(
     token: TokenDep,
     target: str | None = None,
     state: Annotated[list[JobState] | None, Query()] = None,
-    since: Annotated[float | None, Query(ge=0, description="epoch seconds")] = None,
+    since: Annotated[str | None, Query(description=SINCE_DOC, examples=["2h"])] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[Job]:
+    created_since = _moment("since", since)
     if target is not None:
         known_target(svc, target)
         token.require(target)
     states = {s.value for s in state or []}
     wanted = limit if target or token.targets is None else 500
-    views = svc.store.recent(wanted, since=since, target=target, states=states)
+    views = svc.store.recent(wanted, since=created_since, target=target, states=states)
     readable = [v for v in views if token.may_read(v.target)][:limit]
     return [job_answer(request, svc, view) for view in readable]
 
