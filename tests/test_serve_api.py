@@ -307,6 +307,6 @@ def test_a_finished_job_calls_back_signed_and_retries_a_refused_call(
     unsigned = post(api, jsonl(*events(1)), token=OTHER, path="/v1/targets/blue/jobs",
                     params={"callback_url": receiver})  # fmt: skip
     assert unsigned.status_code == 422
-    assert "IMPORTQ_SERVE_CALLBACK_SECRET_BLUE_ONLY" in unsigned.json()["detail"]
+    assert "blue_only=SECRET to IMPORTQ_SERVE_CALLBACK_SECRETS" in unsigned.json()["detail"]
     not_http = post(api, jsonl(*events(1)), params={"callback_url": "ftp://example.invalid/x"})
     assert not_http.status_code == 422 and "not an http(s) URL" in not_http.json()["detail"]

@@ -84,6 +84,7 @@ def from_environment() -> FastAPI:
             f"and prints the line for {auth.TOKENS_SETTING} or "
             f"{auth.TOKENS_FILE_SETTING}"
         )
+    callbacks.secrets(settings)  # a malformed entry stops the start, not a job's callback
     services = Services(
         settings,
         JobStore(worker_app.redis_client()),

@@ -67,8 +67,8 @@ def _body_doc() -> dict[str, Any]:
                 "required": False,
                 "schema": {"type": "string", "format": "uri"},
                 "description": "Called (POST, the job's summary, signed with HMAC-SHA256 "
-                "under IMPORTQ_SERVE_CALLBACK_SECRET_<TOKEN NAME>) when the job ends; retried "
-                "with backoff",
+                "under the token's key in IMPORTQ_SERVE_CALLBACK_SECRETS) when the job ends; "
+                "retried with backoff",
             },
         ],
     }
