@@ -147,12 +147,12 @@ async def publish_job(
     callback_url = params.pop(CALLBACK_PARAM, None)
     if callback_url:
         callbacks.check(svc.settings, callback_url, token.name)
-    spooled = await bodies.spool(request.stream(), limit)
+    body = await bodies.receive(request.stream(), limit, hashed=bool(idempotency_key))
     try:
-        called = {**params, CALLBACK_PARAM: callback_url or ""}
-        digest = _request_digest(target, called, fmt, spooled.sha256)
         claim = None
         if idempotency_key:
+            called = {**params, CALLBACK_PARAM: callback_url or ""}
+            digest = _request_digest(target, called, fmt, body.sha256)
             ttl = svc.settings.integer(idempotency.TTL_SETTING, idempotency.DEFAULT_TTL, minimum=1)
             claim = idempotency.claim(svc.store.redis, token.name, idempotency_key, digest, ttl)
             if claim.job_id and (earlier := svc.store.get(claim.job_id)):
@@ -160,7 +160,7 @@ async def publish_job(
                 response.headers["Idempotent-Replayed"] = "true"
                 return job_answer(request, svc, earlier)
         try:
-            job_id = await run_in_threadpool(_publish, svc, target, spooled, fmt, params)
+            job_id = await run_in_threadpool(_publish, svc, target, body, fmt, params)
         except BaseException:
             if claim:
                 idempotency.forget(svc.store.redis, claim)
@@ -170,7 +170,7 @@ async def publish_job(
         if claim:
             idempotency.settle(svc.store.redis, claim, digest, job_id, ttl)
     finally:
-        spooled.remove()
+        body.remove()
     job = svc.store.get(job_id)
     assert job is not None
     log.info(
@@ -180,7 +180,7 @@ async def publish_job(
         token=token.name,
         records=job.records_total,
         units=job.units_total,
-        bytes=spooled.size,
+        bytes=body.size,
     )
     answer = job_answer(request, svc, job)
     response.headers["Location"] = answer.url
@@ -209,28 +209,29 @@ class RefusedBody(InputError):
         super().__init__(f"refused, nothing was staged: {errors[0]}{more}")
 
 
-def _publish(svc: Services, target: str, spooled: bodies.Spooled, fmt: str, params: Any) -> str:
+def _publish(svc: Services, target: str, body: bodies.Body, fmt: str, params: Any) -> str:
     """Stage and release the body as `importq publish` does; RefusedBody lists its errors."""
     try:
-        records = read_records(spooled.path, fmt, target=target, name=BODY_NAME)
-        return publish(
-            target,
-            records,
-            params,
-            settings=svc.settings,
-            store=svc.store,
-            publish_unit=svc.publish_unit,
-            wait_when_full=False,  # a queue that filled since the first check: 429, no hang
-        )
+        with body.open() as stream:
+            return publish(
+                target,
+                read_records(stream, fmt, target=target, name=BODY_NAME),
+                params,
+                settings=svc.settings,
+                store=svc.store,
+                publish_unit=svc.publish_unit,
+                wait_when_full=False,  # a queue that filled since the first check: 429, no hang
+            )
     except InputError as first:
         # Nothing was staged; read the body once more, collecting its errors like a dry run.
         budget = svc.settings.integer(MAX_ERRORS_SETTING, DEFAULT_MAX_ERRORS, minimum=1)
         problems = Problems(budget)
         try:
-            records = read_records(
-                spooled.path, fmt, target=target, problems=problems, name=BODY_NAME
-            )
-            report = dry_run(target, records, params, settings=svc.settings, problems=problems)
+            with body.open() as stream:
+                records = read_records(stream, fmt, target=target, problems=problems,
+                                       name=BODY_NAME)  # fmt: skip
+                report = dry_run(target, records, params, settings=svc.settings,
+                                 problems=problems)  # fmt: skip
         except InputError:
             raise RefusedBody([first], False) from None
         raise RefusedBody(report.errors or [first], report.stopped_early) from None
