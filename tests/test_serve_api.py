@@ -57,6 +57,12 @@ def test_a_json_lines_body_becomes_a_job_the_workers_deliver(
     assert read["state"] == "succeeded" and read["records_delivered"] == 1200
     assert [unit["state"] for unit in read["units"]] == ["succeeded"] * 3
     assert sim.ledger()["paths"] == {"events": 3}  # the query parameter reached the target
+    # importq's own log pipeline (JSON off a TTY, redacted), as the workers', not bare structlog
+    logged = [json.loads(line) for line in api.log.read_text().splitlines() if line[:1] == "{"]
+    (published,) = [e for e in logged if e.get("job_id") == job["id"]]
+    assert published["event"] == "job published" and published["records"] == 1200
+    assert published["level"] == "info" and published["publish_cpu_ms"] > 0
+    assert published["caller"] == "writer"  # the token's name, never the token
 
 
 def test_a_gzipped_json_array_and_a_csv_body_are_read_like_files(

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
+from importq import logging as importq_logging
 from importq.errors import (
     ConfigError,
     ImportqError,
@@ -77,6 +78,9 @@ def from_environment() -> FastAPI:
     from workers.jobs import JobStore
 
     settings = worker_app.settings()
+    # Every server process (uvicorn's workers call this factory) logs through importq's
+    # pipeline: the level and format settings, and the redaction of secrets.
+    importq_logging.configure(settings)
     tokens = auth.load(settings)
     if not tokens:
         raise ConfigError(
