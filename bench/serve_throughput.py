@@ -18,6 +18,7 @@ the body.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -89,18 +90,25 @@ class Phase:
         return {who: round(seconds * 1000 / self.bodies, 2) for who, seconds in self.cpu.items()}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """user + system CPU of `pid` and every process under it (uvicorn's workers), so far."""
-    total, pending = 0.0, [pid]
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process under it (uvicorn's workers)."""
+    found, pending = [], [pid]
     while pending:
         current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        found.append(current)
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # ended meanwhile
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # it ended meanwhile
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU of `pid` and every process under it, so far."""
+    total = 0.0
+    for each in _tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
@@ -194,10 +202,14 @@ def _api_rate(url: str, body: bytes, bodies: int, server: Process, redis_pid: in
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The largest RSS among `pid` and its workers: the one a body streams into."""
+    largest = 0.0
+    for each in _tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    largest = max(largest, int(line.split()[1]) / 1024)
+    return largest
 
 
 def _lines(megabytes: int) -> Iterator[bytes]:
@@ -326,7 +338,8 @@ def report(result: dict[str, Any]) -> list[str]:
     if big := result["big_body"]:
         lines.append(
             f"  one {big['megabytes']} MB body ({big['records']:,} records, {big['seconds']} s): "
-            f"server RSS {big['rss_before_mb']} MB before, {big['rss_peak_mb']} MB at its peak"
+            f"largest server process RSS {big['rss_before_mb']} MB before, "
+            f"{big['rss_peak_mb']} MB at its peak"
         )
     return lines
 
