@@ -225,3 +225,4 @@ def test_the_api_plans_with_every_targets_limits_and_holds_no_vendor_credential(
     # Its own secret, the callbacks' keys of every token, is one variable it carries.
     assert env["IMPORTQ_SERVE_CALLBACK_SECRETS"] == "${IMPORTQ_SERVE_CALLBACK_SECRETS:-}"
     assert not [name for name in env if name.startswith("IMPORTQ_SERVE_CALLBACK_SECRET_")]
+    assert "IMPORTQ_SERVE_CALLBACK_SECRETS=" in (ROOT / ".env.example").read_text().splitlines()
