@@ -18,18 +18,24 @@ the body.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
+import redis
 
 from bench import env
 from importq.processes import Process
@@ -38,6 +44,7 @@ PRODUCERS = 8
 RECORDS_PER_BODY = 1000
 DEFAULT_BODIES = 25  # per producer
 DEFAULT_BODY_MB = 1024
+DEFAULT_REPEAT = 3
 TARGET = "sourcing_data"
 PARAMS = {"operation_id": env.OPERATION}
 TOKEN = "bench-fake-api-token-0001"  # made up here; only its hash reaches the server
@@ -63,20 +70,59 @@ def child(path: Path, count: int) -> dict[str, Any]:
     once()
     print("ready", flush=True)
     sys.stdin.readline()
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     for _ in range(count):
         once()
-    return {"started": started, "ended": time.time(), "records": count * RECORDS_PER_BODY}
+    return {"started": started, "ended": time.time(), "records": count * RECORDS_PER_BODY,
+            "cpu": time.process_time() - cpu}  # fmt: skip
 
 
-def _cli_rate(path: Path, producers: int, bodies: int, environ: dict[str, str]) -> float:
-    """Records/s of `producers` CLI producers at once, from the first start to the last end."""
+@dataclass
+class Phase:
+    """One side's run: records/s from the first start to the last end, and the CPU seconds
+    each party spent (the producers or the server, the HTTP clients, Redis)."""
+
+    rate: float
+    bodies: int
+    cpu: dict[str, float]
+
+    def per_body_ms(self) -> dict[str, float]:
+        return {who: round(seconds * 1000 / self.bodies, 2) for who, seconds in self.cpu.items()}
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process under it (uvicorn's workers)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU of `pid` and every process under it, so far."""
+    total = 0.0
+    for each in _tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _cli_rate(
+    path: Path, producers: int, bodies: int, environ: dict[str, str], redis_pid: int
+) -> Phase:
+    """`producers` CLI producers at once, each a process that publishes `path` `bodies` times."""
     command = [sys.executable, "-m", "bench.serve_throughput", "--child", str(path),
                "--count", str(bodies)]  # fmt: skip
     pipes: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
     children = [subprocess.Popen(command, env=environ, **pipes) for _ in range(producers)]
     for c in children:
         assert c.stdout is not None and c.stdout.readline().strip() == "ready"
+    redis_before = _cpu_seconds(redis_pid)
     for c in children:
         assert c.stdin is not None
         c.stdin.write("go\n")
@@ -84,37 +130,86 @@ def _cli_rate(path: Path, producers: int, bodies: int, environ: dict[str, str]) 
     results = [json.loads(c.communicate(timeout=1800)[0].splitlines()[-1]) for c in children]
     assert all(c.returncode == 0 for c in children)
     elapsed = max(r["ended"] for r in results) - min(r["started"] for r in results)
-    return float(sum(r["records"] for r in results) / elapsed)
+    cpu = {"producers": sum(r["cpu"] for r in results),
+           "redis": _cpu_seconds(redis_pid) - redis_before}  # fmt: skip
+    return Phase(sum(r["records"] for r in results) / elapsed, producers * bodies, cpu)
 
 
-def _api_rate(url: str, body: bytes, bodies: int) -> float:
+def _request(body: bytes) -> bytes:
+    """One POST as bytes on the wire: the same for every body, so sending costs no Python."""
+    head = (f"POST /v1/targets/{TARGET}/jobs?{urlencode(PARAMS)} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: application/x-ndjson\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    return head.encode() + body
+
+
+def _publish_cpu(log: Path, offset: int) -> float:
+    """CPU seconds the server's publishes took (its "job published" lines past `offset`):
+    the body's staging, as the CLI does it; the rest of the server's CPU is the HTTP's."""
+    total = 0.0
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        for line in lines:
+            if line.startswith(b"{") and b'"job published"' in line:
+                total += json.loads(line)["publish_cpu_ms"] / 1000
+    return total
+
+
+def _api_rate(url: str, body: bytes, bodies: int, server: Process, redis_pid: int) -> Phase:
+    """8 producers POST `body` `bodies` times each over keep-alive connections.
+
+    A producer is a thread with http.client (the standard library's HTTP/1.1 client, far
+    lighter than httpx per request): on this machine the producers share the server's cores,
+    so every millisecond they spend is one the server does not get.
+    """
     failures: list[str] = []
+    port = int(url.rsplit(":", 1)[1])
+    request = _request(body)
+    server_pid, log_offset = server.process.pid, server.log_path.stat().st_size
 
     def producer() -> None:
-        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"}
-        with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
-            for _ in range(bodies):
-                answer = client.post(f"/v1/targets/{TARGET}/jobs", content=body, params=PARAMS)
-                if answer.status_code != 201:
-                    failures.append(answer.text[:300])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        connection.connect()
+        assert connection.sock is not None
+        for _ in range(bodies):
+            connection.sock.sendall(request)
+            answer = http.client.HTTPResponse(connection.sock, method="POST")
+            answer.begin()
+            text = answer.read()
+            if answer.status != 201:
+                failures.append(text[:300].decode(errors="replace"))
+        connection.close()
 
     threads = [threading.Thread(target=producer) for _ in range(PRODUCERS)]
+    before = {"server": _cpu_seconds(server_pid), "clients": time.process_time(),
+              "redis": _cpu_seconds(redis_pid)}  # fmt: skip
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    after = {"server": _cpu_seconds(server_pid), "clients": time.process_time(),
+             "redis": _cpu_seconds(redis_pid)}  # fmt: skip
     if failures:
         raise RuntimeError(f"{len(failures)} publishes failed: {failures[0]}")
-    return PRODUCERS * bodies * RECORDS_PER_BODY / elapsed
+    cpu = {who: after[who] - before[who] for who in before}
+    time.sleep(0.5)  # the log lines of the last answers reach the file
+    cpu["server_publish"] = _publish_cpu(server.log_path, log_offset)
+    cpu["server"] -= cpu["server_publish"]
+    return Phase(PRODUCERS * bodies * RECORDS_PER_BODY / elapsed, PRODUCERS * bodies, cpu)
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The largest RSS among `pid` and its workers: the one a body streams into."""
+    largest = 0.0
+    for each in _tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    largest = max(largest, int(line.split()[1]) / 1024)
+    return largest
 
 
 def _lines(megabytes: int) -> Iterator[bytes]:
@@ -160,55 +255,91 @@ def _big_body_rss(url: str, pid: int, megabytes: int) -> dict[str, Any]:
 
 
 def measure(
-    bodies: int = DEFAULT_BODIES, body_mb: int = DEFAULT_BODY_MB, workers: int = 1
+    bodies: int = DEFAULT_BODIES,
+    body_mb: int = DEFAULT_BODY_MB,
+    workers: int | None = None,
+    repeat: int = DEFAULT_REPEAT,
 ) -> dict[str, Any]:
+    """`repeat` turns of the CLI's 8 producers then the API's, side by side in one run."""
     from importq.serve.auth import token_line
 
+    workers = workers or os.cpu_count() or 1
     with env.private_redis() as redis_url, tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)
         path = env.write_jsonl(home / "body.jsonl", RECORDS_PER_BODY)
         environ = {**os.environ, "REDIS_URL": redis_url, "IMPORTQ_HOME": str(home),
                    "IMPORTQ_LOG_LEVEL": "WARNING",
                    "IMPORTQ_SERVE_TOKENS": token_line("bench", TOKEN, "write", "*")}  # fmt: skip
+        redis_pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
         port = env.free_port()
         command = [sys.executable, "-m", "importq.cli", "serve", "--port", str(port),
                    "--workers", str(workers)]  # fmt: skip
-        server = Process(command, environ, home / "serve.log")
+        logged = {**environ, "IMPORTQ_LOG_LEVEL": "INFO", "IMPORTQ_LOG_FORMAT": "json"}
+        server = Process(command, logged, home / "serve.log")
         try:
             server.wait_ready(marker=b"Application startup complete")
-            url = f"http://127.0.0.1:{port}"
-            total = PRODUCERS * bodies
-            cli_one = _cli_rate(path, 1, total, environ)
-            cli_eight = _cli_rate(path, PRODUCERS, bodies, environ)
-            api = _api_rate(url, path.read_bytes(), bodies)
-            small_peak = _rss_mb(server.process.pid)
-            big = _big_body_rss(url, server.process.pid, body_mb) if body_mb else None
+            url, pid = f"http://127.0.0.1:{port}", server.process.pid
+            cli_one = _cli_rate(path, 1, PRODUCERS * bodies, environ, redis_pid)
+            turns = []
+            for _ in range(repeat):
+                cli = _cli_rate(path, PRODUCERS, bodies, environ, redis_pid)
+                api = _api_rate(url, path.read_bytes(), bodies, server, redis_pid)
+                turns.append((cli, api))
+            small_peak = _rss_mb(pid)
+            big = _big_body_rss(url, pid, body_mb) if body_mb else None
         finally:
             server.stop()
+    ratios = sorted(api.rate / cli.rate for cli, api in turns)
+    # What one body costs all the cores together: with every core busy (8 producers on 2
+    # cores), records/s is cores / this, so its ratio is what the rates' ratio tends to
+    # on a quiet machine, and it moves far less than they do when other work shares the cores.
+    cpu_ratios = sorted(sum(cli.cpu.values()) / sum(api.cpu.values()) for cli, api in turns)
     return {
-        "producers": PRODUCERS, "server_workers": workers,
-        "records_per_body": RECORDS_PER_BODY, "bodies": total,
-        "cli_one_producer_rps": round(cli_one), "cli_8_producers_rps": round(cli_eight),
-        "api_8_producers_rps": round(api), "api_vs_cli": round(api / cli_one, 2),
-        "api_vs_cli_8": round(api / cli_eight, 2), "rss_after_small_bodies_mb":
-        round(small_peak, 1), "big_body": big,
+        "producers": PRODUCERS, "server_workers": workers, "cores": os.cpu_count(),
+        "records_per_body": RECORDS_PER_BODY, "bodies": PRODUCERS * bodies,
+        "cli_one_producer_rps": round(cli_one.rate),
+        "turns": [{"cli_8_producers_rps": round(cli.rate), "api_8_producers_rps": round(api.rate),
+                   "api_vs_cli_8": round(api.rate / cli.rate, 2),
+                   "cli_cpu_ms_per_body": cli.per_body_ms(),
+                   "api_cpu_ms_per_body": api.per_body_ms()} for cli, api in turns],
+        "api_vs_cli_8_median": round(statistics.median(ratios), 2),
+        "api_vs_cli_8_range": [round(ratios[0], 2), round(ratios[-1], 2)],
+        "api_vs_cli_8_cpu_median": round(statistics.median(cpu_ratios), 2),
+        "api_vs_cli_8_cpu_range": [round(cpu_ratios[0], 2), round(cpu_ratios[-1], 2)],
+        "rss_after_small_bodies_mb": round(small_peak, 1), "big_body": big,
     }  # fmt: skip
 
 
 def report(result: dict[str, Any]) -> list[str]:
     lines = [
-        f"importq serve ({result['server_workers']} server process(es)): {result['bodies']} "
-        f"bodies of {result['records_per_body']:,} records",
-        f"  the CLI's staging, 1 producer   {result['cli_one_producer_rps']:>9,} records/s",
-        f"  the CLI's staging, 8 producers  {result['cli_8_producers_rps']:>9,} records/s",
-        f"  POST .../jobs, 8 producers      {result['api_8_producers_rps']:>9,} records/s",
-        f"  API / CLI (1 producer)          {result['api_vs_cli']:.2f}   (goal: 0.8 or more)",
-        f"  API / CLI (8 producers)         {result['api_vs_cli_8']:.2f}",
+        f"importq serve ({result['server_workers']} server processes, {result['cores']} cores): "
+        f"8 producers x {result['bodies'] // PRODUCERS} bodies of "
+        f"{result['records_per_body']:,} records, {len(result['turns'])} turns side by side",
+        f"  the CLI's staging, 1 producer   {result['cli_one_producer_rps']:>9,} records/s "
+        "(for reference)",
     ]
+    for number, turn in enumerate(result["turns"], start=1):
+        cli, api = turn["cli_cpu_ms_per_body"], turn["api_cpu_ms_per_body"]
+        lines += [
+            f"  turn {number}: the CLI's staging, 8 producers {turn['cli_8_producers_rps']:>9,} "
+            f"records/s   CPU ms a body: producers {cli['producers']}, redis {cli['redis']}",
+            f"          POST .../jobs, 8 producers      {turn['api_8_producers_rps']:>9,} "
+            f"records/s   CPU ms a body: server {api['server_publish']} publishing + "
+            f"{api['server']} HTTP, clients {api['clients']}, redis {api['redis']}   "
+            f"ratio {turn['api_vs_cli_8']:.2f}",
+        ]
+    low, high = result["api_vs_cli_8_range"]
+    lines.append(f"  API / CLI records/s (8 producers each)  {result['api_vs_cli_8_median']:.2f} "
+                 f"median, {low:.2f}-{high:.2f} over the turns   (goal: 0.8 or more)")  # fmt: skip
+    low, high = result["api_vs_cli_8_cpu_range"]
+    cpu = result["api_vs_cli_8_cpu_median"]
+    lines.append(f"  CLI / API CPU a body (all processes)    {cpu:.2f} median, "
+                 f"{low:.2f}-{high:.2f}   (the rates' ratio on a quiet machine)")  # fmt: skip
     if big := result["big_body"]:
         lines.append(
             f"  one {big['megabytes']} MB body ({big['records']:,} records, {big['seconds']} s): "
-            f"server RSS {big['rss_before_mb']} MB before, {big['rss_peak_mb']} MB at its peak"
+            f"largest server process RSS {big['rss_before_mb']} MB before, "
+            f"{big['rss_peak_mb']} MB at its peak"
         )
     return lines
 
@@ -217,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_throughput")
     parser.add_argument("--bodies", type=int, default=DEFAULT_BODIES, help="per producer")
     parser.add_argument("--body-mb", type=int, default=DEFAULT_BODY_MB, help="0: skip it")
-    parser.add_argument("--workers", type=int, default=1, help="importq serve --workers")
+    parser.add_argument("--workers", type=int, help="importq serve --workers (default: cores)")
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="turns side by side")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -225,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.child, args.count)))
         return 0
     env.stop_on_sigterm()
-    result = measure(args.bodies, args.body_mb, args.workers)
+    result = measure(args.bodies, args.body_mb, args.workers, args.repeat)
     print("\n".join(report(result)))
     print(json.dumps(result, separators=(",", ":")))
     return 0

@@ -6,6 +6,7 @@
     ├── RedisUnavailable      Redis does not answer, refuses the login, or REDIS_URL is no URL
     ├── UnknownJob            a job id Redis does not know (mistyped, or its state expired)
     ├── PortUnavailable       a port the metrics or Flower should listen on is taken
+    ├── QueueFull             the target's queue is full and the producer may not wait: retry later
     └── TargetError           the vendor failed us: target, message and what it answered (answer)
         ├── RetryableError    may succeed later; the vendor may have applied it (outcome unknown)
         │   ├── NotApplied    certainly had no effect (503, a read's 502/504, Blue's database down)
@@ -73,6 +74,11 @@ class ConfigError(ImportqError):
 
 class RedisUnavailable(ImportqError):
     """The chosen Redis cannot be used: it does not answer, or REDIS_URL cannot be read."""
+
+
+class QueueFull(ImportqError):
+    """The target's queue holds IMPORTQ_MAX_QUEUED_UNITS units and the producer may not wait
+    (the API answers 429): nothing was staged, so the same publish succeeds later."""
 
 
 class UnknownJob(ImportqError):

@@ -109,14 +109,18 @@ CORE: tuple[EnvSetting, ...] = (
        workers=False),
     _S("IMPORTQ_SERVE_ADDRESS / IMPORTQ_SERVE_PORT", "127.0.0.1 / 8080",
        "where `importq serve` listens (TLS is a proxy's job)", workers=False),
+    _S("IMPORTQ_SERVE_WORKERS", "one per core",
+       "server processes of `importq serve` (`--workers`): publishing is CPU-bound, one "
+       "process uses one core", workers=False),
     _S("IMPORTQ_SERVE_MAX_BODY_BYTES", "2147483648",
        "a `POST .../jobs` body over this many bytes (as sent) is refused with 413",
        workers=False),
     _S("IMPORTQ_SERVE_MAX_ERRORS", "20", "bad records a 422 of `importq serve` lists",
        workers=False),
-    _S("IMPORTQ_SERVE_CALLBACK_SECRET_<NAME>", "(none)",
-       "the key a token NAME's job callbacks (`callback_url`) are signed with (HMAC-SHA256); "
-       "a job of a token without one cannot ask for a callback", secret=True, workers=False),
+    _S("IMPORTQ_SERVE_CALLBACK_SECRETS", "(none)",
+       "the keys job callbacks (`callback_url`) are signed with (HMAC-SHA256), one per token: "
+       "`NAME=SECRET` entries, `;` between them; a job of a token without one cannot ask for a "
+       "callback", secret=True, workers=False),
     _S("IMPORTQ_SERVE_IDEMPOTENCY_SECONDS", "86400",
        "how long `importq serve` remembers an Idempotency-Key", workers=False),
     _S("IMPORTQ_LOG_FORMAT", "auto", "`json`, `kv`, or auto (JSON lines off a TTY)",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from importq import sentinel
-from importq.errors import ConfigError, InputError, RetryableError
+from importq.errors import ConfigError, InputError, QueueFull, RetryableError
 from importq.settings import Settings
 from producers.validate import validate
 from workers import app as worker_app
@@ -53,6 +53,7 @@ def publish(
     notify: Callable[[str], None] = lambda message: None,
     hold: bool = False,
     first_in_line: bool = False,
+    wait_when_full: bool = True,
 ) -> str:
     """Create a job from located records; returns the job id once every unit is enqueued.
 
@@ -61,7 +62,8 @@ def publish(
     or an unknown id before anything is staged. With `hold`, the job is staged and
     listed but its units are not sent until `release(job_id)` (pipelines use this). With
     `first_in_line` the job goes ahead of the others on its order key and lifts the key's
-    hold (the replay of the job that holds it).
+    hold (the replay of the job that holds it). A full queue (IMPORTQ_MAX_QUEUED_UNITS) holds
+    the producer until there is room; without `wait_when_full` it raises QueueFull instead.
     """
     declared = targets.get(target)
     sink = declared.sink
@@ -69,7 +71,7 @@ def publish(
     params = sink.check_params(dict(params), settings)
     sink.check_job(params, settings, has_records=records is not None)
     facts = preflight(declared, settings, params, notify) if check_target else None
-    wait_for_room(store, target, max_queued_units(settings, target), notify)
+    wait_for_room(store, target, max_queued_units(settings, target), notify, wait=wait_when_full)
     job_id = store.create(target, params)
     plan_params = {**params, PREFLIGHT_FACTS: facts} if facts else params
     order_key = sink.order_key(params)
@@ -241,13 +243,23 @@ def max_queued_units(settings: Settings, target: str) -> int:
 
 
 def wait_for_room(
-    store: JobStore, target: str, limit: int, notify: Callable[[str], None], poll: float = 0.5
+    store: JobStore,
+    target: str,
+    limit: int,
+    notify: Callable[[str], None],
+    poll: float = 0.5,
+    wait: bool = True,
 ) -> None:
-    """Hold the producer while the target's queue is full, so a flood cannot fill Redis."""
+    """Hold the producer while the target's queue is full, so a flood cannot fill Redis;
+    without `wait`, raise QueueFull (the API's 429) rather than hold a request open."""
     if limit <= 0:
         return
     next_notice = 0.0
     while (queued := int(store.redis.llen(target))) >= limit:
+        if not wait:
+            raise QueueFull(f"the {target} queue holds {queued} units (limit {limit}, "
+                            "IMPORTQ_MAX_QUEUED_UNITS): nothing was staged; publish again "
+                            "once workers have made room")  # fmt: skip
         if time.monotonic() >= next_notice:
             notify(f"waiting: the {target} queue holds {queued} units (limit {limit}); "
                    "the job is published when workers have made room")  # fmt: skip

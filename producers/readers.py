@@ -83,7 +83,7 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
 
 
 def read_records(
-    path: str | Path,
+    path: str | Path | BinaryIO,
     fmt: str | None = None,
     *,
     target: str | None = None,
@@ -92,15 +92,16 @@ def read_records(
 ) -> Iterator[Located]:
     """Stream the records of `path` ("-" for stdin) as (record, where) pairs.
 
-    `name` is how errors place a record (default: the path): `importq serve` spools a
-    request body to a file and names it "body".
+    `name` is how errors place a record (default: the path): `importq serve` reads a
+    request body (an open binary stream, given with `fmt`) and names it "body".
     Format, file and CSV-mapping problems raise here, before iteration starts;
     problems inside the data raise while iterating, at the record concerned; with
     `problems` (a dry run), those of one record are noted there and the record skipped.
     """
-    kind = detect_format(path, fmt)
+    # A stream, like stdin, has no file name to tell its format by: it needs `fmt`.
+    kind = detect_format(path if isinstance(path, str | Path) else _STDIN, fmt)
     name = name or ("<stdin>" if str(path) == _STDIN else str(path))
-    if str(path) != _STDIN:
+    if isinstance(path, str | Path) and str(path) != _STDIN:
         _check_file(Path(path))
     if kind == "jsonl":
         return _read_jsonl(path, name, problems)
@@ -165,8 +166,12 @@ def _os_reason(error: OSError) -> str:
 
 
 @contextmanager
-def _open_binary(path: str | Path, name: str) -> Iterator[BinaryIO]:
+def _open_binary(path: str | Path | BinaryIO, name: str) -> Iterator[BinaryIO]:
     """The input's bytes; gzip (by its .gz name or its magic bytes) decompressed as a stream."""
+    if not isinstance(path, str | Path):  # a stream the caller opened (and closes)
+        with _decompressed(path, name) as f:
+            yield f
+        return
     if str(path) == _STDIN:
         with _decompressed(sys.stdin.buffer, name) as f:  # stdin is not ours to close
             yield f
@@ -228,7 +233,9 @@ def _parse_line(line: bytes, where: str) -> Record:
     return value
 
 
-def _read_jsonl(path: str | Path, name: str, problems: Problems | None) -> Iterator[Located]:
+def _read_jsonl(
+    path: str | Path | BinaryIO, name: str, problems: Problems | None
+) -> Iterator[Located]:
     with _open_binary(path, name) as f:
         for lineno, line in enumerate(f, 1):
             # The usual line, one JSON object, in one call; the rest (a BOM, blank lines,
@@ -310,7 +317,9 @@ def _ijson_reason(error: Exception) -> str:
     return f"{what} near {excerpt!r}" if excerpt else what
 
 
-def _read_json_array(path: str | Path, name: str, problems: Problems | None) -> Iterator[Located]:
+def _read_json_array(
+    path: str | Path | BinaryIO, name: str, problems: Problems | None
+) -> Iterator[Located]:
     with _open_binary(path, name) as f:
         head, line = _skip_leading_space(f)
         if not head:
@@ -477,7 +486,7 @@ def _line_break_refusal(header: list[str], cells: list[str], end: int, where: st
 
 
 def _read_csv(
-    path: str | Path, name: str, columns: CsvColumns, problems: Problems | None
+    path: str | Path | BinaryIO, name: str, columns: CsvColumns, problems: Problems | None
 ) -> Iterator[Located]:
     with _open_binary(path, name) as raw:
         lines = _PhysicalLines(raw, name)

@@ -51,7 +51,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     env = {**os.environ, "IMPORTQ_SERVE_TOKENS": tokens(),
            "IMPORTQ_MAX_QUEUED_UNITS_HTTP_BATCH": str(QUEUE_LIMIT),
            "IMPORTQ_SERVE_MAX_BODY_BYTES": str(4 * 1024 * 1024),
-           "IMPORTQ_SERVE_CALLBACK_SECRET_WRITER": CALLBACK_SECRET}  # fmt: skip
+           "IMPORTQ_SERVE_CALLBACK_SECRETS": f"writer={CALLBACK_SECRET}"}  # fmt: skip
     command = [sys.executable, "-m", "importq.cli", "serve", "--port", str(port)]
     server = Process(command, env, log)
     try:

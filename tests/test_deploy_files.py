@@ -210,7 +210,7 @@ def test_the_ha_profile_adds_a_replica_and_three_sentinels_watching_redis() -> N
         assert "REDIS_SENTINELS" in _environment(service), name
 
 
-def test_the_api_plans_with_every_targets_limits_and_holds_no_credential() -> None:
+def test_the_api_plans_with_every_targets_limits_and_holds_no_vendor_credential() -> None:
     api = _services()["api"]
     assert _command(api)[:2] == ["importq", "serve"] and "0.0.0.0" in _command(api)
     assert any(str(port) == "127.0.0.1:8080:8080" for port in api["ports"])
@@ -222,3 +222,7 @@ def test_the_api_plans_with_every_targets_limits_and_holds_no_credential() -> No
     for target in TARGETS:  # the API cuts units as the workers' limits say
         assert f"IMPORTQ_MAX_QUEUED_UNITS_{target.upper()}" in env
     assert "HTTP_BATCH_RECORDS_PER_REQUEST" in env and "FLOWER_BASIC_AUTH" not in env
+    # Its own secret, the callbacks' keys of every token, is one variable it carries.
+    assert env["IMPORTQ_SERVE_CALLBACK_SECRETS"] == "${IMPORTQ_SERVE_CALLBACK_SECRETS:-}"
+    assert not [name for name in env if name.startswith("IMPORTQ_SERVE_CALLBACK_SECRET_")]
+    assert "IMPORTQ_SERVE_CALLBACK_SECRETS=" in (ROOT / ".env.example").read_text().splitlines()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,6 +24,7 @@ from importq.serve.callbacks import signature
 from tests.helpers import jsonl, wait_for_job, wait_until
 from tests.serving import CALLBACK_SECRET, OTHER, QUEUE_LIMIT, READER, WRITER, Api, api
 from tests.test_http_batch_e2e import events, sim, worker
+from tests.test_jobs_listing import backdate
 from workers.keys import SERVE_CALLBACKS, serve_callback
 
 __all__ = ["api", "sim", "worker"]  # the fixtures: the receiver and its workers
@@ -55,6 +57,12 @@ def test_a_json_lines_body_becomes_a_job_the_workers_deliver(
     assert read["state"] == "succeeded" and read["records_delivered"] == 1200
     assert [unit["state"] for unit in read["units"]] == ["succeeded"] * 3
     assert sim.ledger()["paths"] == {"events": 3}  # the query parameter reached the target
+    # importq's own log pipeline (JSON off a TTY, redacted), as the workers', not bare structlog
+    logged = [json.loads(line) for line in api.log.read_text().splitlines() if line[:1] == "{"]
+    (published,) = [e for e in logged if e.get("job_id") == job["id"]]
+    assert published["event"] == "job published" and published["records"] == 1200
+    assert published["level"] == "info" and published["publish_cpu_ms"] > 0
+    assert published["caller"] == "writer"  # the token's name, never the token
 
 
 def test_a_gzipped_json_array_and_a_csv_body_are_read_like_files(
@@ -112,6 +120,39 @@ def test_a_full_queue_answers_429_with_retry_after_at_once(
     assert full.status_code == 429 and int(full.headers["Retry-After"]) > 0
     assert "IMPORTQ_MAX_QUEUED_UNITS" in full.json()["detail"]
     assert listed_jobs(redis_client) == 1
+
+
+def test_a_queue_that_fills_while_the_body_streams_in_answers_429_not_a_hang(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    # The server checks the queue (LLEN) before it reads the body; the queue fills once
+    # that check is seen on Redis's MONITOR, so only the check at staging can catch it.
+    checked = threading.Event()
+    monitor = redis_client.monitor()
+    monitor.__enter__()
+
+    def watch() -> None:
+        while not checked.is_set():
+            if monitor.next_command()["command"] == f"LLEN {TARGET}":
+                checked.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+    def body() -> Iterator[bytes]:
+        yield jsonl(*events(3)).encode()
+        assert checked.wait(30), "the server never checked the queue"
+        redis_client.lpush(TARGET, *[b"a message no worker takes"] * QUEUE_LIMIT)
+        yield jsonl(*events(2)).encode()
+
+    try:
+        with api.client(WRITER) as client:
+            full = client.post(JOBS, content=body(), headers=JSONL, timeout=20)
+    finally:
+        checked.set()
+        monitor.__exit__(None, None, None)
+    assert full.status_code == 429 and int(full.headers["Retry-After"]) > 0, full.text
+    assert "IMPORTQ_MAX_QUEUED_UNITS" in full.json()["detail"]
+    assert listed_jobs(redis_client) == 0 and not redis_client.keys("importq:unit:*")
 
 
 def test_tokens_401_when_unknown_403_when_out_of_scope(api: Api, redis_client: redis.Redis) -> None:
@@ -193,6 +234,30 @@ def test_a_target_is_paused_and_resumed_and_a_job_cancelled(
         assert client.post(f"/v1/targets/{TARGET}/pause").status_code == 403
 
 
+def test_jobs_since_takes_the_cli_forms_and_refuses_a_bad_one(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    old, new = (post(api, jsonl(*events(1))).json()["id"] for _ in range(2))
+    backdate(redis_client, old, 3 * 3600)
+    half_an_hour_ago = time.time() - 1800
+    an_hour_ago = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 3600))
+    two_hours_ago_utc = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(time.time() - 7200))
+    with api.client(READER) as client:
+
+        def ids(since: str) -> set[str]:
+            answer = client.get("/v1/jobs", params={"since": since})
+            assert answer.status_code == 200, answer.text
+            return {job["id"] for job in answer.json()}
+
+        assert ids("4h") == ids("240m") == ids("1d") == {old, new}
+        assert ids("2h") == ids(an_hour_ago) == ids(two_hours_ago_utc) == {new}
+        assert ids(str(half_an_hour_ago)) == {new} and ids(str(time.time() + 60)) == set()
+        bad = client.get("/v1/jobs", params={"since": "yesterday"})
+    assert bad.status_code == 422
+    (error,) = bad.json()["errors"]
+    assert error["where"] == "query.since" and "neither a duration" in error["message"]
+
+
 def test_the_committed_openapi_document_is_the_one_served(api: Api) -> None:
     from importq.serve.app import OPENAPI_PATH
     from tests.test_import_graph import ROOT
@@ -248,6 +313,6 @@ def test_a_finished_job_calls_back_signed_and_retries_a_refused_call(
     unsigned = post(api, jsonl(*events(1)), token=OTHER, path="/v1/targets/blue/jobs",
                     params={"callback_url": receiver})  # fmt: skip
     assert unsigned.status_code == 422
-    assert "IMPORTQ_SERVE_CALLBACK_SECRET_BLUE_ONLY" in unsigned.json()["detail"]
+    assert "blue_only=SECRET to IMPORTQ_SERVE_CALLBACK_SECRETS" in unsigned.json()["detail"]
     not_http = post(api, jsonl(*events(1)), params={"callback_url": "ftp://example.invalid/x"})
     assert not_http.status_code == 422 and "not an http(s) URL" in not_http.json()["detail"]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import enum
 import json
-import re
-import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import click
 
-from importq import broker
+from importq import broker, moments
 from importq import settings as importq_settings
 from importq.errors import ImportqError, PortUnavailable, RedisUnavailable, UnknownJob
 from workers.breaker import Pause
@@ -90,24 +87,20 @@ def announce_redis(resolve: Callable[[], broker.RedisChoice] | None = None) -> b
 
 
 class Since(click.ParamType[float, Any]):
-    """A moment as a duration back from now (90s, 30m, 2h, 7d, 1w) or a time (ISO 8601)."""
+    """A moment as a duration back from now (90s, 30m, 2h, 7d, 1w), a time (ISO 8601) or
+    epoch seconds (importq/moments.py)."""
 
     name = "DURATION|TIME"
-    SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
         if isinstance(value, float):
             return value
-        text = str(value).strip()
-        if match := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text):
-            return time.time() - float(match[1]) * self.SECONDS[match[2]]
         try:
-            return datetime.fromisoformat(text).timestamp()  # no offset given: local time
-        except ValueError:
-            self.fail(f"{text!r} is neither a duration (90s, 30m, 2h, 7d) nor a time "
-                      "(2026-12-07 13:00, 2026-12-07T09:00 or 2026-12-07)", param, ctx)  # fmt: skip
+            return moments.since(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
 
 
 SINCE = Since()  # seconds since the epoch

@@ -175,13 +175,12 @@ def text(targets: Sequence[Deployable]) -> str:
 
 
 def api_variables(targets: Sequence[Deployable]) -> list[str]:
-    """What `importq serve` reads: its own settings, and every target's variables that plan
-    a job (limits, options), never a credential: the API stages records, workers send them."""
+    """What `importq serve` reads: its own settings (with its one secret, the callbacks'
+    keys), and every target's variables that plan a job (limits, options), never a vendor's
+    credential: the API stages records, workers send them."""
     serving = [n for s in CORE if s.name.startswith("IMPORTQ_SERVE_") for n in s.names]
-    # Its address and port are the command's; callback secrets are named per token, so the
-    # operator adds them (IMPORTQ_SERVE_CALLBACK_SECRET_<NAME>) for the tokens that use them.
-    local = ("IMPORTQ_SERVE_ADDRESS", "IMPORTQ_SERVE_PORT")
-    serving = [n for n in serving if n not in local and "<" not in n]
+    local = ("IMPORTQ_SERVE_ADDRESS", "IMPORTQ_SERVE_PORT")  # the command's own
+    serving = [n for n in serving if n not in local]
     names = [*serving, "IMPORTQ_MAX_QUEUED_UNITS"]
     for target in targets:
         names.append(f"IMPORTQ_MAX_QUEUED_UNITS_{target.name.upper()}")

@@ -21,6 +21,10 @@ FLOWER_BASIC_AUTH=
 # entries). Required by the api service.
 IMPORTQ_SERVE_TOKENS=
 
+# The keys `importq serve` signs job callbacks with, for the tokens whose producers ask for
+# them: NAME=SECRET entries, `;` between them (NAME: the token's). The api service reads it.
+IMPORTQ_SERVE_CALLBACK_SECRETS=
+
 # Processes per worker service (one-process targets always run exactly one).
 WORKER_CONCURRENCY=4
 

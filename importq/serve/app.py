@@ -19,12 +19,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
-from importq.errors import ConfigError, ImportqError, InputError, RedisUnavailable, UnknownJob
+from importq import logging as importq_logging
+from importq.errors import (
+    ConfigError,
+    ImportqError,
+    InputError,
+    QueueFull,
+    RedisUnavailable,
+    UnknownJob,
+)
 from importq.serve import auth, bodies, callbacks, idempotency, ui
 from importq.serve.jobs import (
     RETRY_AFTER_SECONDS,
     AlreadyEnded,
-    QueueFull,
     RefusedBody,
     UnknownTarget,
 )
@@ -71,6 +78,9 @@ def from_environment() -> FastAPI:
     from workers.jobs import JobStore
 
     settings = worker_app.settings()
+    # Every server process (uvicorn's workers call this factory) logs through importq's
+    # pipeline: the level and format settings, and the redaction of secrets.
+    importq_logging.configure(settings)
     tokens = auth.load(settings)
     if not tokens:
         raise ConfigError(
@@ -78,6 +88,7 @@ def from_environment() -> FastAPI:
             f"and prints the line for {auth.TOKENS_SETTING} or "
             f"{auth.TOKENS_FILE_SETTING}"
         )
+    callbacks.secrets(settings)  # a malformed entry stops the start, not a job's callback
     services = Services(
         settings,
         JobStore(worker_app.redis_client()),

@@ -1,8 +1,8 @@
 """Callbacks: when a job published with `callback_url` ends, POST its summary there.
 
 The body is the job as `GET /v1/jobs/{id}` shows it (without units), signed with
-HMAC-SHA256 under the publishing token's callback secret
-(IMPORTQ_SERVE_CALLBACK_SECRET_<NAME>): `X-Importq-Signature: sha256=<hex>` over
+HMAC-SHA256 under the publishing token's callback secret (its `NAME=SECRET` entry in
+IMPORTQ_SERVE_CALLBACK_SECRETS): `X-Importq-Signature: sha256=<hex>` over
 `<X-Importq-Timestamp>.<body>`, so a receiver can refuse a replayed or forged call.
 An answer other than 2xx, or none, is retried with backoff (workers/retry.py's policy)
 up to MAX_ATTEMPTS. Every `importq serve` process runs the sender; a short lock per job
@@ -24,14 +24,14 @@ import httpx
 import redis
 import structlog
 
-from importq.errors import InputError
-from importq.settings import Settings
+from importq.errors import ConfigError, InputError
+from importq.settings import Secret, Settings
 from workers import keys
 from workers.jobs import JobStore, JobView, as_text
 from workers.retry import unit_delay
 
 log = structlog.get_logger("importq.serve")
-SECRET_SETTING = "IMPORTQ_SERVE_CALLBACK_SECRET_<NAME>"
+SECRETS_SETTING = "IMPORTQ_SERVE_CALLBACK_SECRETS"
 MAX_ATTEMPTS = 8
 BACKOFF_BASE, BACKOFF_CAP = 2.0, 600.0
 UNFINISHED_POLL_SECONDS = 2.0
@@ -39,8 +39,28 @@ LOCK_SECONDS = 60
 TIMEOUT_SECONDS = 10.0
 
 
+def secrets(settings: Settings) -> dict[str, Secret]:
+    """Each token's key from IMPORTQ_SERVE_CALLBACK_SECRETS (`NAME=SECRET`, `;` or a line
+    between entries): one variable, so a deployment passes one, whatever the tokens' names.
+    ConfigError names a malformed entry by its place, never by what it holds."""
+    keys_of: dict[str, Secret] = {}
+    text = settings.secret(SECRETS_SETTING).reveal().replace("\n", ";")
+    entries = [entry.strip() for entry in text.split(";")]
+    for place, entry in enumerate(entries, start=1):
+        if not entry:
+            continue
+        name, equals, key = (part.strip() for part in entry.partition("="))
+        if not (equals and name.isidentifier() and key):
+            raise ConfigError(f"{SECRETS_SETTING}: entry {place} is not NAME=SECRET (NAME: the "
+                              "token's name, as `importq serve-token NAME` gave it)")  # fmt: skip
+        keys_of[name] = Secret(key)
+    return keys_of
+
+
 def secret_of(settings: Settings, token_name: str) -> str:
-    return settings.secret(SECRET_SETTING.replace("<NAME>", token_name.upper())).reveal()
+    """The key the calls of `token_name`'s jobs are signed with ("" when it has none)."""
+    found = secrets(settings).get(token_name)
+    return found.reveal() if found else ""
 
 
 def check(settings: Settings, url: str, token_name: str) -> None:
@@ -49,9 +69,9 @@ def check(settings: Settings, url: str, token_name: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InputError(f"callback_url {url!r} is not an http(s) URL")
     if not secret_of(settings, token_name):
-        variable = SECRET_SETTING.replace("<NAME>", token_name.upper())
-        raise InputError(f"callback_url needs a secret to sign the call with: set {variable} "
-                         "for this token, or publish without a callback")  # fmt: skip
+        raise InputError(f"callback_url needs a secret to sign the call with: add "
+                         f"{token_name}=SECRET to {SECRETS_SETTING}, or publish without a "
+                         "callback")  # fmt: skip
 
 
 def register(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Annotated, Any
 
+import anyio.to_thread
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 
+from importq import moments
 from importq.errors import InputError, UnknownJob
 from importq.serve import bodies, callbacks, idempotency
 from importq.serve.auth import Forbidden, Token
@@ -17,9 +21,8 @@ from importq.serve.models import Pause as PauseModel
 from importq.serve.services import Services, ServicesDep, TokenDep
 from producers.dryrun import dry_run
 from producers.problems import Problems
-from producers.publish import max_queued_units, publish
+from producers.publish import max_queued_units, publish, wait_for_room
 from producers.readers import read_records
-from workers import keys
 from workers.breaker import Breaker
 from workers.dlq import DeadLetters
 from workers.failures import why_failed
@@ -31,12 +34,14 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 MAX_ERRORS_SETTING = "IMPORTQ_SERVE_MAX_ERRORS"
 DEFAULT_MAX_ERRORS = 20
 RETRY_AFTER_SECONDS = 5
+# Publishing is CPU-bound Python: publishes in several threads of one process only take turns
+# on the GIL, and each switch among them costs (about 1 ms of a 1,000-record body's 10, in
+# bench/serve_throughput.py's CPU figures). Bodies held in memory take turns on one lane
+# (each takes well under a second); a big one, in a file, runs beside them, so it never
+# holds the small ones up. Other processes (`--workers`) use the other cores.
+_SMALL_BODIES = anyio.CapacityLimiter(1)
 BODY_NAME = "body"  # records are placed as body:LINE or body:item N
 CALLBACK_PARAM = "callback_url"  # a query parameter of the API, not one of the target
-
-
-class QueueFull(Exception):
-    """The target's queue holds IMPORTQ_MAX_QUEUED_UNITS units: 429 with Retry-After."""
 
 
 def _body_doc() -> dict[str, Any]:
@@ -70,8 +75,8 @@ def _body_doc() -> dict[str, Any]:
                 "required": False,
                 "schema": {"type": "string", "format": "uri"},
                 "description": "Called (POST, the job's summary, signed with HMAC-SHA256 "
-                "under IMPORTQ_SERVE_CALLBACK_SECRET_<TOKEN NAME>) when the job ends; retried "
-                "with backoff",
+                "under the token's key in IMPORTQ_SERVE_CALLBACK_SECRETS) when the job ends; "
+                "retried with backoff",
             },
         ],
     }
@@ -150,12 +155,12 @@ async def publish_job(
     callback_url = params.pop(CALLBACK_PARAM, None)
     if callback_url:
         callbacks.check(svc.settings, callback_url, token.name)
-    spooled = await bodies.spool(request.stream(), limit)
+    body = await bodies.receive(request.stream(), limit, hashed=bool(idempotency_key))
     try:
-        called = {**params, CALLBACK_PARAM: callback_url or ""}
-        digest = _request_digest(target, called, fmt, spooled.sha256)
         claim = None
         if idempotency_key:
+            called = {**params, CALLBACK_PARAM: callback_url or ""}
+            digest = _request_digest(target, called, fmt, body.sha256)
             ttl = svc.settings.integer(idempotency.TTL_SETTING, idempotency.DEFAULT_TTL, minimum=1)
             claim = idempotency.claim(svc.store.redis, token.name, idempotency_key, digest, ttl)
             if claim.job_id and (earlier := svc.store.get(claim.job_id)):
@@ -163,7 +168,10 @@ async def publish_job(
                 response.headers["Idempotent-Replayed"] = "true"
                 return job_answer(request, svc, earlier)
         try:
-            job_id = await run_in_threadpool(_publish, svc, target, spooled, fmt, params)
+            lane = _SMALL_BODIES if body.path is None else None  # None: the shared pool
+            job_id, publish_cpu = await anyio.to_thread.run_sync(
+                _publish, svc, target, body, fmt, params, limiter=lane
+            )
         except BaseException:
             if claim:
                 idempotency.forget(svc.store.redis, claim)
@@ -173,17 +181,18 @@ async def publish_job(
         if claim:
             idempotency.settle(svc.store.redis, claim, digest, job_id, ttl)
     finally:
-        spooled.remove()
+        body.remove()
     job = svc.store.get(job_id)
     assert job is not None
     log.info(
         "job published",
         job_id=job_id,
         target=target,
-        token=token.name,
+        caller=token.name,
         records=job.records_total,
         units=job.units_total,
-        bytes=spooled.size,
+        bytes=body.size,
+        publish_cpu_ms=round(publish_cpu * 1000, 2),  # what the body cost, the HTTP aside
     )
     answer = job_answer(request, svc, job)
     response.headers["Location"] = answer.url
@@ -191,12 +200,9 @@ async def publish_job(
 
 
 def _refuse_when_full(svc: Services, target: str) -> None:
+    """QueueFull (429) before the body is read; publish checks again before staging."""
     limit = max_queued_units(svc.settings, target)
-    if limit and (queued := int(svc.store.redis.llen(keys.celery_queue(target)))) >= limit:
-        raise QueueFull(
-            f"the {target} queue holds {queued} units (limit {limit}, "
-            "IMPORTQ_MAX_QUEUED_UNITS): retry after the Retry-After seconds"
-        )
+    wait_for_room(svc.store, target, limit, notify=lambda _: None, wait=False)
 
 
 def _request_digest(target: str, params: dict[str, str], fmt: str, body: str) -> str:
@@ -215,30 +221,56 @@ class RefusedBody(InputError):
         super().__init__(f"refused, nothing was staged: {errors[0]}{more}")
 
 
-def _publish(svc: Services, target: str, spooled: bodies.Spooled, fmt: str, params: Any) -> str:
-    """Stage and release the body as `importq publish` does; RefusedBody lists its errors."""
+def _publish(
+    svc: Services, target: str, body: bodies.Body, fmt: str, params: Any
+) -> tuple[str, float]:
+    """Stage and release the body as `importq publish` does: the job id and the CPU seconds
+    it took (this thread's). RefusedBody lists the body's errors."""
+    started = time.thread_time()
     try:
-        records = read_records(spooled.path, fmt, target=target, name=BODY_NAME)
-        return publish(
-            target,
-            records,
-            params,
-            settings=svc.settings,
-            store=svc.store,
-            publish_unit=svc.publish_unit,
-        )
+        with body.open() as stream:
+            job_id = publish(
+                target,
+                read_records(stream, fmt, target=target, name=BODY_NAME),
+                params,
+                settings=svc.settings,
+                store=svc.store,
+                publish_unit=svc.publish_unit,
+                wait_when_full=False,  # a queue that filled since the first check: 429, no hang
+            )
+        return job_id, time.thread_time() - started
     except InputError as first:
         # Nothing was staged; read the body once more, collecting its errors like a dry run.
         budget = svc.settings.integer(MAX_ERRORS_SETTING, DEFAULT_MAX_ERRORS, minimum=1)
         problems = Problems(budget)
         try:
-            records = read_records(
-                spooled.path, fmt, target=target, problems=problems, name=BODY_NAME
-            )
-            report = dry_run(target, records, params, settings=svc.settings, problems=problems)
+            with body.open() as stream:
+                records = read_records(stream, fmt, target=target, problems=problems,
+                                       name=BODY_NAME)  # fmt: skip
+                report = dry_run(target, records, params, settings=svc.settings,
+                                 problems=problems)  # fmt: skip
         except InputError:
             raise RefusedBody([first], False) from None
         raise RefusedBody(report.errors or [first], report.stopped_early) from None
+
+
+SINCE_DOC = (
+    "Only jobs created since: a duration back from now (`90s`, `30m`, `2h`, `7d`, `1w`), a "
+    "time in ISO 8601 (`2026-12-07T09:00Z`; without an offset, the server's local time) or "
+    "epoch seconds (`1796634000`), as `importq jobs --since` takes; another value is a 422"
+)
+
+
+def _moment(name: str, text: str | None) -> float | None:
+    """Epoch seconds of a query parameter in importq/moments.py's forms; 422 otherwise."""
+    if text is None:
+        return None
+    try:
+        return moments.since(text)
+    except ValueError as error:
+        where = ("query", name)
+        error_line = {"loc": where, "msg": str(error), "type": "value_error"}
+        raise RequestValidationError([error_line]) from None
 
 
 @router.get("/jobs", response_model=list[Job], summary="Recent jobs, newest first")
@@ -248,15 +280,16 @@ def list_jobs(
     token: TokenDep,
     target: str | None = None,
     state: Annotated[list[JobState] | None, Query()] = None,
-    since: Annotated[float | None, Query(ge=0, description="epoch seconds")] = None,
+    since: Annotated[str | None, Query(description=SINCE_DOC, examples=["2h"])] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[Job]:
+    created_since = _moment("since", since)
     if target is not None:
         known_target(svc, target)
         token.require(target)
     states = {s.value for s in state or []}
     wanted = limit if target or token.targets is None else 500
-    views = svc.store.recent(wanted, since=since, target=target, states=states)
+    views = svc.store.recent(wanted, since=created_since, target=target, states=states)
     readable = [v for v in views if token.may_read(v.target)][:limit]
     return [job_answer(request, svc, view) for view in readable]
 
@@ -318,7 +351,7 @@ async def replay_job(
         job_id=job_id,
         new_job_id=done.new_job_id,
         records=done.records,
-        token=token.name,
+        caller=token.name,
     )
     return Replayed(job_id=job_id, records=done.records, new_job=job_answer(request, svc, new_job))
 
@@ -338,10 +371,10 @@ def cancel_job(job_id: str, request: Request, svc: ServicesDep, token: TokenDep)
     if job.finished:
         raise AlreadyEnded(f"job {job_id} already ended {job.state}: nothing to cancel")
     svc.store.cancel(job_id, f"cancelled through the API by {token.name}")
-    log.info("job cancelled", job_id=job_id, token=token.name)
+    log.info("job cancelled", job_id=job_id, caller=token.name)
     cancelled = svc.store.get(job_id)
     assert cancelled is not None
     return job_answer(request, svc, cancelled)
 
 
-__all__ = ["AlreadyEnded", "Forbidden", "Problem", "QueueFull", "RefusedBody", "UnknownTarget"]
+__all__ = ["AlreadyEnded", "Forbidden", "Problem", "RefusedBody", "UnknownTarget"]

@@ -27,18 +27,24 @@ class Services:
         return self.runner_factory()
 
 
-def services(request: Request) -> Services:
+def of(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
 
-def token(
+# The dependencies are coroutines: FastAPI runs a plain function in its thread pool, a hop
+# each per request that costs more than the work.
+async def services(request: Request) -> Services:
+    return of(request)
+
+
+async def token(
     request: Request,
     authorization: Annotated[
         str | None, Header(description="`Bearer <token>` (`importq serve-token` makes one)")
     ] = None,
 ) -> Token:
-    return services(request).tokens.check(authorization)
+    return of(request).tokens.check(authorization)
 
 
 ServicesDep = Annotated[Services, Depends(services)]

@@ -40,7 +40,7 @@ def pause(
     token.require(target, write=True)
     reason = (body or PauseRequest()).reason
     svc.runner().breaker.hold(target, reason)
-    log.info("target paused", target=target, token=token.name)
+    log.info("target paused", target=target, caller=token.name)
     (view,) = look(svc.store.redis, svc.runner().breaker, [target])
     return Target(**view.as_dict())
 
@@ -58,5 +58,5 @@ def resume(target: str, svc: ServicesDep, token: TokenDep) -> Resumed:
     token.require(target, write=True)
     runner = svc.runner()
     woken = controls.resume(runner.breaker, Waker(runner.leases, runner.publish), target)
-    log.info("target resumed", target=target, token=token.name, woken=woken)
+    log.info("target resumed", target=target, caller=token.name, woken=woken)
     return Resumed(target=target, was_paused=woken is not None, woken=woken or 0)

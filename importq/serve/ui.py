@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from importq.serve.auth import Unauthenticated
-from importq.serve.services import services
+from importq.serve.services import of
 
 COOKIE = "importq_ui"
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -94,7 +94,7 @@ async def signin_form(request: Request) -> Response:
 @router.post("/signin")
 async def signin(request: Request, token: str = Form(...)) -> Response:
     try:
-        services(request).tokens.check(f"Bearer {token}")
+        of(request).tokens.check(f"Bearer {token}")
     except Unauthenticated:
         return RedirectResponse("/ui/signin?failed=1", status_code=303)
     back = RedirectResponse("/ui/", status_code=303)
