@@ -39,12 +39,12 @@ from importq.settings import Settings
 from workers.retry import RESEND_WAIT_CAP, resend
 from workers.target_state import OpenSet
 from workers.targets.base import (
+    Batches,
     Delivered,
     Located,
     Record,
     RunContext,
     Sink,
-    batched,
 )
 from workers.targets.sourcing_data.client import (
     TARGET,
@@ -110,7 +110,10 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
     def plan(
         self, records: Iterable[Located], limits: SourcingDataLimits, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
-        return batched(records, limits.records_per_item, limits.bytes_per_item, "queue item")
+        return self.batches(limits, params).plan(records)
+
+    def batches(self, limits: SourcingDataLimits, params: dict[str, Any]) -> Batches:
+        return Batches(limits.records_per_item, limits.bytes_per_item, "queue item")
 
     def slot(self, params: dict[str, Any], limits: SourcingDataLimits) -> tuple[str, int] | None:
         operation = params.get("operation_id") or "-"
