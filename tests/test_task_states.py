@@ -20,7 +20,7 @@ def ended(make_runner: MakeRunner, sink: ScriptedSink, error: Exception | None) 
     runner.add_middleware(RefusedRecords())  # as workers.app builds its runner
     unit_id = staged_unit(store)
     sink.error = error
-    return end_of_task(lambda: runner.run(TARGET, unit_id), store, unit_id)
+    return end_of_task(lambda: runner.run(TARGET, unit_id), unit_id)
 
 
 def test_a_delivered_unit_ends_in_success_with_its_status(
@@ -76,4 +76,4 @@ def test_a_failed_unit_without_records_says_so(make_runner: MakeRunner, sink: Sc
     store.open(job_id)
     sink.error = FinalError("no such import", target=TARGET)
     with pytest.raises(UnitFailed, match=r"failed, no records \(a bare trigger\)"):
-        end_of_task(lambda: runner.run(TARGET, unit_id), store, unit_id)
+        end_of_task(lambda: runner.run(TARGET, unit_id), unit_id)

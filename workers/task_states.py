@@ -12,7 +12,9 @@ becomes the task's state in Flower:
     duplicate message acknowledged)
 
 Either way the message is acknowledged: the unit's state in Redis is the truth, and
-what comes next (the retry, the dead letters) is already recorded there. The task's
+what comes next (the retry, the dead letters) is already recorded there. What the task's
+state says (the unit's records, its attempts, what it waits for and until when) comes
+from the finish the router just recorded (TaskEnd), not from another read. The task's
 exception names the unit and where to read why, never the vendor's words: they may
 quote a record, and Flower shows task exceptions to everyone it lets in.
 """
@@ -22,11 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 from celery.exceptions import Retry
 
 from workers import keys
-from workers.jobs import JobStore, UnitState
+from workers.jobs import UnitState
 from workers.middleware.base import Middleware
 from workers.outcomes import Outcome, Result, UnitRun
 from workers.targets.base import Delivered
@@ -34,6 +37,26 @@ from workers.targets.base import Delivered
 # Records the sink refused in the unit this task runs; set by RefusedRecords, read by
 # end_of_task. Per thread of execution, so it holds under any Celery pool.
 _refused: ContextVar[int] = ContextVar("importq_refused_records", default=0)
+
+
+@dataclass(frozen=True)
+class TaskEnd:
+    """What the unit's finish recorded that its task's state tells (workers/routing.py)."""
+
+    records: int
+    attempts: int
+    waits_for: str = ""
+    due: float = 0.0
+    """When it runs again (epoch seconds), if it waits."""
+
+
+# The finish of the unit this task runs; set by the router, read by end_of_task.
+_ended: ContextVar[TaskEnd | None] = ContextVar("importq_task_end", default=None)
+
+
+def note_end(end: TaskEnd) -> None:
+    """The router recorded the unit's finish: `end` is what its task's state needs."""
+    _ended.set(end)
 
 
 class UnitFailed(Exception):
@@ -53,36 +76,38 @@ class RefusedRecords(Middleware):
         return None
 
 
-def end_of_task(run_unit: Callable[[], str], store: JobStore, unit_id: str) -> str:
+def end_of_task(run_unit: Callable[[], str], unit_id: str) -> str:
     """Run the unit; its status if it ended well, else raise UnitFailed or Retry."""
-    token = _refused.set(0)
+    tokens = _refused.set(0), _ended.set(None)
     try:
         status = run_unit()
-        refused = _refused.get()
+        refused, end = _refused.get(), _ended.get()
     finally:
-        _refused.reset(token)
+        _refused.reset(tokens[0])
+        _ended.reset(tokens[1])
     job_id = keys.job_of(unit_id)
     if status == UnitState.FAILED:
-        records = int(store.unit(unit_id).get("records") or 0)
-        what = f"{records} records dead-lettered" if records else "no records (a bare trigger)"
-        raise UnitFailed(f"unit {unit_id} failed, {what}; why: importq status {job_id}")
+        raise UnitFailed(f"unit {unit_id} failed, {_dead(end)}; why: importq status {job_id}")
     if status == UnitState.SUCCEEDED and refused:
         raise UnitFailed(f"unit {unit_id} delivered, but {refused} records were refused and "
                          f"dead-lettered; why: importq dlq show {job_id}")  # fmt: skip
     if status == UnitState.WAITING:
-        raise _retry(store, unit_id)
+        raise _retry(unit_id, end)
     return status
 
 
-def _retry(store: JobStore, unit_id: str) -> Retry:
-    unit = store.unit(unit_id)
-    waits_for = unit.get("waits_for")
-    if waits_for:
-        what = "paused target to resume" if waits_for == "breaker" else waits_for
+def _dead(end: TaskEnd | None) -> str:
+    if end is None:  # the router always notes a finish; said plainly should it not
+        return "its records dead-lettered"
+    return f"{end.records} records dead-lettered" if end.records else "no records (a bare trigger)"
+
+
+def _retry(unit_id: str, end: TaskEnd | None) -> Retry:
+    if end and end.waits_for:
+        what = "paused target to resume" if end.waits_for == "breaker" else end.waits_for
         why = f"unit {unit_id} waits for its {what}, using no attempt"
     else:
-        why = f"unit {unit_id} will be retried after attempt {unit.get('attempts', '?')}"
-    due = float(unit.get("next_attempt_at") or 0)
-    when = round(max(0.0, due - time.time()), 2)
+        why = f"unit {unit_id} will be retried after attempt {end.attempts if end else '?'}"
+    when = round(max(0.0, end.due - time.time()), 2) if end else 0.0
     return Retry(exc=UnitWaits(f"{why}; see importq status {keys.job_of(unit_id)} --units"),
                  when=when)  # fmt: skip
