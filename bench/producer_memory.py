@@ -216,7 +216,8 @@ def measure_rate(records: int, rounds: int = 3) -> dict[str, Any]:
 def report_rate(result: dict[str, Any]) -> list[str]:
     return [
         f"Producer rate: {result['records']:,} records from a JSON Lines file into Redis"
-        f" (read + validate + plan + stage; no worker; best of {result['rounds']})",
+        f" (importq publish FILE's path: checked, then each unit staged as it is sent;"
+        f" no worker; best of {result['rounds']})",
         f"  importq publish     {result['records_per_second']:>10,.0f} records/s",
         f"  stdlib json.loads   {result['json_loads_per_second']:>10,.0f} lines/s"
         " (the same lines, nothing else)",
