@@ -275,8 +275,12 @@ class Batches:
         measured as it passes and the units close where `batched` closes them (both are
         greedy on the same sizes)."""
         count = size = 0
+        dumps, option = orjson.dumps, orjson.OPT_NON_STR_KEYS  # record_size, inline
         for record, where in records:
-            record_bytes = record_size(record) + 1  # the comma between items
+            try:
+                record_bytes = len(dumps(record, option=option)) + 1  # the comma between items
+            except TypeError:  # an integer past 64 bits: as record_size measures it
+                record_bytes = record_size(record) + 1
             if record_bytes > self.bytes:
                 raise _over_budget(record_bytes, self.bytes, self.what, where)
             if count == self.records or (count and size + record_bytes > self.bytes):
