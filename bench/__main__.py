@@ -68,7 +68,7 @@ def figures(
             "met": throughput["importq_vs_peer"] >= GOAL_VS_PEER,
         },
         {
-            "figure": "producer: read + validate + plan + stage",
+            "figure": "producer: importq publish FILE (read, validate, plan, stage)",
             "measured": rate["records_per_second"],
             "shown": f"{rate['records_per_second']:,.0f} rec/s "
             f"({rate['vs_json_loads']:.2f} of json.loads: "

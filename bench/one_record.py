@@ -5,7 +5,9 @@ Rounds alternate, against the same simulator and an idle worker:
   direct   one httpx.Client sends a one-record queue item (start with incompleteData
            false) and polls its status until Success, as the sink does.
   importq  publish() of a one-record job, until the job is finished in Redis (the
-           worker saw Success and recorded it); polled every POLL_SECONDS.
+           worker saw Success and recorded it); polled every POLL_SECONDS. The job has
+           no --operation-id, as a single record's usually has not: its start then
+           carries an operationId of its own and the whole item (one request).
 
 Added time is importq's percentile minus direct's (p50 and p99 of each, not of the
 differences: a round's two runs are not paired in any way the percentiles should keep).
@@ -59,7 +61,7 @@ def measure(
             send_item(client, [record], 1, poll_interval)
             direct_seconds = time.perf_counter() - started
             middle = sim.ledger()["requests"]
-            importq_seconds = run_importq(app, [importq_record], POLL_SECONDS)[0]
+            importq_seconds = run_importq(app, [importq_record], POLL_SECONDS, params={})[0]
             if number >= WARM_UP_ROUNDS:
                 direct.append(direct_seconds)
                 importq.append(importq_seconds)

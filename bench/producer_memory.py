@@ -2,8 +2,8 @@
 
 The parent writes a JSON Lines file of generated records (into a temporary
 directory, deleted afterwards), then runs a fresh child process per size that
-streams the file through producers.readers.read_records and
-producers.publish.publish into a private Redis (no worker: the units stay
+streams the file through `importq publish`'s path (producers.readers.records_of, read
+twice: checked, then staged unit by unit) into a private Redis (no worker: the units stay
 queued) and reports its peak RSS. Publishing is streaming, so the peak should
 hardly depend on the input's size: a 1M/100k ratio near 1 means flat memory.
 
@@ -69,12 +69,12 @@ def json_loads_seconds(path: Path) -> float:
 def publish_file(path: Path, store: Any) -> str:
     """`importq publish` of a SourcingData JSON Lines file, in this process; the job id."""
     from producers.publish import publish
-    from producers.readers import read_records
+    from producers.readers import records_of
     from workers import app
 
     return publish(
         "sourcing_data",
-        read_records(path, target="sourcing_data"),
+        records_of(path, target="sourcing_data"),
         {"operation_id": env.OPERATION},
         settings=app.settings(),
         store=store,
@@ -216,7 +216,8 @@ def measure_rate(records: int, rounds: int = 3) -> dict[str, Any]:
 def report_rate(result: dict[str, Any]) -> list[str]:
     return [
         f"Producer rate: {result['records']:,} records from a JSON Lines file into Redis"
-        f" (read + validate + plan + stage; no worker; best of {result['rounds']})",
+        f" (importq publish FILE's path: checked, then each unit staged as it is sent;"
+        f" no worker; best of {result['rounds']})",
         f"  importq publish     {result['records_per_second']:>10,.0f} records/s",
         f"  stdlib json.loads   {result['json_loads_per_second']:>10,.0f} lines/s"
         " (the same lines, nothing else)",
@@ -227,7 +228,7 @@ def report_rate(result: dict[str, Any]) -> list[str]:
 def report(result: dict[str, Any]) -> list[str]:
     """The memory table as lines of text."""
     lines = [
-        "Producer memory (read_records + publish, fresh process per size, no worker;"
+        "Producer memory (importq publish FILE's path, fresh process per size, no worker;"
         " peak RSS is VmHWM)",
         f"  {'records':>9} {'file MB':>8} {'units':>6} {'after import':>13} {'peak RSS':>9} "
         f"{'publish s':>10} {'records/s':>10}",

@@ -217,11 +217,15 @@ def _worker_app(redis_url: str) -> ModuleType:
 
 
 def run_importq(
-    app: ModuleType, records: list[Record], poll: float = 0.005
+    app: ModuleType,
+    records: list[Record],
+    poll: float = 0.005,
+    params: dict[str, str] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Publish `records` as one job and wait until it is finished (read every `poll` s).
 
-    The seconds from publish() to the finished job, and where they went.
+    The seconds from publish() to the finished job, and where they went. `params`: the
+    job's (default: one --operation-id shared by its units, as the baselines send).
     """
     from producers.publish import locate, publish
     from workers.jobs import JobStore
@@ -231,7 +235,7 @@ def run_importq(
     job_id = publish(
         "sourcing_data",
         locate(records),
-        {"operation_id": env.OPERATION},
+        {"operation_id": env.OPERATION} if params is None else params,
         settings=app.settings(),
         store=store,
         publish_unit=app.publish_unit,

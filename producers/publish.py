@@ -7,7 +7,9 @@ sent. Memory stays flat: records stream through, a unit at a time. How the two h
   pass validates and plans every record and keeps nothing; then a second pass stages
   each unit and releases it at once, so workers start while the producer still works.
   A file that changes between the passes is refused (RecordFile), and one that changes
-  during the second cancels the job (the units sent by then still run).
+  during the second cancels the job (the units sent by then still run). A plain JSON
+  Lines file is not parsed twice: the second pass stages each unit's raw lines as the
+  first pass found them (producers/rawlines.py).
 - A one-pass iterable (a generator given to `publish_records`): each unit is staged as
   soon as it is full, and released once the whole input passed. Redis holds the staged
   units: a spool in a temporary file would only write the same bytes once more.
@@ -26,11 +28,14 @@ from typing import Any
 from importq import sentinel
 from importq.errors import ConfigError, InputError, QueueFull, RetryableError
 from importq.settings import Settings
+from producers import rawlines
+from producers.rawlines import Span
+from producers.readers import RecordFile
 from producers.validate import validate
 from workers import app as worker_app
 from workers import ordering, targets
 from workers.dispatch import Publish, send
-from workers.jobs import JobStore
+from workers.jobs import JobStore, encode_records
 from workers.targets.base import PREFLIGHT_FACTS, Located, Record, Target, refuse_unknown_params
 
 
@@ -103,7 +108,7 @@ def publish(
     return job_id
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Input:
     """Input that can be read twice, with what planning it takes."""
 
@@ -111,12 +116,37 @@ class _Input:
     records: Iterable[Located]
     params: dict[str, Any]
     settings: Settings
+    spans: list[Span] | None = None
+    """Where the first pass found each unit's lines (a plain JSON Lines file, cut by count
+    and bytes)."""
 
-    def units(self) -> Iterator[list[Record]]:
-        """One pass: validate every record and plan the units."""
-        located = validate(self.declared.name, self.records)
+    def _plan(self, records: Iterable[Located]) -> Iterator[list[Record]]:
+        located = validate(self.declared.name, records)
         return iter(self.declared.sink.plan(located, self.declared.limits(self.settings),
                                             self.params))  # fmt: skip
+
+    def first_pass(self) -> Iterator[int]:
+        """Validate every record and plan the units: each unit's record count. A plain JSON
+        Lines file whose target cuts units by count and bytes is planned keeping no record,
+        and where each unit's lines end is noted (producers/rawlines.py)."""
+        batches = self.declared.sink.batches(self.declared.limits(self.settings), self.params)
+        if batches and isinstance(self.records, RecordFile):
+            ends = rawlines.LineEnds()
+            if (noted := self.records.noting_ends(ends)) is not None:
+                self.spans = []
+                for span in rawlines.spans(validate(self.declared.name, noted), ends, batches):
+                    self.spans.append(span)
+                    yield span.count
+                return
+        for unit in self._plan(self.records):
+            yield len(unit)
+
+    def second_pass(self) -> Iterator[tuple[int, bytes]]:
+        """Each unit's record count and staged payload: the raw lines the first pass noted,
+        else the records read and planned again."""
+        if self.spans is not None and isinstance(self.records, RecordFile):
+            return rawlines.payloads(self.records.path, self.spans, self.records.unchanged)
+        return ((len(unit), encode_records(unit)) for unit in self._plan(self.records))
 
 
 def _check_all(given: _Input, job_id: str, store: JobStore) -> int:
@@ -125,8 +155,8 @@ def _check_all(given: _Input, job_id: str, store: JobStore) -> int:
     units = count = 0
     try:
         with fewer_gc_passes():
-            for unit in given.units():
-                units, count = units + 1, count + len(unit)
+            for records in given.first_pass():
+                units, count = units + 1, count + records
         if not units:  # validate() refuses empty input; this guards custom planners
             raise InputError("no records in input: nothing to publish")
     except BaseException:
@@ -152,14 +182,15 @@ def _release_as_staged(
     sent = 0
     try:
         with fewer_gc_passes():
-            for unit in given.units():
+            for count, payload in given.second_pass():
                 if sent == units:
                     break
-                unit_id = store.stage_unit(job_id, target, sent, unit, rescue_ms, counted=False)
+                unit_id = store.stage_payload(job_id, target, sent, count, payload, rescue_ms,
+                                              counted=False)  # fmt: skip
                 publish_unit(unit_id, target, None)
                 sent += 1
                 if on_unit:
-                    on_unit(sent, len(unit))
+                    on_unit(sent, count)
             else:
                 if sent == units:
                     store.released(job_id)

@@ -18,7 +18,9 @@ import ijson
 
 from importq import jsoncodec
 from importq.errors import InputError
+from producers import rawlines
 from producers.problems import Problems, refuse
+from producers.rawlines import LineEnds
 from workers.targets.base import CsvColumns
 
 __all__ = [
@@ -130,10 +132,23 @@ class RecordFile:
         return stat.st_size, stat.st_mtime_ns
 
     def __iter__(self) -> Iterator[Located]:
+        self.unchanged()
+        return read_records(self.path, self.fmt, target=self.target)
+
+    def unchanged(self) -> None:
+        """Raise InputError if the file changed since it was first opened."""
         if self._stat() != self._stamp:
             raise InputError("the file changed while it was published; publish it again "
                              "once it is complete", where=str(self.path))  # fmt: skip
-        return read_records(self.path, self.fmt, target=self.target)
+
+    def noting_ends(self, ends: LineEnds) -> Iterator[Located] | None:
+        """Its records, noting in `ends` where each one's line ends, when the file is plain
+        JSON Lines on disk (producers/rawlines.py); else None."""
+        plain = detect_format(self.path, self.fmt) == "jsonl"
+        if not plain or not rawlines.is_plain(self.path, _GZIP_MAGIC, _GZIP_SUFFIX):
+            return None
+        self.unchanged()
+        return _read_jsonl(self.path, str(self.path), None, ends)
 
 
 def records_of(
@@ -234,13 +249,30 @@ def _parse_line(line: bytes, where: str) -> Record:
 
 
 def _read_jsonl(
-    path: str | Path | BinaryIO, name: str, problems: Problems | None
+    path: str | Path | BinaryIO,
+    name: str,
+    problems: Problems | None,
+    ends: LineEnds | None = None,
 ) -> Iterator[Located]:
+    """With `ends`, where each record's line ends is noted there (rawlines.LineEnds)."""
+    offset = crc = 0
+    note_offset, note_crc = (ends.offsets.append, ends.crcs.append) if ends else (None, None)
+    fast_loads, fast_error = jsoncodec.fast_loads, jsoncodec.FastDecodeError
     with _open_binary(path, name) as f:
         for lineno, line in enumerate(f, 1):
+            if note_offset and note_crc:
+                offset += len(line)
+                crc = zlib.crc32(line, crc)
             # The usual line, one JSON object, in one call; the rest (a BOM, blank lines,
             # big integers, errors) takes the careful way below.
-            if (fast := jsoncodec.plain_object(line)) is not None:
+            try:
+                fast = fast_loads(line)
+            except fast_error:
+                fast = None
+            if type(fast) is dict:
+                if note_offset and note_crc:
+                    note_offset(offset)
+                    note_crc(crc)
                 yield fast, f"{name}:{lineno}"
                 continue
             if lineno == 1 and line.startswith(_BOM):
@@ -253,6 +285,9 @@ def _read_jsonl(
             except InputError as error:
                 refuse(error, problems)
                 continue
+            if note_offset and note_crc:
+                note_offset(offset)
+                note_crc(crc)
             yield record, where
 
 

@@ -55,11 +55,15 @@ def _validate(
     source: str | None,
     problems: Problems | None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
-    is_valid = _fast_check(target)
+    fast, is_valid = _target_checks(target)
     empty = True
     for located in records:
         empty = False
-        if not is_valid(located[0]):
+        try:  # the compiled check inline: a wrapper would cost as much as the check
+            valid = fast(located[0])
+        except (ValueError, TypeError, OverflowError):  # not JSON (an int key): ask jsonschema
+            valid = is_valid(located[0])
+        if not valid:
             try:
                 _refuse(target, *located)
             except InputError as error:
@@ -240,17 +244,24 @@ def _format_names(schema: Any) -> set[str]:
 def compiled_check(schema: Mapping[str, Any], formats: FormatChecker) -> Check:
     """jsonschema-rs's verdict on `schema`, checking only the formats `formats` checks (as
     jsonschema does: it ignores the others); values it cannot take ask jsonschema."""
-    ignored = {name: _always for name in _format_names(schema) if name not in formats.checkers}
-    fast = jsonschema_rs.validator_for(dict(schema), validate_formats=True, formats=ignored)
-    slow = Draft202012Validator(schema, format_checker=formats)
+    fast, slow = _checks(schema, formats)
 
     def check(value: Any) -> bool:
         try:
-            return bool(fast.is_valid(value))
+            return fast(value)
         except (ValueError, TypeError, OverflowError):  # not JSON (an int key): jsonschema's
-            return bool(slow.is_valid(value))
+            return slow(value)
 
     return check
+
+
+def _checks(schema: Mapping[str, Any], formats: FormatChecker) -> tuple[Check, Check]:
+    """jsonschema-rs's is_valid (raises ValueError, TypeError or OverflowError for a value
+    that is not JSON) and jsonschema's, both checking only the formats `formats` checks."""
+    ignored = {name: _always for name in _format_names(schema) if name not in formats.checkers}
+    fast = jsonschema_rs.validator_for(dict(schema), validate_formats=True, formats=ignored)
+    slow = Draft202012Validator(schema, format_checker=formats)
+    return fast.is_valid, slow.is_valid
 
 
 def _always(value: Any) -> bool:
@@ -259,6 +270,15 @@ def _always(value: Any) -> bool:
 
 @cache
 def _fast_check(target: str) -> Check:
+    """`target`'s yes/no check as one call (the validation loop inlines `_target_checks`)."""
+    return compiled_check(schemas.load(target), _formats(target))
+
+
+@cache
+def _target_checks(target: str) -> tuple[Check, Check]:
+    return _checks(schemas.load(target), _formats(target))
+
+
+def _formats(target: str) -> FormatChecker:
     validator = schemas.validator(target)
-    formats: FormatChecker = getattr(validator, "format_checker", None) or FormatChecker(())
-    return compiled_check(schemas.load(target), formats)
+    return getattr(validator, "format_checker", None) or FormatChecker(())

@@ -11,15 +11,18 @@ from typing import Any
 
 import pytest
 import redis
+from celery.exceptions import Retry
 from redis.connection import AbstractConnection
 
 from importq import settings as importq_settings
+from importq.errors import FinalError, VendorBusy
 from producers.publish import locate, publish
 from tests.scripted import TARGET, Published, ScriptedSink, register
 from workers import keys
 from workers.jobs import JobStore
 from workers.runner import Runner
 from workers.targets.base import Delivered, Located, Record, RunContext
+from workers.task_states import UnitFailed, end_of_task
 
 # The worker's core, per unit delivered: the claim (which reads the unit, the job, the
 # records and whether the target is paused), the finish; with an in-flight slot, taking
@@ -105,6 +108,38 @@ def test_a_delivered_unit_costs_the_worker_a_fixed_number_of_round_trips(
     before = round_trips.sent
     assert runner.run(TARGET, second, WORKER) == "succeeded"
     assert round_trips.sent - before == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "ends_in"),
+    [
+        (VendorBusy("another import is open", target=TARGET), Retry),
+        (FinalError("refused", target=TARGET), UnitFailed),
+    ],
+    ids=["waits", "fails"],
+)
+def test_the_tasks_end_asks_redis_nothing_after_the_units_finish(
+    error: Exception,
+    ends_in: type[Exception],
+    slotted: SlottedSink,
+    round_trips: Counter,
+    redis_client: redis.Redis,
+) -> None:
+    store = JobStore(redis_client)
+    runner = Runner(importq_settings.load({}), store, Published())
+    first, second = store.unit_ids(_publish(store, 2, {}))
+    assert runner.run(TARGET, first, WORKER) == "succeeded"  # loads the scripts
+    slotted.error = error
+    after_run: list[int] = []
+
+    def run_unit() -> str:
+        status = runner.run(TARGET, second, WORKER)
+        after_run.append(round_trips.sent)
+        return status
+
+    with pytest.raises(ends_in):  # Flower's RETRY or FAILURE, told by the finish's own answer
+        end_of_task(run_unit, second)
+    assert round_trips.sent == after_run[0]
 
 
 def test_a_worker_shutting_down_at_the_claim_hands_the_unit_back_at_its_checkpoint(

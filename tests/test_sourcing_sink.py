@@ -153,13 +153,14 @@ def unit(
     limits: SourcingDataLimits = LIMITS,
     checkpoint: Callable[[], None] = lambda: None,
     remember: Callable[[dict[str, str]], None] | None = None,
+    params: dict[str, str] | None = None,
 ) -> Unit:
     stored = dict(remote or {})
     ctx = RunContext(
         unit_id="job:0",
         attempt=1,
         records=data,
-        params={"operation_id": OPERATION},
+        params={"operation_id": OPERATION} if params is None else params,
         remote={k: v for k, v in stored.items() if v},
         client=client,
         limits=limits,
@@ -173,7 +174,8 @@ def unit(
 
 def again(previous: Unit, client: SourcingDataClient, data: list[Record]) -> Unit:
     """The next attempt of a unit: it starts from the remote state the last one left."""
-    return unit(client, data, previous.remote, previous.ctx.limits)
+    return unit(client, data, previous.remote, previous.ctx.limits,
+                params=previous.ctx.params)  # fmt: skip
 
 
 def committed_once(sim: SourcingDataSimulator, data: list[Record]) -> bool:
@@ -705,3 +707,111 @@ def test_start_turn_of_a_live_unit_is_waited_for_without_an_attempt(
         run.run()
     assert isinstance(caught.value, VendorBusy)  # waiting costs the unit no attempt
     assert wire.kinds() == []  # nothing sent beside the other start
+
+
+# --- a unit of one request, under an operationId of its own: sent whole in its start ----------
+
+NO_OPERATION: dict[str, str] = {}  # a job published without --operation-id
+
+
+def test_a_unit_of_one_request_without_an_operation_id_is_one_complete_start(
+    sim: SourcingDataSimulator, wire: Recorder, client: SourcingDataClient
+) -> None:
+    remembered: list[dict[str, str]] = []
+    data = records(499)  # under 500 records the vendor may process the item at once
+    run = unit(client, data, params=NO_OPERATION, remember=remembered.append)
+    assert run.run().count == 499
+    assert wire.chunks() == [("start", 499, False)]
+    assert wire.kinds() == ["start"]  # processed at once: nothing to poll
+    note = remembered[0]  # before the start went out: what finds the item if the answer is lost
+    assert note[sink_module.WHOLE_START] == "1"
+    assert note["start_operation_id"] == wire.sent[0].params["operationId"]
+    assert remembered[1]["queue_item_id"] and remembered[1]["chunks_sent"] == "1"
+    assert not remembered[1][sink_module.WHOLE_START]  # settled: its id is known
+    assert committed_once(sim, data)
+
+
+def test_a_unit_over_one_request_or_of_a_shared_operation_still_opens_incomplete(
+    sim: SourcingDataSimulator, wire: Recorder, client: SourcingDataClient
+) -> None:
+    assert unit(client, records(500), params=NO_OPERATION).run().count == 500
+    assert wire.chunks() == [("start", 500, False)]  # the most one request takes, then polled
+    wire.sent.clear()
+    assert unit(client, records(501, first=1000), params=NO_OPERATION).run().count == 501
+    assert wire.chunks() == [("start", 500, True), ("append", 1, False)]
+    wire.sent.clear()
+    assert unit(client, records(3, first=600)).run().count == 3  # --operation-id: siblings
+    assert wire.chunks() == [("start", 2, True), ("append", 1, False)]
+
+
+@pytest.mark.parametrize("loss", ["502", "504", "id not recorded"])
+def test_lost_answer_to_a_whole_start_is_found_and_counted_not_sent_again(
+    loss: str, sim: SourcingDataSimulator, wire: Recorder, client: SourcingDataClient
+) -> None:
+    data = records(10)
+    stored: dict[str, str] = {}
+
+    def forget_the_id(values: dict[str, str]) -> None:
+        if values.get("queue_item_id"):
+            raise WorkerDied("the answer arrived; the write to Redis never happened")
+        stored.update(values)
+
+    if loss == "id not recorded":
+        with pytest.raises(WorkerDied):
+            unit(client, data, params=NO_OPERATION, remember=forget_the_id).run()
+    else:
+        sim.configure(lose_next={"start": 1}, lost_answer=loss)
+        with pytest.raises(RetryableError) as caught:
+            unit(client, data, params=NO_OPERATION, remember=stored.update).run()
+        assert not isinstance(caught.value, NotApplied)
+    assert committed_once(sim, data)  # it committed, though the worker never learned it
+
+    wire.sent.clear()
+    rerun = unit(client, data, stored, params=NO_OPERATION)
+    assert rerun.run().count == 10
+    assert wire.kinds() == ["list"]  # found by its operationId, committed: nothing sent
+    assert rerun.remote["queue_item_id"] and not rerun.remote[sink_module.WHOLE_START]
+    assert committed_once(sim, data)
+
+
+def test_lost_whole_start_that_committed_counts_delivered_when_the_unit_is_abandoned(
+    sim: SourcingDataSimulator, wire: Recorder, client: SourcingDataClient
+) -> None:
+    data = records(10)
+    first = unit(client, data, params=NO_OPERATION)
+    sim.configure(lose_next={"start": 1}, lost_answer="504")
+    with pytest.raises(RetryableError):
+        first.run()
+    ended = unit(client, data, first.remote, params=NO_OPERATION)
+    delivered = SourcingDataSink().abandon(ended.ctx)
+    assert delivered is not None and delivered.count == 10
+    assert committed_once(sim, data)
+
+
+def test_whole_start_that_opened_nothing_waits_out_its_flight_then_is_sent_again(
+    sim: SourcingDataSimulator, wire: Recorder, client: SourcingDataClient
+) -> None:
+    data = records(10)
+    wire.intercept = fail_once("start", 504)  # a gateway's 504 before it reached the vendor
+    first = unit(client, data, params=NO_OPERATION)
+    with pytest.raises(RetryableError):
+        first.run()
+    assert sim.ledger()["items"]["Success"] == 0
+
+    wire.sent.clear()
+    soon = unit(client, data, first.remote, params=NO_OPERATION)
+    with pytest.raises(VendorBusy) as waiting:  # it may still reach the vendor: no resend yet
+        soon.run()
+    timeout = LIMITS.request_timeout_seconds
+    assert waiting.value.retry_after is not None and 0 < waiting.value.retry_after <= timeout + 10
+    assert wire.kinds() == ["list"]
+
+    wire.sent.clear()
+    sent_at = sink_module._moment(first.remote["start_sent_at"])
+    assert sent_at is not None
+    long_ago = sent_at - timedelta(seconds=timeout + 11)  # its request has timed out since
+    late = unit(client, data, {**first.remote, "start_sent_at": long_ago.isoformat()},
+                params=NO_OPERATION)  # fmt: skip
+    assert late.run().count == 10
+    assert wire.kinds() == ["list", "start"]
+    assert committed_once(sim, data)

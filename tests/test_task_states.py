@@ -24,7 +24,7 @@ def ended(make_runner: MakeRunner, sink: ScriptedSink, error: Exception | None) 
     runner.add_middleware(HandBacks())
     unit_id = staged_unit(store)
     sink.error = error
-    return end_of_task(lambda: runner.run(TARGET, unit_id), store, unit_id)
+    return end_of_task(lambda: runner.run(TARGET, unit_id), unit_id)
 
 
 def test_a_delivered_unit_ends_in_success_with_its_status(
@@ -80,7 +80,7 @@ def test_a_failed_unit_without_records_says_so(make_runner: MakeRunner, sink: Sc
     store.open(job_id)
     sink.error = FinalError("no such import", target=TARGET)
     with pytest.raises(UnitFailed, match=r"failed, no records \(a bare trigger\)"):
-        end_of_task(lambda: runner.run(TARGET, unit_id), store, unit_id)
+        end_of_task(lambda: runner.run(TARGET, unit_id), unit_id)
 
 
 def retried_saying(make_runner: MakeRunner, sink: ScriptedSink, stop: Exception,
@@ -93,7 +93,7 @@ def retried_saying(make_runner: MakeRunner, sink: ScriptedSink, stop: Exception,
     store.redis.hset(keys.unit(unit_id), "handbacks", handbacks)
     sink.error = stop
     with pytest.raises(Retry) as retried:
-        end_of_task(lambda: runner.run(TARGET, unit_id), store, unit_id)
+        end_of_task(lambda: runner.run(TARGET, unit_id), unit_id)
     assert retried.value.when == 0  # back in the queue at once
     return str(retried.value.exc)
 

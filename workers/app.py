@@ -222,8 +222,7 @@ def _register(target: str) -> None:
         # Ends in FAILURE or RETRY when the unit failed or waits (workers/task_states.py).
         unit_id = envelope["unit_id"]
         worker = shutdown_id(self.request.hostname or "")
-        return end_of_task(lambda: runner().run(target, unit_id, worker), JobStore(redis_client()),
-                           unit_id)  # fmt: skip
+        return end_of_task(lambda: runner().run(target, unit_id, worker), unit_id)
 
 
 for _name in targets.TARGETS:

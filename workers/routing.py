@@ -26,6 +26,7 @@ from workers.outcomes import Defer, Misconfigured, Paused, Result, UnitRun
 from workers.retry import unit_delay
 from workers.signals import HandBack, LeaseLost, LeaseUnconfirmed
 from workers.targets.base import Delivered, Record
+from workers.task_states import TaskEnd, note_end
 
 # The runner's logger: routing is the end of the unit's run, and its lines say so.
 log = structlog.get_logger("importq.runner")
@@ -265,6 +266,11 @@ class Router:
         if not recorded:
             log.warning("lease lost before the outcome was recorded; another worker owns the unit")
             return "lease lost"
+        # What the task's state tells, known here: its end needs no read of the unit.
+        note_end(TaskEnd(records=int(run.unit.get("records") or 0),
+                         attempts=run.claim.attempts + outcome.attempts_delta,
+                         waits_for=outcome.fields.get("waits_for", ""),
+                         due=float(outcome.fields.get("next_attempt_at") or 0)))  # fmt: skip
         if recorded == JOB_FINISHED:
             self._job_finished(keys.job_of(run.unit_id))
         return str(outcome.state)

@@ -12,7 +12,9 @@ becomes the task's state in Flower:
     duplicate message acknowledged)
 
 Either way the message is acknowledged: the unit's state in Redis is the truth, and
-what comes next (the retry, the dead letters) is already recorded there. The task's
+what comes next (the retry, the dead letters) is already recorded there. What the task's
+state says (the unit's records, its attempts, what it waits for and until when) comes
+from the finish the router just recorded (TaskEnd), not from another read. The task's
 exception names the unit and where to read why, never the vendor's words: they may
 quote a record, and Flower shows task exceptions to everyone it lets in.
 """
@@ -22,11 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 from celery.exceptions import Retry
 
 from workers import keys
-from workers.jobs import JobStore, UnitState
+from workers.jobs import UnitState
 from workers.middleware.base import Middleware
 from workers.outcomes import Outcome, Result, UnitRun
 from workers.routing import FREE_HANDBACKS, handback_count
@@ -38,6 +41,26 @@ from workers.targets.base import Delivered
 _refused: ContextVar[int] = ContextVar("importq_refused_records", default=0)
 # Why the unit went back to the queue unfinished, if it did; set by HandBacks.
 _handed_back: ContextVar[str] = ContextVar("importq_handed_back", default="")
+
+
+@dataclass(frozen=True)
+class TaskEnd:
+    """What the unit's finish recorded that its task's state tells (workers/routing.py)."""
+
+    records: int
+    attempts: int
+    waits_for: str = ""
+    due: float = 0.0
+    """When it runs again (epoch seconds), if it waits."""
+
+
+# The finish of the unit this task runs; set by the router, read by end_of_task.
+_ended: ContextVar[TaskEnd | None] = ContextVar("importq_task_end", default=None)
+
+
+def note_end(end: TaskEnd) -> None:
+    """The router recorded the unit's finish: `end` is what its task's state needs."""
+    _ended.set(end)
 
 
 class UnitFailed(Exception):
@@ -78,39 +101,41 @@ def _handback_words(run: UnitRun, stop: HandBack | LeaseUnconfirmed) -> str:
             f"{FREE_HANDBACKS} free ones); it used attempt {run.claim.attempts}")  # fmt: skip
 
 
-def end_of_task(run_unit: Callable[[], str], store: JobStore, unit_id: str) -> str:
+def end_of_task(run_unit: Callable[[], str], unit_id: str) -> str:
     """Run the unit; its status if it ended well, else raise UnitFailed or Retry."""
-    tokens = _refused.set(0), _handed_back.set("")
+    tokens = _refused.set(0), _ended.set(None), _handed_back.set("")
     try:
         status = run_unit()
-        refused, handed_back = _refused.get(), _handed_back.get()
+        refused, end, handed_back = _refused.get(), _ended.get(), _handed_back.get()
     finally:
         _refused.reset(tokens[0])
-        _handed_back.reset(tokens[1])
+        _ended.reset(tokens[1])
+        _handed_back.reset(tokens[2])
     job_id = keys.job_of(unit_id)
     if status == UnitState.FAILED:
-        records = int(store.unit(unit_id).get("records") or 0)
-        what = f"{records} records dead-lettered" if records else "no records (a bare trigger)"
-        raise UnitFailed(f"unit {unit_id} failed, {what}; why: importq status {job_id}")
+        raise UnitFailed(f"unit {unit_id} failed, {_dead(end)}; why: importq status {job_id}")
     if status == UnitState.SUCCEEDED and refused:
         raise UnitFailed(f"unit {unit_id} delivered, but {refused} records were refused and "
                          f"dead-lettered; why: importq dlq show {job_id}")  # fmt: skip
     if status == UnitState.WAITING:
-        raise _retry(store, unit_id, handed_back)
+        raise _retry(unit_id, end, handed_back)
     return status
 
 
-def _retry(store: JobStore, unit_id: str, handed_back: str) -> Retry:
-    unit = store.unit(unit_id)
-    waits_for = unit.get("waits_for")
+def _dead(end: TaskEnd | None) -> str:
+    if end is None:  # the router always notes a finish; said plainly should it not
+        return "its records dead-lettered"
+    return f"{end.records} records dead-lettered" if end.records else "no records (a bare trigger)"
+
+
+def _retry(unit_id: str, end: TaskEnd | None, handed_back: str) -> Retry:
     if handed_back:
         why = handed_back
-    elif waits_for:
-        what = "paused target to resume" if waits_for == "breaker" else waits_for
+    elif end and end.waits_for:
+        what = "paused target to resume" if end.waits_for == "breaker" else end.waits_for
         why = f"unit {unit_id} waits for its {what}, using no attempt"
     else:
-        why = f"unit {unit_id} will be retried after attempt {unit.get('attempts', '?')}"
-    due = float(unit.get("next_attempt_at") or 0)
-    when = round(max(0.0, due - time.time()), 2)
+        why = f"unit {unit_id} will be retried after attempt {end.attempts if end else '?'}"
+    when = round(max(0.0, end.due - time.time()), 2) if end else 0.0
     return Retry(exc=UnitWaits(f"{why}; see importq status {keys.job_of(unit_id)} --units"),
                  when=when)  # fmt: skip

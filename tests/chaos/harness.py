@@ -243,6 +243,18 @@ def sourcing_data_job(records: int, latency: float = 0.05, concurrency: int = 2)
                      {"latency_seconds": latency, "processing_seconds": 0.01})  # fmt: skip
 
 
+def sourcing_whole_job(records: int, per_item: int, latency: float) -> TargetJob:
+    """Queue items of one request each and no --operation-id: every start carries its whole
+    item under an operationId of its own (a lost answer is settled by finding the item). A
+    short request timeout keeps the wait for a start that found nothing short."""
+    rows = [{"entityId": "CHAOS", "recordId": f"w-{n}", "data": {"Code": f"C{n}"}}
+            for n in range(records)]  # fmt: skip
+    per = {"SOURCING_DATA_RECORDS_PER_ITEM": str(per_item)}
+    return TargetJob("sourcing_data", rows, {}, 2, {**per, "SOURCING_DATA_TIMEOUT": "5"},
+                     {"latency_seconds": latency, "processing_seconds": 0.01},
+                     publish_env=per)  # fmt: skip
+
+
 def workflow_job(records: int, per_batch: int = 200, latency: float = 0.05) -> TargetJob:
     rows = [{"EmployeeId": f"E{n:06d}", "Name": f"Person {n}"} for n in range(records)]
     env = {"WORKFLOW_IMPORT_RECORDS_PER_BATCH": str(per_batch)}  # batches are cut at publish

@@ -17,6 +17,7 @@ from tests.chaos.harness import (
     datasource_job,
     mid_job,
     sourcing_data_job,
+    sourcing_whole_job,
     workflow_job,
 )
 
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.chaos
 # Each job outlasts ROUNDS kills: every kill costs the unit its progress so far.
 JOBS: dict[str, Callable[[], TargetJob]] = {
     "sourcing_data": lambda: sourcing_data_job(4000 * (2 + ROUNDS // 2), latency=0.1),
+    # Items of one request, each sent whole in its start (a kill may lose its answer).
+    "sourcing_data_whole": lambda: sourcing_whole_job(50 * (40 + 12 * ROUNDS), 50, latency=0.5),
     "workflow_import": lambda: workflow_job(200 * (8 + 4 * ROUNDS), latency=0.4),
     "datasource": lambda: datasource_job(6000, latency=0.15),  # 12 requests
     "blue": lambda: blue_job(2000, latency=0.03),  # 20 pushes
@@ -46,10 +49,10 @@ def test_kill_9_at_random_moments_loses_nothing_and_commits_nothing_twice(
     spec.prepare(fresh_simulators)
     fleet = fleets(session_site.url)
     began = time.monotonic()
-    worker = fleet.start(target, spec.concurrency, spec.worker_env)
+    worker = fleet.start(spec.target, spec.concurrency, spec.worker_env)
     job_id = session_site.publish_job(spec)
     # A spare worker boots while the first works, so a kill does not wait for a start.
-    spare = fleet.launch(target, spec.concurrency, spec.worker_env)
+    spare = fleet.launch(spec.target, spec.concurrency, spec.worker_env)
     landed = 0
     for _ in range(ROUNDS):
         if not mid_job(spec, fresh_simulators, session_site, job_id):
@@ -57,7 +60,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_commits_nothing_twice(
         fleet.kill(worker)
         landed += 1
         spare.wait_ready()
-        worker, spare = spare, fleet.launch(target, spec.concurrency, spec.worker_env)
+        worker, spare = spare, fleet.launch(spec.target, spec.concurrency, spec.worker_env)
     job = session_site.wait_job(job_id)
     verdict = spec.verdict(fresh_simulators, job, session_site)
     figure(f"chaos {target} kill -9 x{landed}: {verdict.line()}, {job.crashes} crashes "

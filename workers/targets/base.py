@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
+import orjson
 import structlog
 
 from importq import jsoncodec
@@ -131,6 +132,12 @@ class Sink(ABC, Generic[LimitsT, ClientT]):
         self, records: Iterable[Located], limits: LimitsT, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
         """Cut validated records into units that never exceed the limits (raise InputError)."""
+
+    def batches(self, limits: LimitsT, params: dict[str, Any]) -> Batches | None:
+        """The limits when `plan` is `batched` (records cut by count and bytes, kept as they
+        were read), else None. Publish then plans a plain JSON Lines file keeping no record
+        and stages each unit's raw lines (producers/rawlines.py)."""
+        return None
 
     def slot(self, params: dict[str, Any], limits: LimitsT) -> tuple[str, int] | None:
         """A key and a cap on units in flight for that key, or None for no cap."""
@@ -251,27 +258,78 @@ def record_size(record: Record) -> int:
     return len(jsoncodec.dumps(record))
 
 
+@dataclass(frozen=True)
+class Batches:
+    """A plan by count and bytes: at most `records` records and `bytes` bytes a unit."""
+
+    records: int
+    bytes: int
+    what: str = "unit"
+    """What a unit is called in the refusal of a record over the budget."""
+
+    def plan(self, records: Iterable[Located]) -> Iterator[list[Record]]:
+        return batched(records, self.records, self.bytes, self.what)
+
+    def counts(self, records: Iterable[Located]) -> Iterator[int]:
+        """How many records each unit of `plan` holds, keeping no record: each record is
+        measured as it passes and the units close where `batched` closes them (both are
+        greedy on the same sizes)."""
+        count = size = 0
+        dumps, option = orjson.dumps, orjson.OPT_NON_STR_KEYS  # record_size, inline
+        for record, where in records:
+            try:
+                record_bytes = len(dumps(record, option=option)) + 1  # the comma between items
+            except TypeError:  # an integer past 64 bits: as record_size measures it
+                record_bytes = record_size(record) + 1
+            if record_bytes > self.bytes:
+                raise _over_budget(record_bytes, self.bytes, self.what, where)
+            if count == self.records or (count and size + record_bytes > self.bytes):
+                yield count
+                count = size = 0
+            count += 1
+            size += record_bytes
+        if count:
+            yield count
+
+
 def batched(
     records: Iterable[Located], max_records: int, max_bytes: int, what: str = "unit"
 ) -> Iterator[list[Record]]:
     """Cut a stream into lists of at most max_records records and max_bytes bytes.
 
-    Each record counts its compact JSON plus one byte (the comma between items), so a
-    batch fits when its JSON array, less one byte, does: one encode per batch answers the
-    usual case, and only a batch over the byte budget is measured record by record.
+    Each record counts its compact JSON plus one byte (the comma between items), and a batch
+    closes when the next record would not fit. orjson writes a list as its items joined by
+    commas in brackets, so a batch fits when its JSON array, less one byte, does: one encode
+    per batch answers the usual case, and only a batch over the byte budget (or one orjson
+    cannot encode whole, which json would write otherwise) is measured record by record.
     """
     stream = iter(records)
     carried: list[Located] = []  # measured records left over from a batch cut by bytes
     while chunk := carried + list(islice(stream, max_records - len(carried))):
         whole = [record for record, _ in chunk]
-        if len(jsoncodec.dumps(whole)) - 1 <= max_bytes:
+        if (size := _orjson_size(whole)) is not None and size - 1 <= max_bytes:
             carried = []
             yield whole
             continue
         carried = yield from _cut_by_bytes(chunk, max_bytes, what)
-        if len(carried) == len(chunk):  # record by record it fits (a number both encoders
-            carried = []  # write differently): that count decides, as it always did
+        if len(carried) == len(chunk):  # record by record it fits
+            carried = []
             yield whole
+
+
+def _orjson_size(records: list[Record]) -> int | None:
+    try:
+        return len(orjson.dumps(records, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:  # an integer past 64 bits: measured record by record
+        return None
+
+
+def _over_budget(record_bytes: int, max_bytes: int, what: str, where: str) -> InputError:
+    return InputError(
+        f"record is {record_bytes} bytes, over the {max_bytes}-byte {what} budget; "
+        "shorten it or raise the budget setting",
+        where,
+    )
 
 
 def _cut_by_bytes(
@@ -283,11 +341,7 @@ def _cut_by_bytes(
     for record, where in chunk:
         record_bytes = record_size(record) + 1  # the comma between items
         if record_bytes > max_bytes:
-            raise InputError(
-                f"record is {record_bytes} bytes, over the {max_bytes}-byte {what} budget; "
-                "shorten it or raise the budget setting",
-                where,
-            )
+            raise _over_budget(record_bytes, max_bytes, what, where)
         if batch and size + record_bytes > max_bytes:
             yield [r for r, _ in batch]
             batch, size = [], 0

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from importq.errors import InputError
 from workers.retry import resend
-from workers.targets.base import Delivered, Param, Sink, batched
+from workers.targets.base import Batches, Delivered, Param, Sink
 from workers.targets.http_batch.client import HttpBatchClient
 from workers.targets.http_batch.limits import HttpBatchLimits
 
@@ -70,10 +70,13 @@ class HttpBatchSink(Sink[HttpBatchLimits, HttpBatchClient]):
     def plan(
         self, records: Iterable[Located], limits: HttpBatchLimits, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
+        return self.batches(limits, params).plan(records)
+
+    def batches(self, limits: HttpBatchLimits, params: dict[str, Any]) -> Batches:
         # batched counts each record plus one byte: JSON Lines is exactly that, a JSON array
         # one byte more ("[" and "]" around records joined by commas), so one is kept back.
         budget = limits.bytes_per_request - 1
-        return batched(records, limits.records_per_request, budget, "request")
+        return Batches(limits.records_per_request, budget, "request")
 
     def slot(self, params: dict[str, Any], limits: HttpBatchLimits) -> tuple[str, int] | None:
         # One cap across every job and worker: all batches land on the same receiver.

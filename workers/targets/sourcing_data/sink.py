@@ -39,12 +39,12 @@ from importq.settings import Settings
 from workers.retry import RESEND_WAIT_CAP, resend
 from workers.target_state import OpenSet
 from workers.targets.base import (
+    Batches,
     Delivered,
     Located,
     Record,
     RunContext,
     Sink,
-    batched,
 )
 from workers.targets.sourcing_data.client import (
     TARGET,
@@ -59,6 +59,12 @@ CANCELLED = frozenset({"Canceled", "Cancelled"})
 # How far the vendor's clock (an item's createdOn) may be from the worker's.
 CLOCK_MARGIN = timedelta(seconds=10)
 LIST_PAGES = 50  # pages of 100 items read when looking for a lost start's item
+LIST_PAGE_SIZE = 100  # the client's default page
+# A start that carries the whole unit (one request, an operationId of its own) completes
+# its item at once: noted with start_sent_at, so a lost answer is settled by finding it.
+WHOLE_START = "start_whole"
+_START_SETTLED = {"start_sent_at": "", "start_operation_id": ""}
+_WHOLE_START_SETTLED = {**_START_SETTLED, WHOLE_START: ""}
 START_TURN_WAIT = 10.0  # seconds a unit waits in place for its operation's start turn
 CLAIMS_KEPT_MS = 2 * 86400 * 1000  # how long a registered item id stays registered
 _FRACTION = re.compile(r"(\.\d{6})\d+")  # .NET writes 7 fractional digits
@@ -110,7 +116,10 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
     def plan(
         self, records: Iterable[Located], limits: SourcingDataLimits, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
-        return batched(records, limits.records_per_item, limits.bytes_per_item, "queue item")
+        return self.batches(limits, params).plan(records)
+
+    def batches(self, limits: SourcingDataLimits, params: dict[str, Any]) -> Batches:
+        return Batches(limits.records_per_item, limits.bytes_per_item, "queue item")
 
     def slot(self, params: dict[str, Any], limits: SourcingDataLimits) -> tuple[str, int] | None:
         operation = params.get("operation_id") or "-"
@@ -118,10 +127,11 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
 
     def run(self, ctx: Context) -> Delivered:
         client = ctx.client
-        open_item = ctx.remote.get("queue_item_id")
-        if open_item:
-            item = self._call(ctx, lambda: client.status(open_item))
-            ctx.log.info("earlier queue item found", queue_item_id=open_item, status=item.status)
+        found = self._lost_whole_start(ctx, client)
+        open_item = ctx.remote.get("queue_item_id") or ""
+        if found is not None or open_item:
+            item = found or self._call(ctx, lambda: client.status(open_item))
+            ctx.log.info("earlier queue item found", queue_item_id=item.id, status=item.status)
             sent = int(ctx.remote.get("chunks_sent") or 0)
             if item.status == PENDING and ctx.handed_back and sent:
                 # The last attempt stopped cleanly after chunk `sent`: carry on from there.
@@ -135,11 +145,12 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
     def abandon(self, ctx: Context) -> Delivered | None:
         """Cancel the item a dead attempt left Pending, or count it if it committed."""
         client = ctx.client
+        found = self._lost_whole_start(ctx, client, wait=False)
         self._settle_lost_start(ctx, client)  # an orphan never completes: it holds nothing
-        open_item = ctx.remote.get("queue_item_id")
-        if not open_item:
+        open_item = ctx.remote.get("queue_item_id") or ""
+        if found is None and not open_item:
             return None
-        item = self._call(ctx, lambda: client.status(open_item))
+        item = found or self._call(ctx, lambda: client.status(open_item))
         try:
             return self._resume(ctx, client, item)
         except RejectedError:  # the item failed on its own: it holds nothing
@@ -165,42 +176,108 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
 
     def _send_item(self, ctx: Context, client: SourcingDataClient) -> Delivered:
         limits = ctx.limits
-        first = request_chunks(ctx.records, limits.records_per_request)[0]
         shared = ctx.params.get("operation_id") or None
         # Without a job-wide operationId each start gets one of its own: a lost start's item
-        # is then the one Pending item of that operation.
+        # is then the one item of that operation. Such a unit that fits in one request goes
+        # whole, complete, in its start (see _lost_whole_start for a lost answer).
+        whole = not shared and len(ctx.records) <= limits.records_per_request
+        first = ctx.records if whole else request_chunks(ctx.records, limits.records_per_request)[0]
         operation_id = shared or str(uuid.uuid4())
         with self._start_turn(ctx, client, shared):
             # Noted before sending: a lost answer or a failed write of the id below leaves an
-            # item the next attempt must find and cancel.
-            ctx.remember({"start_sent_at": _now(), "start_operation_id": operation_id})
+            # item the next attempt must find (and cancel, unless it was sent whole).
+            ctx.remember({"start_sent_at": _now(), "start_operation_id": operation_id,
+                          **({WHOLE_START: "1"} if whole else {})})  # fmt: skip
+            settled = _WHOLE_START_SETTLED if whole else _START_SETTLED
             try:
                 item = self._call(
-                    ctx, lambda: client.start(first, operation_id=operation_id, incomplete=True)
+                    ctx,
+                    lambda: client.start(first, operation_id=operation_id, incomplete=not whole),
                 )
             except (FinalError, NotApplied):
                 # Refused or never processed: no item was opened.
-                ctx.remember({"start_sent_at": "", "start_operation_id": ""})
+                ctx.remember(settled)
                 raise
             ctx.log.info("queue item opened", queue_item_id=item.id, operation_id=operation_id)
             if shared:
                 self._register(ctx, client, shared, item.id)
             try:
-                ctx.remember({"queue_item_id": item.id, "chunks_sent": "1",
-                              "start_sent_at": "", "start_operation_id": ""})  # fmt: skip
+                ctx.remember({"queue_item_id": item.id, "chunks_sent": "1", **settled})
             except BaseException:
                 if shared:  # unregistered, it is an orphan the next attempt cancels
                     self._unregister(ctx, client, shared, item.id)
                 raise
+        if whole:
+            return self._settle(ctx, self._poll(ctx, client, item))
         return self._append_rest(ctx, client, item, sent=1)
+
+    def _lost_whole_start(
+        self, ctx: Context, client: SourcingDataClient, *, wait: bool = True
+    ) -> QueueItem | None:
+        """The item a start sent whole (complete, under an operationId of its own) opened
+        when its answer was lost or its id not recorded; None if it opened none.
+
+        Such an item commits on its own, so it is found rather than cancelled: the agent's
+        items of that operationId. One that is not cancelled is adopted (its id recorded, then
+        polled to its end, or cancelled if Pending); none means the start opened nothing,
+        once it can no longer be in flight: until then (the request timeout and the clock
+        margin after it was sent) the unit waits (VendorBusy) unless `wait` is False.
+        """
+        operation_id = ctx.remote.get("start_operation_id")
+        began = _moment(ctx.remote.get("start_sent_at") or "")
+        if not ctx.remote.get(WHOLE_START) or not operation_id or began is None:
+            return None
+        items, whole_list = self._items_of(client, operation_id, began - CLOCK_MARGIN)
+        live = [item for item in items if item.status not in CANCELLED]
+        if len(live) > 1 or (not live and not whole_list):
+            why = f"{len(live)} items" if live else "more items than importq reads"
+            raise FinalError(
+                f"the start sent at {began.isoformat()} (operationId {operation_id}) left {why} "
+                "at the vendor: check them and replay the unit's records if none committed",
+                target=TARGET,
+            )
+        if live:
+            ctx.log.warning("found the queue item of a start whose answer was lost",
+                            queue_item_id=live[0].id, status=live[0].status)  # fmt: skip
+            ctx.remember({"queue_item_id": live[0].id, "chunks_sent": "1", **_WHOLE_START_SETTLED})
+            return live[0]
+        in_flight_until = began + timedelta(seconds=ctx.limits.request_timeout_seconds)
+        left = (in_flight_until + CLOCK_MARGIN - datetime.now(UTC)).total_seconds()
+        if wait and left > 0:
+            raise VendorBusy(
+                f"the start sent at {began.isoformat()} opened no queue item so far; it is "
+                f"sent again once it can no longer be in flight, in {left:.0f} s",
+                target=TARGET,
+                retry_after=left,
+            )
+        ctx.log.info("the start whose answer was lost opened no item", start_sent_at=began)
+        ctx.remember(_WHOLE_START_SETTLED)
+        return None
+
+    @staticmethod
+    def _items_of(
+        client: SourcingDataClient, operation_id: str, since: datetime
+    ) -> tuple[list[QueueItem], bool]:
+        """The agent's items of `operation_id` created since `since`, and whether the list
+        was read that far back (False: LIST_PAGES pages were not enough)."""
+        found: list[QueueItem] = []
+        read = 0
+        for item in client.recent_items(LIST_PAGES):
+            read += 1
+            created = _moment(item.created_on)
+            if created is not None and created < since:
+                return found, True  # latest first: the rest are older still
+            if item.operation_id == operation_id:
+                found.append(item)
+        return found, read < LIST_PAGES * LIST_PAGE_SIZE
 
     def _settle_lost_start(self, ctx: Context, client: SourcingDataClient) -> None:
         """Cancel the Pending item an earlier start may have opened without importq learning
         its id (the answer was lost, or recording it failed)."""
         sent_at = ctx.remote.get("start_sent_at")
         operation_id = ctx.remote.get("start_operation_id")
-        if not sent_at or not operation_id:
-            return
+        if not sent_at or not operation_id or ctx.remote.get(WHOLE_START):
+            return  # a start sent whole is settled by _lost_whole_start
         shared = operation_id if operation_id == ctx.params.get("operation_id") else None
         began = _moment(sent_at)
         with self._start_turn(ctx, client, shared):

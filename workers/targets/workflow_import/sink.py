@@ -20,13 +20,13 @@ from importq.settings import Settings
 from workers import keys
 from workers.retry import resend
 from workers.targets.base import (
+    Batches,
     Delivered,
     Located,
     Param,
     Record,
     RunContext,
     Sink,
-    batched,
 )
 from workers.targets.workflow_import.client import TARGET, QueueBatch, WorkflowImportClient
 from workers.targets.workflow_import.limits import WorkflowImportLimits
@@ -99,7 +99,10 @@ class WorkflowImportSink(Sink[WorkflowImportLimits, WorkflowImportClient]):
     def plan(
         self, records: Iterable[Located], limits: WorkflowImportLimits, params: dict[str, Any]
     ) -> Iterator[list[Record]]:
-        return batched(records, limits.records_per_batch, limits.bytes_per_batch, "batch")
+        return self.batches(limits, params).plan(records)
+
+    def batches(self, limits: WorkflowImportLimits, params: dict[str, Any]) -> Batches:
+        return Batches(limits.records_per_batch, limits.bytes_per_batch, "batch")
 
     def slot(self, params: dict[str, Any], limits: WorkflowImportLimits) -> tuple[str, int] | None:
         # One cap across every job and worker: all batches land on the same background queue.

@@ -1,0 +1,100 @@
+"""The second pass over a JSON Lines file without parsing it again.
+
+For a target whose plan is `batched` (its sink's `batches` says so: the records are cut by
+count and bytes and kept as they were read), the first pass (producers/publish.py) cuts the
+units with `Batches.counts`, keeping no record, and notes where each unit's lines end in
+the file. Each unit's staged payload is then its raw lines made into one JSON array,
+`[line,line,...]`: no second parse, no encode. The worker parses that array into the
+records the first pass checked (the same parser reads the same text). The units are the
+ones `batched` cuts, by the same sizes (each parsed record's compact JSON), so the byte
+budgets hold as before; only the staged bytes may keep the file's spacing.
+
+Gzip, stdin, JSON arrays, CSV, Python iterables and the other targets' plans (a Data
+Source's rows are rebuilt records) take the ordinary second pass instead.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from importq.errors import InputError
+from workers.jobs import compress_payload
+from workers.targets.base import Batches, Located
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Span:
+    """One unit's lines: bytes [start, end) of the file, holding `count` records (and maybe
+    blank lines between them); `crc` is the CRC-32 of the file's bytes up to `end`."""
+
+    start: int
+    end: int
+    count: int
+    crc: int
+
+
+@dataclass
+class LineEnds:
+    """What the reader notes as it yields each record: the offset where its line ends and
+    the CRC-32 of the file up to there, for the records not yet in a unit."""
+
+    offsets: list[int] = field(default_factory=list)
+    crcs: list[int] = field(default_factory=list)
+
+
+def spans(located: Iterable[Located], ends: LineEnds, batches: Batches) -> Iterator[Span]:
+    """The units of `batches`'s plan as spans of the file, from the reader's `ends`; the
+    ends of records already in a unit are taken off, so it holds no more than a unit's."""
+    start = 0
+    for count in batches.counts(located):
+        end, crc = ends.offsets[count - 1], ends.crcs[count - 1]
+        del ends.offsets[:count], ends.crcs[:count]
+        yield Span(start, end, count, crc)
+        start = end
+
+
+def payloads(
+    path: Path, spans: list[Span], unchanged: Callable[[], None]
+) -> Iterator[tuple[int, bytes]]:
+    """Each unit's record count and staged payload, read from the file's bytes.
+
+    `unchanged` raises InputError if the file's size or time changed since the first pass;
+    it is asked before each unit is read. Bytes that differ from those the first pass
+    checked (a file rewritten in place) raise InputError too, before their unit is staged.
+    """
+    crc = 0
+    with open(path, "rb") as f:
+        for number, span in enumerate(spans):
+            unchanged()
+            f.seek(span.start)
+            chunk = f.read(span.end - span.start)
+            crc = zlib.crc32(chunk, crc)
+            lines = _record_lines(chunk, at_start=span.start == 0)
+            if crc != span.crc or len(lines) != span.count:
+                raise InputError(f"unit {number + 1}'s lines are not the ones checked",
+                                 where=str(path))  # fmt: skip
+            yield span.count, compress_payload(b"[" + b",".join(lines) + b"]")
+
+
+def _record_lines(chunk: bytes, at_start: bool) -> list[bytes]:
+    """The non-blank lines of `chunk`, split as the reader splits them (on LF only: a CR
+    or trailing spaces stay on their line, where JSON allows them as whitespace)."""
+    if at_start and chunk.startswith(_BOM):
+        chunk = chunk[len(_BOM) :]
+    return [line for line in chunk.split(b"\n") if line and not line.isspace()]
+
+
+def is_plain(path: Path, gzip_magic: bytes, gzip_suffix: str) -> bool:
+    """Whether `path` is read as it lies on disk (not gzip by name or by its first bytes)."""
+    if path.name.lower().endswith(gzip_suffix):
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(gzip_magic)) != gzip_magic
+
+
+__all__ = ["LineEnds", "Span", "is_plain", "payloads", "spans"]

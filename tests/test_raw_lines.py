@@ -1,0 +1,195 @@
+"""A plain JSON Lines file is parsed once: its units are staged as the file's own lines.
+
+The first pass checks and plans every record and notes where each unit's lines end; the
+second stages each unit as `[line,line,...]` (producers/rawlines.py). These tests hold it
+to the same units, byte budgets and records as the path that parses twice.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import string
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from importq import jsoncodec
+from importq import settings as importq_settings
+from importq.errors import InputError
+from producers import rawlines
+from producers.publish import publish
+from producers.readers import RecordFile, read_records, records_of
+from tests.helpers import nothing_enqueued, sample_records
+from workers import keys
+from workers.jobs import JobStore
+from workers.targets.base import Batches, batched, record_size
+
+TARGET = "sourcing_data"
+AGENT = {"SOURCING_DATA_AGENT_ID": "agent-for-tests"}
+
+
+def _publish(store: JobStore, path: Path, target: str = TARGET, **env: str) -> str:
+    settings = importq_settings.load({**AGENT, **env})
+    params = {"operation_id": "op-1"} if target == TARGET else {}
+    return publish(target, records_of(path), params, settings=settings, store=store,
+                   publish_unit=lambda unit_id, target, countdown: None)  # fmt: skip
+
+
+def _staged(store: JobStore, job_id: str) -> list[bytes]:
+    """Each unit's staged JSON array, decompressed, in unit order."""
+    payloads = [store.redis.get(keys.payload(u)) for u in store.unit_ids(job_id)]
+    return [zlib.decompress(p) for p in payloads if isinstance(p, bytes)]
+
+
+def _units(store: JobStore, job_id: str) -> list[list[dict[str, Any]]]:
+    return [jsoncodec.loads(payload) for payload in _staged(store, job_id)]
+
+
+def _records(rng: random.Random, count: int) -> Iterator[dict[str, Any]]:
+    for number in range(count):
+        width = rng.choice((0, 5, 40, 300, 1200))
+        text = "".join(rng.choices(string.ascii_letters + 'éü€"\\/', k=rng.randint(0, width)))
+        yield {"entityId": "E", "recordId": f"r-{number}", "data": {"Name": text, "n": 1e2}}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_units_are_the_ones_the_planner_cuts_and_keep_the_byte_budget(
+    seed: int, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    rng = random.Random(seed)
+    path = tmp_path / "records.jsonl"
+    # Spaced JSON and \u escapes: the raw lines are longer than compact JSON, and "1e2"
+    # (3 bytes) is 100.0 (5) once parsed: the budget counts the parsed record, as always.
+    path.write_text("".join(json.dumps(r) + "\n" for r in _records(rng, rng.randint(1, 300))))
+    per_item, budget = rng.randint(1, 40), rng.randint(3_000, 12_000)
+    env = {"SOURCING_DATA_RECORDS_PER_ITEM": str(per_item),
+           "SOURCING_DATA_BYTES_PER_ITEM": str(budget)}  # fmt: skip
+
+    store = JobStore(redis_client)
+    units = _units(store, _publish(store, path, **env))
+
+    expected = list(batched(read_records(path), per_item, budget, "queue item"))
+    assert units == expected
+    for unit in units:
+        assert sum(record_size(r) + 1 for r in unit) <= budget
+    lines = path.read_bytes().splitlines()
+    assert b"".join(_staged(store, store.recent()[0].id)) == b"".join(
+        b"[" + b",".join(lines[i : i + len(u)]) + b"]"
+        for i, u in zip(_starts(units), units, strict=True)
+    )  # the file's own bytes, not an encoding of the records
+
+
+def _starts(units: list[list[dict[str, Any]]]) -> Iterator[int]:
+    start = 0
+    for unit in units:
+        yield start
+        start += len(unit)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_counts_close_units_where_batched_does(seed: int) -> None:
+    rng = random.Random(seed)
+    located = [(r, f"f:{n}") for n, r in enumerate(_records(rng, rng.randint(0, 200)), 1)]
+    widest = max((record_size(r) + 1 for r, _ in located), default=1)
+    batches = Batches(rng.randint(1, 50), rng.randint(widest, widest * 10))
+    expected = [len(unit) for unit in batches.plan(located)]
+    assert list(batches.counts(located)) == expected
+
+
+def test_blank_lines_crlf_a_bom_and_trailing_spaces_stage_the_same_records(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    records = list(sample_records(7))
+    lines = [json.dumps(r).encode() for r in records]
+    path = tmp_path / "messy.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + lines[0] + b"\r\n"  # a BOM, and Windows line ends
+        + b"\n   \n\t\r\n"  # blank lines, one of spaces, one of a tab and a CR
+        + lines[1] + b"   \n"  # trailing spaces
+        + lines[2] + b"\r\n" + lines[3] + b"\n\n" + lines[4] + b"\n"
+        + b"  " + lines[5] + b"\n"  # leading spaces
+        + lines[6]  # no line end at the end of the file
+    )  # fmt: skip
+    store = JobStore(redis_client)
+    job_id = _publish(store, path, SOURCING_DATA_RECORDS_PER_ITEM="3")
+    assert _units(store, job_id) == [records[0:3], records[3:6], records[6:7]]
+    assert store.unit(store.unit_ids(job_id)[0])["records"] == "3"
+
+
+def test_a_bad_record_on_the_last_line_enqueues_nothing(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    path = tmp_path / "records.jsonl"
+    good = "".join(json.dumps(r) + "\n" for r in sample_records(9))
+    path.write_text(good + json.dumps({"entityId": "ORG_DEPT"}))  # no recordId
+    store = JobStore(redis_client)
+    with pytest.raises(InputError) as refused:
+        _publish(store, path, SOURCING_DATA_RECORDS_PER_ITEM="2")
+    assert refused.value.where == f"{path}:10"
+    nothing_enqueued(redis_client, TARGET)
+
+
+def test_a_record_over_the_byte_budget_is_refused_at_its_line(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    path = tmp_path / "records.jsonl"
+    wide = {"entityId": "E", "recordId": "w", "data": {"Blob": "x" * 500}}
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*sample_records(3), wide]))
+    with pytest.raises(InputError, match="over the 300-byte queue item budget") as refused:
+        _publish(JobStore(redis_client), path, SOURCING_DATA_BYTES_PER_ITEM="300")
+    assert refused.value.where == f"{path}:4"
+    nothing_enqueued(redis_client, TARGET)
+
+
+def test_an_integer_past_64_bits_reaches_the_worker_as_it_was_written(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    big = {"entityId": "E", "recordId": "1", "data": {"Count": 2**70, "Ratio": 0.5}}
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps(big) + "\n" + json.dumps(next(sample_records(1))) + "\n")
+    store = JobStore(redis_client)
+    assert _units(store, _publish(store, path)) == [[big, next(sample_records(1))]]
+
+
+def test_gzip_and_rebuilt_records_take_the_path_that_parses_again(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    store = JobStore(redis_client)
+    spaced = "".join(json.dumps(r) + "\n" for r in sample_records(4))
+    zipped = tmp_path / "records.jsonl.gz"
+    zipped.write_bytes(gzip.compress(spaced.encode()))
+    job_id = _publish(store, zipped)
+    assert _staged(store, job_id) == [jsoncodec.dumps(list(sample_records(4)))]
+
+    rows = tmp_path / "rows.jsonl"  # the Data Source's plan rebuilds each record
+    rows.write_text("".join(json.dumps({"Vals": [f"K{n}", f"Name {n}"]}) + "\n" for n in range(3)))
+    settings = importq_settings.load({"DATASOURCE_COMPANY_ID": "c-for-tests"})
+    params = {"mode": "replace", "external_id": "SPORTS-001", "name": "Sports",
+              "headers": "Code,Name"}  # fmt: skip
+    job_id = publish("datasource", records_of(rows), params, settings=settings, store=store,
+                     publish_unit=lambda unit_id, target, countdown: None)  # fmt: skip
+    (payload,) = _staged(store, job_id)
+    assert json.loads(payload) == [{"Vals": [f"K{n}", f"Name {n}"]} for n in range(3)]
+
+
+@pytest.mark.parametrize("rewrite", ["blank lines", "same length"])
+def test_a_unit_whose_lines_changed_is_refused(tmp_path: Path, rewrite: str) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in sample_records(4)))
+    ends = rawlines.LineEnds()
+    noted = RecordFile(path).noting_ends(ends)
+    assert noted is not None
+    spans = list(rawlines.spans(noted, ends, Batches(2, 10_000)))
+    assert [span.count for span in spans] == [2, 2]
+    if rewrite == "blank lines":
+        path.write_text("".join(json.dumps(r) + "\n\n" for r in sample_records(4)))
+    else:  # a record changed in place: the same size, the same lines
+        path.write_bytes(path.read_bytes().replace(b"Department 1", b"Department X"))
+    with pytest.raises(InputError, match="unit 1's lines are not the ones checked"):
+        list(rawlines.payloads(path, spans, lambda: None))
