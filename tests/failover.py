@@ -75,12 +75,12 @@ def run_failovers(
             job_id = wait_until("the job to be published", lambda: latest_job_id(site),
                                 timeout=120)  # fmt: skip
             for number in range(kills):
-                if not mid_job(spec, sims, site, job_id):
+                if not mid_job(spec, sims, site, job_id, fleet):
                     break
                 group.kill_primary()
                 if number < kills - 1:
                     group.restart_old()
-            end = publish_wait_end(cli, site, spec, sims, job_id)
+            end = publish_wait_end(cli, site, spec, sims, job_id, fleet)
         finally:
             cli.stop()
         return FailoverRun(end, group.failovers, time.monotonic() - began)

@@ -46,7 +46,7 @@ def test_sigterm_then_sigkill_of_the_resuming_worker_commits_each_record_once(
     fleet.kill(second)
     spare.wait_ready()
     first.process.wait(timeout=60)
-    job = session_site.wait_job(job_id)
+    job = session_site.wait_job(job_id, fleet=fleet)
     verdict = spec.verdict(fresh_simulators, job, session_site)
     figure(f"chaos sourcing_data SIGTERM then kill -9 of the resuming worker: {verdict.line()}, "
            f"job {job.state}, {time.monotonic() - began:.0f} s")  # fmt: skip

@@ -33,10 +33,10 @@ def test_redis_restarts_with_aof_mid_job_lose_nothing_and_commit_nothing_twice(
     fleet.start("sourcing_data", spec.concurrency)
     job_id = aof_site.publish_job(spec)
     for _ in range(max(1, ROUNDS // 4)):
-        if not mid_job(spec, fresh_simulators, aof_site, job_id):
+        if not mid_job(spec, fresh_simulators, aof_site, job_id, fleet):
             break
         aof_redis.restart(signum, down_seconds=RANDOM.uniform(0.2, 2.0))
-    job = aof_site.wait_job(job_id)
+    job = aof_site.wait_job(job_id, fleet=fleet)
     verdict = spec.verdict(fresh_simulators, job, aof_site)
     figure(f"chaos sourcing_data Redis {signum.name} restart x{aof_redis.restarts} (AOF): "
            f"{verdict.line()}, {job.crashes} crashes recovered, job {job.state}, "
@@ -59,11 +59,11 @@ def test_client_kill_of_every_connection_mid_job_loses_nothing_and_commits_nothi
     job_id = session_site.publish_job(spec)
     kills, dropped = 0, 0
     for _ in range(ROUNDS):
-        if not mid_job(spec, fresh_simulators, session_site, job_id):
+        if not mid_job(spec, fresh_simulators, session_site, job_id, fleet):
             break
         dropped += kill_every_client(session_site.redis)
         kills += 1
-    job = session_site.wait_job(job_id)
+    job = session_site.wait_job(job_id, fleet=fleet)
     verdict = spec.verdict(fresh_simulators, job, session_site)
     figure(f"chaos sourcing_data CLIENT KILL x{kills} ({dropped} connections): "
            f"{verdict.line()}, job {job.state}, {time.monotonic() - began:.0f} s")  # fmt: skip
