@@ -78,6 +78,8 @@ def _config() -> dict[str, Any]:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # Celery's consumer, kept alive when kombu fails to close a lost Redis connection.
+        worker_consumer="workers.celery_consumer:Consumer",
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(name) for name in targets.TARGETS],
         task_routes={task_name(name): {"queue": name} for name in targets.TARGETS},
