@@ -151,11 +151,16 @@ def test_redis_restart_with_aof_loses_no_queued_record(
     server.wait(timeout=20)
     server = _aof_redis(tmp_path, port)
     try:
-        start_worker(REDIS_URL=url)
-        finished = _importq(env, "status", job_id, "--wait", check=False)
-        assert finished.returncode == 0, finished.stdout + finished.stderr
-        assert sim.ledger()["committed_records"] == 6_000
-        assert sim.ledger()["duplicates"] == 0
+        worker = start_worker(REDIS_URL=url)
+        try:
+            finished = _importq(env, "status", job_id, "--wait", check=False)
+            assert finished.returncode == 0, finished.stdout + finished.stderr
+            assert sim.ledger()["committed_records"] == 6_000
+            assert sim.ledger()["duplicates"] == 0
+        finally:
+            # Before its Redis goes: a warm stop writes the worker's shutdown signal there,
+            # and with Redis gone it waited out Process.stop's 20 s before being killed.
+            worker.stop()
     finally:
         server.terminate()
         server.wait(timeout=20)
