@@ -142,6 +142,10 @@ def publish_unit(unit_id: str, target: str, countdown: float | None = None) -> N
         args=[envelope],
         queue=target,
         countdown=countdown,
+        # No limits in the message: Celery would stamp this process's IMPORTQ_UNIT_TIME_LIMIT
+        # (a producer's, say) and the worker would obey it over its own.
+        time_limit=None,
+        soft_time_limit=None,
         argsrepr=f"job={envelope['job_id']} unit={unit_id}",
         kwargsrepr="{}",
         # When it was sent, for the age of the oldest waiting message (`importq queues`):
