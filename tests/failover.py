@@ -98,7 +98,7 @@ def run_failovers(
     try:
         fleet.start("sourcing_data", spec.concurrency)
         with supervised(fleet, "sourcing_data", spec.concurrency) as restarts:
-            end = _publish_and_fail_over(group, sims, tmp_path, spec, env, site, kills)
+            end = _publish_and_fail_over(group, sims, tmp_path, spec, env, site, kills, fleet)
         return FailoverRun(end, group.failovers, time.monotonic() - began, restarts[0])
     finally:
         fleet.stop_all()
@@ -113,6 +113,7 @@ def _publish_and_fail_over(
     env: dict[str, str],
     site: Site,
     kills: int,
+    fleet: Fleet,
 ) -> PublishWait:
     """`importq publish --wait` of the job, the primary killed `kills` times mid-job."""
     path = tmp_path / "records.jsonl"
@@ -122,11 +123,11 @@ def _publish_and_fail_over(
     try:
         job_id = wait_until("the job to be published", lambda: latest_job_id(site), timeout=120)
         for number in range(kills):
-            if not mid_job(spec, sims, site, job_id):
+            if not mid_job(spec, sims, site, job_id, fleet):
                 break
             group.kill_primary()
             if number < kills - 1:
                 group.restart_old()
-        return publish_wait_end(cli, site, spec, sims, job_id)
+        return publish_wait_end(cli, site, spec, sims, job_id, fleet)
     finally:
         cli.stop()

@@ -48,3 +48,18 @@ def test_message_carries_ids_only(redis_client: object) -> None:
     schemas.validator("envelope").validate(args[0])  # the published contract
     assert args[0] == {"unit_id": "job1:0", "job_id": "job1", "target": "sourcing_data",
                        "schema_version": 1}  # fmt: skip
+
+
+def test_a_units_message_leaves_its_time_limit_to_the_worker(redis_client: object) -> None:
+    """Celery stamps a registered task's limits into the messages it sends, and a worker obeys
+    the message's: a unit published by a producer (or a worker) whose IMPORTQ_UNIT_TIME_LIMIT
+    differs ran its first attempt under that limit, not the worker's own."""
+    import json
+
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(app.redis_url())
+    assert app.app.tasks[app.task_name("sourcing_data")].soft_time_limit  # this process's own
+    app.publish_unit("job1:0", "sourcing_data")
+    message = json.loads(client.lpop("sourcing_data") or b"{}")
+    assert message["headers"]["timelimit"] == [None, None]

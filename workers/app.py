@@ -102,6 +102,8 @@ def _config() -> dict[str, Any]:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # Celery's consumer, kept alive when kombu fails to close a lost Redis connection.
+        worker_consumer="workers.celery_consumer:Consumer",
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(name) for name in targets.TARGETS],
         task_routes={task_name(name): {"queue": name} for name in targets.TARGETS},
@@ -187,6 +189,10 @@ def publish_unit(unit_id: str, target: str, countdown: float | None = None) -> N
         args=[envelope],
         queue=target,
         countdown=countdown,
+        # No limits in the message: Celery would stamp this process's IMPORTQ_UNIT_TIME_LIMIT
+        # (a producer's, say) and the worker would obey it over its own.
+        time_limit=None,
+        soft_time_limit=None,
         argsrepr=f"job={envelope['job_id']} unit={unit_id}",
         kwargsrepr="{}",
         # When it was sent, for the age of the oldest waiting message (`importq queues`):

@@ -30,6 +30,7 @@ from redis.retry import Retry
 from importq import broker
 from importq.broker import RedisChoice
 from importq.processes import Process, celery_worker_command
+from tests.chaos.diagnose import quick_client, stall_report
 from tests.helpers import finished_job, wait_until
 from workers.dlq import DeadLetters
 from workers.jobs import JobStore, JobView
@@ -37,6 +38,7 @@ from workers.jobs import JobStore, JobView
 ROUNDS = max(1, int(os.environ.get("CHAOS_ROUNDS", "2")))
 RANDOM = random.Random(os.environ.get("CHAOS_SEED"))  # unseeded: each run tries other moments
 JOB_TIMEOUT = 180.0
+HEADWAY_TIMEOUT = 120.0  # nothing reached the vendor for this long: the scenario stalled
 _WORKER_NUMBERS = itertools.count()  # node names and logs unique across a test's fleets
 # What every chaos worker and producer runs with, on top of tests/conftest.py's TEST_ENV:
 # a unit staying unclaimed this long (its message lost) is sent again (issue 10, defect 4).
@@ -66,6 +68,7 @@ class Site:
     def __init__(self, url: str, choice: RedisChoice | None = None) -> None:
         """`choice`: a Redis Sentinel group's (broker.choose), followed through failovers."""
         self.url = url
+        self.choice = choice
         self.redis = broker.connect(choice) if choice else patient_client(url)
         self.store = JobStore(self.redis)
         broker_url = choice.broker_url() if choice else url
@@ -114,8 +117,28 @@ class Site:
         except redis.RedisError:
             return None  # Redis is down for a moment: ask again later
 
-    def wait_job(self, job_id: str, timeout: float = JOB_TIMEOUT) -> JobView:
-        return finished_job(job_id, self.job, timeout)
+    def wait_job(
+        self, job_id: str, timeout: float = JOB_TIMEOUT, fleet: Fleet | None = None
+    ) -> JobView:
+        """The job once finished; past `timeout` the failure carries a stall report."""
+        try:
+            return finished_job(job_id, self.job, timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}{self.stall_report(job_id, fleet)}") from None
+
+    def stall_report(
+        self,
+        job_id: str | None,
+        fleet: Fleet | None = None,
+        vendor: Callable[[], Any] | None = None,
+    ) -> str:
+        """tests/chaos/diagnose.py's report of this Redis, the fleet's workers and the vendor."""
+        client = self.redis if self.choice else quick_client(self.url)
+        try:
+            return stall_report(client, job_id, fleet.workers if fleet else (), vendor)
+        finally:
+            if client is not self.redis:
+                client.close()
 
     def unit(self, unit_id: str) -> dict[str, str]:
         try:
@@ -356,14 +379,19 @@ def finished(site: Site, job_id: str) -> bool:
     return job is not None and job.finished
 
 
-def mid_job(spec: TargetJob, sims: dict[str, Any], site: Site, job_id: str) -> bool:
-    """Wait until the vendor sees the job at work, then a random moment more; False if done."""
+def mid_job(spec: TargetJob, sims: dict[str, Any], site: Site, job_id: str, fleet: Fleet) -> bool:
+    """Wait until the vendor sees the job at work, then a random moment more; False if done.
+    A job that makes no headway for HEADWAY_TIMEOUT fails with a stall report."""
     seen = spec.progress(sims)
 
     def headway() -> bool:
         return spec.progress(sims) > seen or finished(site, job_id)
 
-    wait_until("the job to make headway", headway, timeout=120)
+    try:
+        wait_until("the job to make headway", headway, timeout=HEADWAY_TIMEOUT)
+    except AssertionError as error:
+        vendor = sims[spec.target].ledger
+        raise AssertionError(f"{error}{site.stall_report(job_id, fleet, vendor)}") from None
     time.sleep(RANDOM.uniform(0.0, spec.jitter))
     return not finished(site, job_id)
 
@@ -396,7 +424,7 @@ class PublishWait:
 
 
 def publish_wait_end(
-    cli: Process, site: Site, spec: TargetJob, sims: dict[str, Any], job_id: str
+    cli: Process, site: Site, spec: TargetJob, sims: dict[str, Any], job_id: str, fleet: Fleet
 ) -> PublishWait:
     """Wait up to 300 s for `publish --wait` to exit (then stop it), then for the job."""
     try:
@@ -404,6 +432,6 @@ def publish_wait_end(
     except subprocess.TimeoutExpired:
         code = None
     cli.stop()
-    job = site.wait_job(job_id)
+    job = site.wait_job(job_id, fleet=fleet)
     verdict = spec.verdict(sims, job, site)
     return PublishWait(code, job, verdict, cli.log_path.read_text(errors="replace"))

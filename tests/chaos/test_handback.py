@@ -15,6 +15,9 @@ from tests.chaos.harness import Fleet, Site, sourcing_data_job, wait_until
 pytestmark = pytest.mark.chaos
 
 LATENCY = 0.3  # long enough that the kill lands while an append is on the wire
+# While the second worker boots, the vendor answers this slowly, so the queue item is still
+# open when the first worker is told to stop, however long the boot takes on a busy machine.
+BOOTING_LATENCY = 2.0
 
 
 def test_sigterm_then_sigkill_of_the_resuming_worker_commits_each_record_once(
@@ -23,7 +26,7 @@ def test_sigterm_then_sigkill_of_the_resuming_worker_commits_each_record_once(
     fleets: Callable[[str], Fleet],
     figure: Callable[[str], None],
 ) -> None:
-    spec = sourcing_data_job(3000, latency=LATENCY, concurrency=1)  # one item: start + 5 appends
+    spec = sourcing_data_job(4000, latency=LATENCY, concurrency=1)  # one item: start + 7 appends
     sim = spec.prepare(fresh_simulators)
 
     def appends() -> int:
@@ -35,7 +38,9 @@ def test_sigterm_then_sigkill_of_the_resuming_worker_commits_each_record_once(
     job_id = session_site.publish_job(spec)
     second = fleet.launch("sourcing_data", 1)  # idle until the unit comes back
     wait_until("the first append", lambda: appends() >= 1)
+    sim.configure(latency_seconds=BOOTING_LATENCY)
     second.wait_ready()
+    sim.configure(latency_seconds=LATENCY)
     os.kill(first.process.pid, signal.SIGTERM)  # hands the unit back at its next checkpoint
     wait_until("the second worker to resume the unit",
                lambda: b"earlier queue item found" in second.log_path.read_bytes())  # fmt: skip
@@ -46,7 +51,7 @@ def test_sigterm_then_sigkill_of_the_resuming_worker_commits_each_record_once(
     fleet.kill(second)
     spare.wait_ready()
     first.process.wait(timeout=60)
-    job = session_site.wait_job(job_id)
+    job = session_site.wait_job(job_id, fleet=fleet)
     verdict = spec.verdict(fresh_simulators, job, session_site)
     figure(f"chaos sourcing_data SIGTERM then kill -9 of the resuming worker: {verdict.line()}, "
            f"job {job.state}, {time.monotonic() - began:.0f} s")  # fmt: skip

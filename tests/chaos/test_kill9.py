@@ -55,13 +55,13 @@ def test_kill_9_at_random_moments_loses_nothing_and_commits_nothing_twice(
     spare = fleet.launch(spec.target, spec.concurrency, spec.worker_env)
     landed = 0
     for _ in range(ROUNDS):
-        if not mid_job(spec, fresh_simulators, session_site, job_id):
+        if not mid_job(spec, fresh_simulators, session_site, job_id, fleet):
             break
         fleet.kill(worker)
         landed += 1
         spare.wait_ready()
         worker, spare = spare, fleet.launch(spec.target, spec.concurrency, spec.worker_env)
-    job = session_site.wait_job(job_id)
+    job = session_site.wait_job(job_id, fleet=fleet)
     verdict = spec.verdict(fresh_simulators, job, session_site)
     figure(f"chaos {target} kill -9 x{landed}: {verdict.line()}, {job.crashes} crashes "
            f"recovered, job {job.state}, {time.monotonic() - began:.0f} s")  # fmt: skip

@@ -40,7 +40,7 @@ def test_a_message_deleted_from_its_queue_is_sent_again_and_the_job_finishes(
     fleet = fleets(session_site.url)
     began = time.monotonic()
     fleet.start(target, spec.concurrency)
-    job = session_site.wait_job(job_id, timeout=20 * RESCUE + 30)
+    job = session_site.wait_job(job_id, timeout=20 * RESCUE + 30, fleet=fleet)
     took = time.monotonic() - began
     verdict = spec.verdict(fresh_simulators, job, session_site)
     figure(f"chaos sourcing_data message deleted from its queue: {verdict.line()}, job "

@@ -44,7 +44,7 @@ def test_a_vendor_outage_pauses_the_target_and_dead_letters_nothing(
     during = session_site.job(job_id)
     assert during is not None and during.records_dead == 0 and not during.finished
     sim.configure(fault_rate=0.0)  # the vendor is back
-    job = session_site.wait_job(job_id)
+    job = session_site.wait_job(job_id, fleet=fleet)
     resumed = time.monotonic() - began - OUTAGE
     verdict = spec.verdict(fresh_simulators, job, session_site)
     figure(f"chaos sourcing_data vendor outage {OUTAGE:.0f} s (2 attempts per unit): "

@@ -50,7 +50,7 @@ def test_publish_wait_across_a_redis_restart_exits_with_the_jobs_true_state(
         seen = spec.progress(fresh_simulators)
         wait_until("the job to make headway", lambda: spec.progress(fresh_simulators) > seen + 2)
         aof_redis.restart(signal.SIGTERM, down_seconds=DOWN_SECONDS)
-        end = publish_wait_end(cli, aof_site, spec, fresh_simulators, job_id)
+        end = publish_wait_end(cli, aof_site, spec, fresh_simulators, job_id, fleet)
     finally:
         cli.stop()
     figure(f"chaos publish --wait across a Redis restart ({DOWN_SECONDS:.0f} s down): exit "

@@ -1,0 +1,53 @@
+"""The Celery consumer importq's workers run: Celery's own, kept alive across a lost Redis.
+
+When the broker connection is lost, Celery 5.7 first collects it (kombu closes its channels
+and then drops the transport's `client`, the connection details a channel rebuilds its
+Redis pool from), then closes it once more. If Redis went away while the consumer waited on
+a queue for more work (a BRPOP in flight), the collect's close of that channel fails on the
+dead socket before it does anything, so the second close is the one that puts the messages
+the channel delivered back, and it needs a new pool: AttributeError "'NoneType' object has
+no attribute 'hostname'", which Celery takes for an unrecoverable error. Even past that, the
+channel could never build a pool again, so acknowledging a unit that was running across the
+restart raised the same error. Either way the worker exited (status 1) and nothing consumed
+its queues until something restarted it.
+
+This consumer gives the lost connection's transport its details back, so its channels work
+as they do after any other lost connection (the messages they delivered are acknowledged
+once their units end, over a new pool), and lets that one failure of the close pass: the
+put-back could not have reached a Redis that is away anyway, and a unit does not depend on
+its message (its lease and the reaper do). Any other error still ends the worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery.worker.consumer import Consumer as CeleryConsumer
+
+log = structlog.get_logger("importq.worker")
+
+
+class Consumer(CeleryConsumer):  # type: ignore[misc]  # celery ships no type hints
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        lost = self.connection
+        transport = getattr(lost, "_transport", None)  # before Celery collects it
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError as error:
+            if transport is None or transport.client is not None:
+                raise  # not the dropped details: a bug of its own
+            log.warning(
+                "the lost Redis connection did not close cleanly (kombu); reconnecting: "
+                "the messages it delivered are acknowledged when their units end",
+                error=str(error),
+            )
+        finally:
+            keep_details(transport, lost)
+
+
+def keep_details(transport: Any, connection: Any) -> None:
+    """Give a collected transport back the connection it was made for: its channels rebuild
+    their Redis pool from it to acknowledge the messages they delivered."""
+    if transport is not None and connection is not None and transport.client is None:
+        transport.client = connection
