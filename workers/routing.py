@@ -26,7 +26,7 @@ from workers.outcomes import Defer, Misconfigured, Paused, Result, UnitRun
 from workers.retry import unit_delay
 from workers.signals import HandBack, LeaseLost, LeaseUnconfirmed
 from workers.targets.base import Delivered, Record
-from workers.task_states import TaskEnd, note_end
+from workers.task_end import TaskEnd, note_end
 
 # The runner's logger: routing is the end of the unit's run, and its lines say so.
 log = structlog.get_logger("importq.runner")

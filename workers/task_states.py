@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
 
 from celery.exceptions import Retry
 
@@ -35,32 +34,13 @@ from workers.outcomes import Outcome, Result, UnitRun
 from workers.routing import FREE_HANDBACKS, handback_count
 from workers.signals import HandBack, LeaseUnconfirmed
 from workers.targets.base import Delivered
+from workers.task_end import TaskEnd, ended
 
 # Records the sink refused in the unit this task runs; set by RefusedRecords, read by
 # end_of_task. Per thread of execution, so it holds under any Celery pool.
 _refused: ContextVar[int] = ContextVar("importq_refused_records", default=0)
 # Why the unit went back to the queue unfinished, if it did; set by HandBacks.
 _handed_back: ContextVar[str] = ContextVar("importq_handed_back", default="")
-
-
-@dataclass(frozen=True)
-class TaskEnd:
-    """What the unit's finish recorded that its task's state tells (workers/routing.py)."""
-
-    records: int
-    attempts: int
-    waits_for: str = ""
-    due: float = 0.0
-    """When it runs again (epoch seconds), if it waits."""
-
-
-# The finish of the unit this task runs; set by the router, read by end_of_task.
-_ended: ContextVar[TaskEnd | None] = ContextVar("importq_task_end", default=None)
-
-
-def note_end(end: TaskEnd) -> None:
-    """The router recorded the unit's finish: `end` is what its task's state needs."""
-    _ended.set(end)
 
 
 class UnitFailed(Exception):
@@ -103,13 +83,13 @@ def _handback_words(run: UnitRun, stop: HandBack | LeaseUnconfirmed) -> str:
 
 def end_of_task(run_unit: Callable[[], str], unit_id: str) -> str:
     """Run the unit; its status if it ended well, else raise UnitFailed or Retry."""
-    tokens = _refused.set(0), _ended.set(None), _handed_back.set("")
+    tokens = _refused.set(0), ended.set(None), _handed_back.set("")
     try:
         status = run_unit()
-        refused, end, handed_back = _refused.get(), _ended.get(), _handed_back.get()
+        refused, end, handed_back = _refused.get(), ended.get(), _handed_back.get()
     finally:
         _refused.reset(tokens[0])
-        _ended.reset(tokens[1])
+        ended.reset(tokens[1])
         _handed_back.reset(tokens[2])
     job_id = keys.job_of(unit_id)
     if status == UnitState.FAILED:
