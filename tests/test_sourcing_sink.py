@@ -815,3 +815,12 @@ def test_whole_start_that_opened_nothing_waits_out_its_flight_then_is_sent_again
     assert late.run().count == 10
     assert wire.kinds() == ["list", "start"]
     assert committed_once(sim, data)
+
+
+def test_items_in_flight_are_capped_per_given_operation_id_only() -> None:
+    """A job without --operation-id gives each start its own operationId, so there is no
+    operation to cap: one slot shared by every such job ("operation:-") would cap all of
+    them together at SOURCING_DATA_ITEMS_IN_FLIGHT."""
+    limits = SourcingDataLimits(items_in_flight_per_operation=3)
+    assert SourcingDataSink().slot({"operation_id": "op-7"}, limits) == ("operation:op-7", 3)
+    assert SourcingDataSink().slot({}, limits) is None

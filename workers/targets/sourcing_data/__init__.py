@@ -26,7 +26,7 @@ SETTINGS = (
     EnvSetting(
         "SOURCING_DATA_ITEMS_IN_FLIGHT",
         "8",
-        "queue items open at once per operation, across all workers",
+        "queue items open at once per --operation-id, across all workers",
     ),
     EnvSetting(
         "SOURCING_DATA_POLL_BUDGET",

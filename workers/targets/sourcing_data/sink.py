@@ -122,8 +122,11 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
         return Batches(limits.records_per_item, limits.bytes_per_item, "queue item")
 
     def slot(self, params: dict[str, Any], limits: SourcingDataLimits) -> tuple[str, int] | None:
-        operation = params.get("operation_id") or "-"
-        return f"operation:{operation}", limits.items_in_flight_per_operation
+        # Without --operation-id every start gets its own operationId: no operation to cap.
+        operation = params.get("operation_id")
+        return (
+            (f"operation:{operation}", limits.items_in_flight_per_operation) if operation else None
+        )
 
     def run(self, ctx: Context) -> Delivered:
         client = ctx.client
