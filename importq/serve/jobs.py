@@ -6,7 +6,6 @@ import hashlib
 import time
 from typing import Annotated, Any
 
-import anyio.to_thread
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -34,12 +33,6 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 MAX_ERRORS_SETTING = "IMPORTQ_SERVE_MAX_ERRORS"
 DEFAULT_MAX_ERRORS = 20
 RETRY_AFTER_SECONDS = 5
-# Publishing is CPU-bound Python: publishes in several threads of one process only take turns
-# on the GIL, and each switch among them costs (about 1 ms of a 1,000-record body's 10, in
-# bench/serve_throughput.py's CPU figures). Bodies held in memory take turns on one lane
-# (each takes well under a second); a big one, in a file, runs beside them, so it never
-# holds the small ones up. Other processes (`--workers`) use the other cores.
-_SMALL_BODIES = anyio.CapacityLimiter(1)
 BODY_NAME = "body"  # records are placed as body:LINE or body:item N
 CALLBACK_PARAM = "callback_url"  # a query parameter of the API, not one of the target
 
@@ -168,10 +161,9 @@ async def publish_job(
                 response.headers["Idempotent-Replayed"] = "true"
                 return job_answer(request, svc, earlier)
         try:
-            lane = _SMALL_BODIES if body.path is None else None  # None: the shared pool
-            job_id, publish_cpu = await anyio.to_thread.run_sync(
-                _publish, svc, target, body, fmt, params, limiter=lane
-            )
+            # In the thread pool: a publish also waits on Redis, and one lane per process
+            # (tried: fewer GIL switches) serialised those waits, halving the rate.
+            job_id, publish_cpu = await run_in_threadpool(_publish, svc, target, body, fmt, params)
         except BaseException:
             if claim:
                 idempotency.forget(svc.store.redis, claim)
