@@ -127,7 +127,9 @@ def test_flower_shows_target_job_and_unit_but_no_record_or_secret(
     flower: Flower, sim: Any, start_worker: Any
 ) -> None:
     sim.configure(poison_record_ids={"r-123"}, fault_rate=0.1, seed=5, latency_seconds=0.01)
-    start_worker(concurrency=2)
+    # Not a breaker test: a pause (three 5xx in a row, now and then) would hold the units 30 s
+    # and wake them with a second message, whose duplicate task ends 'done'.
+    start_worker(concurrency=2, IMPORTQ_BREAKER_FAILURES="100")
     job_id = publish_sourcing(sample_records(400))
     while_running = _first_tasks(flower)
     job = wait_for_job(job_id)
