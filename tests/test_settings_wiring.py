@@ -121,6 +121,14 @@ def test_batches_in_flight_is_the_cap_of_the_workflow_slot() -> None:
     assert sink.slot({}, limits) == ("endpoint", 3)
 
 
+def test_sourcing_data_resends_in_place_as_often_as_its_setting_says() -> None:
+    """The breaker and outage tests shorten a 503's in-place resends with this setting;
+    unread, each attempt spent its default 6 resends against a vendor that is down."""
+    limits = sourcing_data.TARGET.limits(load({"SOURCING_DATA_RESEND_ATTEMPTS": "2"}))
+    assert limits.resend_attempts == 2
+    assert sourcing_data.TARGET.limits(load({})).resend_attempts == 6
+
+
 # --- SourcingData, Blueshift, Data Source: requests and timeouts ---------------------------------
 
 

@@ -35,6 +35,11 @@ SETTINGS = (
     ),
     EnvSetting("SOURCING_DATA_POLL_INTERVAL", "0.25", "first poll interval (grows to 5 s)"),
     EnvSetting("SOURCING_DATA_TIMEOUT", "60", "read timeout of one request"),
+    EnvSetting(
+        "SOURCING_DATA_RESEND_ATTEMPTS",
+        "6",
+        "tries of one request on a 429/502/503 or a lost read before the unit is rescheduled",
+    ),
 )
 
 TARGET = Target(

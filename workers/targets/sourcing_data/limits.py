@@ -53,4 +53,7 @@ class SourcingDataLimits:
             request_timeout_seconds=settings.number(
                 "SOURCING_DATA_TIMEOUT", cls.request_timeout_seconds, above=0
             ),
+            resend_attempts=settings.integer(
+                "SOURCING_DATA_RESEND_ATTEMPTS", cls.resend_attempts, minimum=1
+            ),
         )
