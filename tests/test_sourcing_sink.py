@@ -18,6 +18,7 @@ import structlog
 
 from importq.errors import (
     AuthError,
+    FinalError,
     NotApplied,
     NotFoundError,
     RejectedError,
@@ -815,6 +816,23 @@ def test_whole_start_that_opened_nothing_waits_out_its_flight_then_is_sent_again
     assert late.run().count == 10
     assert wire.kinds() == ["list", "start"]
     assert committed_once(sim, data)
+
+
+def test_abandoning_a_whole_start_that_may_still_be_in_flight_says_so_and_keeps_its_notes(
+    sim: SourcingDataSimulator, wire: Recorder, client: SourcingDataClient
+) -> None:
+    """A unit ended for good (its last attempt's start timed out) while that start may still
+    reach the vendor: it commits on its own, so "it opened nothing" would dead-letter records
+    the vendor may yet commit, and a replay would commit them twice."""
+    data = records(10)
+    wire.intercept = fail_once("start", 504)
+    first = unit(client, data, params=NO_OPERATION)
+    with pytest.raises(RetryableError):
+        first.run()
+    ended = unit(client, data, first.remote, params=NO_OPERATION)
+    with pytest.raises(FinalError, match="may still open a queue item"):
+        SourcingDataSink().abandon(ended.ctx)
+    assert ended.remote[sink_module.WHOLE_START] == "1"  # still there for whoever looks next
 
 
 def test_items_in_flight_are_capped_per_given_operation_id_only() -> None:

@@ -224,7 +224,8 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
         items of that operationId. One that is not cancelled is adopted (its id recorded, then
         polled to its end, or cancelled if Pending); none means the start opened nothing,
         once it can no longer be in flight: until then (the request timeout and the clock
-        margin after it was sent) the unit waits (VendorBusy) unless `wait` is False.
+        margin after it was sent) the unit waits (VendorBusy), or, with `wait` False (the
+        unit is ending), FinalError says to check the vendor, and the notes stay.
         """
         operation_id = ctx.remote.get("start_operation_id")
         began = _moment(ctx.remote.get("start_sent_at") or "")
@@ -246,12 +247,19 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
             return live[0]
         in_flight_until = began + timedelta(seconds=ctx.limits.request_timeout_seconds)
         left = (in_flight_until + CLOCK_MARGIN - datetime.now(UTC)).total_seconds()
-        if wait and left > 0:
+        if left > 0 and wait:
             raise VendorBusy(
                 f"the start sent at {began.isoformat()} opened no queue item so far; it is "
                 f"sent again once it can no longer be in flight, in {left:.0f} s",
                 target=TARGET,
                 retry_after=left,
+            )
+        if left > 0:  # the unit ends now, but the start commits on its own if it lands
+            raise FinalError(
+                f"the start sent at {began.isoformat()} (operationId {operation_id}) may still "
+                "open a queue item, which commits on its own: check the vendor for it before "
+                "replaying the unit's records",
+                target=TARGET,
             )
         ctx.log.info("the start whose answer was lost opened no item", start_sent_at=began)
         ctx.remember(_WHOLE_START_SETTLED)
