@@ -90,6 +90,11 @@ def _publish(store: JobStore, units: int, params: dict[str, Any], read_twice: bo
                    store=store, publish_unit=Published())  # fmt: skip
 
 
+def _store_and_runner(redis_client: redis.Redis) -> tuple[JobStore, Runner]:
+    store = JobStore(redis_client)
+    return store, Runner(importq_settings.load({}), store, Published())
+
+
 @pytest.mark.parametrize(
     ("params", "expected"), [({}, WORKER_ROUND_TRIPS), ({"slot": 1}, WORKER_ROUND_TRIPS_WITH_SLOT)]
 )
@@ -100,8 +105,7 @@ def test_a_delivered_unit_costs_the_worker_a_fixed_number_of_round_trips(
     round_trips: Counter,
     redis_client: redis.Redis,
 ) -> None:
-    store = JobStore(redis_client)
-    runner = Runner(importq_settings.load({}), store, Published())
+    store, runner = _store_and_runner(redis_client)
     job_id = _publish(store, 3, params)
     first, second, _ = store.unit_ids(job_id)
     assert runner.run(TARGET, first, WORKER) == "succeeded"  # loads the scripts: not counted
@@ -125,8 +129,7 @@ def test_the_tasks_end_asks_redis_nothing_after_the_units_finish(
     round_trips: Counter,
     redis_client: redis.Redis,
 ) -> None:
-    store = JobStore(redis_client)
-    runner = Runner(importq_settings.load({}), store, Published())
+    store, runner = _store_and_runner(redis_client)
     first, second = store.unit_ids(_publish(store, 2, {}))
     assert runner.run(TARGET, first, WORKER) == "succeeded"  # loads the scripts
     slotted.error = error
@@ -145,8 +148,7 @@ def test_the_tasks_end_asks_redis_nothing_after_the_units_finish(
 def test_a_worker_shutting_down_at_the_claim_hands_the_unit_back_at_its_checkpoint(
     slotted: SlottedSink, redis_client: redis.Redis
 ) -> None:
-    store = JobStore(redis_client)
-    runner = Runner(importq_settings.load({}), store, Published())
+    store, runner = _store_and_runner(redis_client)
     (unit_id,) = store.unit_ids(_publish(store, 1, {}))
     redis_client.set(keys.shutdown(WORKER), "1")
     assert runner.run(TARGET, unit_id, WORKER) == "waiting"

@@ -247,14 +247,15 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
             return live[0]
         in_flight_until = began + timedelta(seconds=ctx.limits.request_timeout_seconds)
         left = (in_flight_until + CLOCK_MARGIN - datetime.now(UTC)).total_seconds()
-        if left > 0 and wait:
-            raise VendorBusy(
-                f"the start sent at {began.isoformat()} opened no queue item so far; it is "
-                f"sent again once it can no longer be in flight, in {left:.0f} s",
-                target=TARGET,
-                retry_after=left,
-            )
-        if left > 0:  # the unit ends now, but the start commits on its own if it lands
+        if left > 0:
+            if wait:
+                raise VendorBusy(
+                    f"the start sent at {began.isoformat()} opened no queue item so far; it "
+                    f"is sent again once it can no longer be in flight, in {left:.0f} s",
+                    target=TARGET,
+                    retry_after=left,
+                )
+            # The unit ends now, but the start commits on its own if it lands.
             raise FinalError(
                 f"the start sent at {began.isoformat()} (operationId {operation_id}) may still "
                 "open a queue item, which commits on its own: check the vendor for it before "
