@@ -113,6 +113,19 @@ def test_a_unit_whose_records_are_missing_fails_with_that_reason(
     assert redis_client.llen(keys.dead_letters(job.id)) == 1  # nothing dropped
 
 
+def test_a_unit_whose_records_cannot_be_read_fails_with_that_reason(
+    sink: ScriptedSink, make_runner: MakeRunner, redis_client: redis.Redis
+) -> None:
+    runner, store = make_runner()
+    unit_id = staged_unit(store)
+    redis_client.set(keys.payload(unit_id), b"overwritten by hand")
+    assert runner.run(TARGET, unit_id) == "failed"  # not a crash retried until poisoned
+    assert sink.runs == 0
+    reason = store.unit(unit_id)["last_error"]
+    assert "staged records cannot be read" in reason and keys.payload(unit_id) in reason
+    assert "publish the records again" in reason
+
+
 def cli(*args: str) -> Any:
     return CliRunner().invoke(main, list(args))
 

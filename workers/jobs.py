@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import threading
 import time
 import uuid
 import zlib
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import zstandard
 
 from importq import jsoncodec
 from workers import keys
@@ -53,18 +55,36 @@ TERMINAL_UNIT_STATES = (
 
 
 def encode_records(records: list[dict[str, Any]]) -> bytes:
-    """The claim-check payload: compact JSON, zlib-compressed (records repeat field names)."""
+    """The claim-check payload: compact JSON, zstd-compressed (records repeat field names)."""
     return compress_payload(jsoncodec.dumps(records))
 
 
+# zstd level 1: about 5x the speed of zlib level 1 for a payload a third of its size (the
+# producer's staging measured it). One compressor per thread: a ZstdCompressor is not
+# thread-safe, and serve stages from several threads.
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_codecs = threading.local()
+
+
 def compress_payload(array: bytes) -> bytes:
-    """A unit's records as a JSON array, compressed for staging. Level 1: level 6 costs
-    twice the time for a payload about 10% smaller."""
-    return zlib.compress(array, 1)
+    """A unit's records as a JSON array, compressed for staging (a zstd frame)."""
+    compressor = getattr(_codecs, "compressor", None)
+    if compressor is None:
+        compressor = _codecs.compressor = zstandard.ZstdCompressor(level=1)
+    return compressor.compress(array)
 
 
 def decode_records(payload: bytes) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = jsoncodec.loads(zlib.decompress(payload))
+    """A staged payload's records. A zlib payload is one an earlier release staged (its
+    workers and the new ones meet during a rolling upgrade). ValueError if unreadable."""
+    try:
+        if payload[:4] == _ZSTD_MAGIC:
+            array = zstandard.ZstdDecompressor().decompress(payload)
+        else:
+            array = zlib.decompress(payload)
+    except (zstandard.ZstdError, zlib.error) as error:
+        raise ValueError(f"the staged payload cannot be decompressed: {error}") from None
+    records: list[dict[str, Any]] = jsoncodec.loads(array)
     return records
 
 
@@ -139,7 +159,7 @@ class JobView:
 
 
 def as_text(value: Any) -> str:
-    """A Redis reply as str (the clients are binary: payloads are zlib bytes)."""
+    """A Redis reply as str (the clients are binary: payloads are compressed bytes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

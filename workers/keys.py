@@ -5,7 +5,7 @@
     importq:job:{job}             hash   target, params, counters (units, records, retries...)
     importq:job:{job}:units       list   unit ids of the job, in creation order
     importq:unit:{unit}           hash   state, epoch, owner, attempts, crashes, remote.* ids...
-    importq:payload:{unit}        string the unit's records (zlib JSON): the claim check
+    importq:payload:{unit}        string the unit's records (zstd JSON): the claim check
     importq:lease:{unit}          string the owner's token, with a TTL: the unit's lease
     importq:watch                 zset   unit id -> deadline (ms) the reaper checks
     importq:slots:{target}:{key}  zset   claim token -> expiry (ms): units in flight per key

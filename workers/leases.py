@@ -294,7 +294,7 @@ class Claim:
     job: dict[str, str] = field(default_factory=dict)
     """For a claimed unit: its job's hash (empty when the job is gone)."""
     payload: bytes | None = None
-    """For a claimed unit: its staged records, zlib'd (None when they are missing)."""
+    """For a claimed unit: its staged records, compressed (None when they are missing)."""
     target_paused: bool | None = None
     """Whether the target's breaker hash existed at the claim (None: not asked)."""
     shutting_down: bool | None = None

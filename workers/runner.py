@@ -39,6 +39,10 @@ MISSING_PAYLOAD = (
     "the unit's staged records are missing from Redis ({key}): deleted by hand, or evicted "
     "by a Redis whose maxmemory-policy is not noeviction; publish the records again"
 )
+UNREADABLE_PAYLOAD = (
+    "the unit's staged records cannot be read ({key}: {error}); they were changed outside "
+    "importq: publish the records again"
+)
 
 
 class Runner:
@@ -96,7 +100,7 @@ class Runner:
             log.info("message acknowledged without running", unit=unit_id, found=claim.status)
             return claim.status
         job = view(keys.job_of(unit_id), claim.job)
-        records = decode_records(claim.payload) if claim.payload is not None else None
+        records, unreadable = _records(claim.payload)
         run = UnitRun(
             unit_id,
             target,
@@ -114,6 +118,9 @@ class Runner:
                 return self.router.fail(run, reason)
             if job is None or job.cancelled:
                 return self.router.cancel(run)
+            if unreadable:
+                reason = UNREADABLE_PAYLOAD.format(key=keys.payload(unit_id), error=unreadable)
+                return self.router.fail(run, reason)
             if records is None:  # never "zero records": that would send a bare trigger
                 return self.router.fail(run, MISSING_PAYLOAD.format(key=keys.payload(unit_id)))
             return self._run_claimed(run)
@@ -231,3 +238,13 @@ class TargetSetup(Middleware):
             log.error("the worker's configuration is incomplete", error=str(error))
             return Misconfigured(error)
         return None
+
+
+def _records(payload: bytes | None) -> tuple[list[dict[str, Any]] | None, str]:
+    """The staged records (None when there are none), or why they cannot be read."""
+    if payload is None:
+        return None, ""
+    try:
+        return decode_records(payload), ""
+    except ValueError as error:  # a corrupt frame, or not JSON (orjson's errors are these)
+        return None, str(error)
