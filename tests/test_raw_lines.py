@@ -11,7 +11,6 @@ import gzip
 import json
 import random
 import string
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from producers.publish import publish
 from producers.readers import RecordFile, read_records, records_of
 from tests.helpers import nothing_enqueued, sample_records
 from workers import keys
-from workers.jobs import JobStore
+from workers.jobs import JobStore, decompress_payload
 from workers.targets.base import Batches, batched, record_size
 
 TARGET = "sourcing_data"
@@ -44,7 +43,7 @@ def _publish(store: JobStore, path: Path, target: str = TARGET, **env: str) -> s
 def _staged(store: JobStore, job_id: str) -> list[bytes]:
     """Each unit's staged JSON array, decompressed, in unit order."""
     payloads = [store.redis.get(keys.payload(u)) for u in store.unit_ids(job_id)]
-    return [zlib.decompress(p) for p in payloads if isinstance(p, bytes)]
+    return [decompress_payload(p) for p in payloads if isinstance(p, bytes)]
 
 
 def _units(store: JobStore, job_id: str) -> list[list[dict[str, Any]]]:

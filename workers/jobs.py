@@ -75,17 +75,20 @@ def compress_payload(array: bytes) -> bytes:
 
 
 def decode_records(payload: bytes) -> list[dict[str, Any]]:
-    """A staged payload's records. A zlib payload is one an earlier release staged (its
+    """A staged payload's records; ValueError if it cannot be read."""
+    records: list[dict[str, Any]] = jsoncodec.loads(decompress_payload(payload))
+    return records
+
+
+def decompress_payload(payload: bytes) -> bytes:
+    """A staged payload's JSON array. A zlib payload is one an earlier release staged (its
     workers and the new ones meet during a rolling upgrade). ValueError if unreadable."""
     try:
         if payload[:4] == _ZSTD_MAGIC:
-            array = zstandard.ZstdDecompressor().decompress(payload)
-        else:
-            array = zlib.decompress(payload)
+            return bytes(zstandard.ZstdDecompressor().decompress(payload))
+        return zlib.decompress(payload)
     except (zstandard.ZstdError, zlib.error) as error:
         raise ValueError(f"the staged payload cannot be decompressed: {error}") from None
-    records: list[dict[str, Any]] = jsoncodec.loads(array)
-    return records
 
 
 def new_job_id() -> str:
