@@ -28,7 +28,7 @@ from typing import Any
 from importq import sentinel
 from importq.errors import ConfigError, InputError, QueueFull, RetryableError
 from importq.settings import Settings
-from producers import rawlines
+from producers import firstpass, rawlines
 from producers.rawlines import Span
 from producers.readers import RecordFile
 from producers.validate import validate
@@ -127,17 +127,16 @@ class _Input:
 
     def first_pass(self) -> Iterator[int]:
         """Validate every record and plan the units: each unit's record count. A plain JSON
-        Lines file whose target cuts units by count and bytes is planned keeping no record,
-        and where each unit's lines end is noted (producers/rawlines.py)."""
+        Lines file whose target cuts units by count and bytes is read in blocks, keeping no
+        record, and where each unit's lines end is noted (producers/firstpass.py)."""
         batches = self.declared.sink.batches(self.declared.limits(self.settings), self.params)
-        if batches and isinstance(self.records, RecordFile):
-            ends = rawlines.LineEnds()
-            if (noted := self.records.noting_ends(ends)) is not None:
-                self.spans = []
-                for span in rawlines.spans(validate(self.declared.name, noted), ends, batches):
-                    self.spans.append(span)
-                    yield span.count
-                return
+        if batches and isinstance(self.records, RecordFile) and self.records.plain_json_lines():
+            self.records.unchanged()
+            self.spans = []
+            for span in firstpass.spans(self.records.path, self.declared.name, batches):
+                self.spans.append(span)
+                yield span.count
+            return
         for unit in self._plan(self.records):
             yield len(unit)
 

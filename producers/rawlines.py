@@ -16,13 +16,12 @@ Source's rows are rebuilt records) take the ordinary second pass instead.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from importq.errors import InputError
 from workers.jobs import compress_payload
-from workers.targets.base import Batches, Located
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -36,26 +35,6 @@ class Span:
     end: int
     count: int
     crc: int
-
-
-@dataclass
-class LineEnds:
-    """What the reader notes as it yields each record: the offset where its line ends and
-    the CRC-32 of the file up to there, for the records not yet in a unit."""
-
-    offsets: list[int] = field(default_factory=list)
-    crcs: list[int] = field(default_factory=list)
-
-
-def spans(located: Iterable[Located], ends: LineEnds, batches: Batches) -> Iterator[Span]:
-    """The units of `batches`'s plan as spans of the file, from the reader's `ends`; the
-    ends of records already in a unit are taken off, so it holds no more than a unit's."""
-    start = 0
-    for count in batches.counts(located):
-        end, crc = ends.offsets[count - 1], ends.crcs[count - 1]
-        del ends.offsets[:count], ends.crcs[:count]
-        yield Span(start, end, count, crc)
-        start = end
 
 
 def payloads(
@@ -74,19 +53,25 @@ def payloads(
             f.seek(span.start)
             chunk = f.read(span.end - span.start)
             crc = zlib.crc32(chunk, crc)
-            lines = _record_lines(chunk, at_start=span.start == 0)
-            if crc != span.crc or len(lines) != span.count:
+            array = _array(chunk, span.count, at_start=span.start == 0)
+            if crc != span.crc or array is None:
                 raise InputError(f"unit {number + 1}'s lines are not the ones checked",
                                  where=str(path))  # fmt: skip
-            yield span.count, compress_payload(b"[" + b",".join(lines) + b"]")
+            yield span.count, compress_payload(array)
 
 
-def _record_lines(chunk: bytes, at_start: bool) -> list[bytes]:
-    """The non-blank lines of `chunk`, split as the reader splits them (on LF only: a CR
-    or trailing spaces stay on their line, where JSON allows them as whitespace)."""
+def _array(chunk: bytes, count: int, at_start: bool) -> bytes | None:
+    """The `count` records on the lines of `chunk` as one JSON array, or None if it holds
+    another number. Split as the reader splits (on LF only: a CR or trailing spaces stay
+    on their line, where JSON allows them as whitespace)."""
     if at_start and chunk.startswith(_BOM):
         chunk = chunk[len(_BOM) :]
-    return [line for line in chunk.split(b"\n") if line and not line.isspace()]
+    if chunk.endswith(b"\n"):
+        chunk = chunk[:-1]
+    if chunk.count(b"\n") + 1 == count:  # the usual unit: every line holds a record
+        return b"[" + chunk.replace(b"\n", b",") + b"]"
+    lines = [line for line in chunk.split(b"\n") if line and not line.isspace()]
+    return b"[" + b",".join(lines) + b"]" if len(lines) == count else None
 
 
 def is_plain(path: Path, gzip_magic: bytes, gzip_suffix: str) -> bool:
@@ -97,4 +82,4 @@ def is_plain(path: Path, gzip_magic: bytes, gzip_suffix: str) -> bool:
         return f.read(len(gzip_magic)) != gzip_magic
 
 
-__all__ = ["LineEnds", "Span", "is_plain", "payloads", "spans"]
+__all__ = ["Span", "is_plain", "payloads"]

@@ -20,7 +20,6 @@ from importq import jsoncodec
 from importq.errors import InputError
 from producers import rawlines
 from producers.problems import Problems, refuse
-from producers.rawlines import LineEnds
 from workers.targets.base import CsvColumns
 
 __all__ = [
@@ -141,14 +140,11 @@ class RecordFile:
             raise InputError("the file changed while it was published; publish it again "
                              "once it is complete", where=str(self.path))  # fmt: skip
 
-    def noting_ends(self, ends: LineEnds) -> Iterator[Located] | None:
-        """Its records, noting in `ends` where each one's line ends, when the file is plain
-        JSON Lines on disk (producers/rawlines.py); else None."""
+    def plain_json_lines(self) -> bool:
+        """Whether the file is JSON Lines read as it lies on disk (not gzip): the first
+        pass can then read it in blocks and the second stage its own lines."""
         plain = detect_format(self.path, self.fmt) == "jsonl"
-        if not plain or not rawlines.is_plain(self.path, _GZIP_MAGIC, _GZIP_SUFFIX):
-            return None
-        self.unchanged()
-        return _read_jsonl(self.path, str(self.path), None, ends)
+        return plain and rawlines.is_plain(self.path, _GZIP_MAGIC, _GZIP_SUFFIX)
 
 
 def records_of(
@@ -249,46 +245,38 @@ def _parse_line(line: bytes, where: str) -> Record:
 
 
 def _read_jsonl(
-    path: str | Path | BinaryIO,
-    name: str,
-    problems: Problems | None,
-    ends: LineEnds | None = None,
+    path: str | Path | BinaryIO, name: str, problems: Problems | None
 ) -> Iterator[Located]:
-    """With `ends`, where each record's line ends is noted there (rawlines.LineEnds)."""
-    offset = crc = 0
-    note_offset, note_crc = (ends.offsets.append, ends.crcs.append) if ends else (None, None)
     fast_loads, fast_error = jsoncodec.fast_loads, jsoncodec.FastDecodeError
     with _open_binary(path, name) as f:
         for lineno, line in enumerate(f, 1):
-            if note_offset and note_crc:
-                offset += len(line)
-                crc = zlib.crc32(line, crc)
             # The usual line, one JSON object, in one call; the rest (a BOM, blank lines,
-            # big integers, errors) takes the careful way below.
+            # big integers, errors) takes the careful way.
             try:
                 fast = fast_loads(line)
             except fast_error:
                 fast = None
             if type(fast) is dict:
-                if note_offset and note_crc:
-                    note_offset(offset)
-                    note_crc(crc)
                 yield fast, f"{name}:{lineno}"
-                continue
-            if lineno == 1 and line.startswith(_BOM):
-                line = line[len(_BOM) :]
-            if not line or line.isspace():
-                continue
-            where = f"{name}:{lineno}"
-            try:
-                record = _parse_line(line, where)
-            except InputError as error:
-                refuse(error, problems)
-                continue
-            if note_offset and note_crc:
-                note_offset(offset)
-                note_crc(crc)
-            yield record, where
+            elif (record := careful_line(line, lineno, name, problems)) is not None:
+                yield record, f"{name}:{lineno}"
+
+
+def careful_line(
+    line: bytes, lineno: int, name: str, problems: Problems | None = None
+) -> Record | None:
+    """Line `lineno`'s record, read the careful way: None for a blank line; a line that is
+    not one JSON object is refused (InputError, or noted in `problems` and None)."""
+    if lineno == 1 and line.startswith(_BOM):
+        line = line[len(_BOM) :]
+    if not line or line.isspace():
+        return None
+    where = f"{name}:{lineno}"
+    try:
+        return _parse_line(line, where)
+    except InputError as error:
+        refuse(error, problems)
+        return None
 
 
 # -- JSON array -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from importq.errors import InputError
 from producers.problems import Problems, refuse
 from producers.readers import json_type
 
-__all__ = ["describe", "record_targets", "validate"]
+__all__ = ["all_valid", "check_record", "describe", "no_records", "record_targets", "validate"]
 
 Check = Callable[[Any], bool]
 
@@ -71,7 +71,32 @@ def _validate(
                 continue
         yield located  # the same pair: no new tuple per record
     if empty and not (problems and problems.errors):
-        raise InputError("no records in input (it is empty or holds no data rows)", source)
+        raise no_records(source)
+
+
+def no_records(source: str | None) -> InputError:
+    return InputError("no records in input (it is empty or holds no data rows)", source)
+
+
+def all_valid(target: str, records: list[Any]) -> bool:
+    """Whether `target`'s compiled check passes every one of `records` (one call each,
+    no loop in Python). False also when one is not JSON to it: ask `check_record` then."""
+    fast, _ = _target_checks(target)
+    try:
+        return _objects_only(target) and all(map(fast, records))
+    except (ValueError, TypeError, OverflowError):
+        return False
+
+
+def check_record(target: str, record: Any, where: str) -> None:
+    """InputError in plain words if `target`'s schema refuses `record`."""
+    fast, is_valid = _target_checks(target)
+    try:
+        valid = fast(record)
+    except (ValueError, TypeError, OverflowError):  # not JSON (an int key): ask jsonschema
+        valid = is_valid(record)
+    if not valid:
+        _refuse(target, record, where)
 
 
 # A typo ("recordID") is reported as the unknown field, not as the field it then lacks.
@@ -272,6 +297,13 @@ def _always(value: Any) -> bool:
 def _fast_check(target: str) -> Check:
     """`target`'s yes/no check as one call (the validation loop inlines `_target_checks`)."""
     return compiled_check(schemas.load(target), _formats(target))
+
+
+@cache
+def _objects_only(target: str) -> bool:
+    """Whether `target`'s schema refuses anything but an object (each one's does), so its
+    check alone tells a record from another JSON value."""
+    return schemas.load(target).get("type") == "object"
 
 
 @cache

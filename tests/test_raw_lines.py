@@ -8,6 +8,7 @@ to the same units, byte budgets and records as the path that parses twice.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import random
 import string
@@ -21,13 +22,13 @@ import redis
 from importq import jsoncodec
 from importq import settings as importq_settings
 from importq.errors import InputError
-from producers import rawlines
+from producers import firstpass, rawlines
 from producers.publish import publish
-from producers.readers import RecordFile, read_records, records_of
+from producers.readers import read_records, records_of
 from tests.helpers import nothing_enqueued, sample_records
 from workers import keys
 from workers.jobs import JobStore, decompress_payload
-from workers.targets.base import Batches, batched, record_size
+from workers.targets.base import Batches, Cutter, batched, record_size
 
 TARGET = "sourcing_data"
 AGENT = {"SOURCING_DATA_AGENT_ID": "agent-for-tests"}
@@ -57,9 +58,17 @@ def _records(rng: random.Random, count: int) -> Iterator[dict[str, Any]]:
         yield {"entityId": "E", "recordId": f"r-{number}", "data": {"Name": text, "n": 1e2}}
 
 
+@pytest.fixture(params=[1 << 20, 700, 29], ids=["MiB blocks", "small blocks", "tiny blocks"])
+def block_bytes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The first pass's block size: small ones put unit ends, line ends and refusals at
+    every place in a block, and lines longer than a block."""
+    monkeypatch.setattr(firstpass, "BLOCK_BYTES", request.param)
+    return int(request.param)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_units_are_the_ones_the_planner_cuts_and_keep_the_byte_budget(
-    seed: int, tmp_path: Path, redis_client: redis.Redis
+    seed: int, block_bytes: int, tmp_path: Path, redis_client: redis.Redis
 ) -> None:
     rng = random.Random(seed)
     path = tmp_path / "records.jsonl"
@@ -92,17 +101,24 @@ def _starts(units: list[list[dict[str, Any]]]) -> Iterator[int]:
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_counts_close_units_where_batched_does(seed: int) -> None:
+def test_the_cutter_closes_units_where_batched_does(seed: int) -> None:
     rng = random.Random(seed)
-    located = [(r, f"f:{n}") for n, r in enumerate(_records(rng, rng.randint(0, 200)), 1)]
-    widest = max((record_size(r) + 1 for r, _ in located), default=1)
+    records = list(_records(rng, rng.randint(0, 200)))
+    widest = max((record_size(r) + 1 for r in records), default=1)
     batches = Batches(rng.randint(1, 50), rng.randint(widest, widest * 10))
-    expected = [len(unit) for unit in batches.plan(located)]
-    assert list(batches.counts(located)) == expected
+    expected = [len(unit) for unit in batches.plan((r, "f") for r in records)]
+    cutter, closed, start = Cutter(batches), [0], 0
+    while start < len(records):  # the records come in lists of any length, as blocks do
+        given = records[start : start + rng.randint(1, 60)]
+        closed += [start + cut for cut in cutter.cuts(given, lambda i: f"f:{i}")]
+        start += len(given)
+    if cutter.count:
+        closed.append(len(records))
+    assert [b - a for a, b in itertools.pairwise(closed)] == expected
 
 
 def test_blank_lines_crlf_a_bom_and_trailing_spaces_stage_the_same_records(
-    tmp_path: Path, redis_client: redis.Redis
+    block_bytes: int, tmp_path: Path, redis_client: redis.Redis
 ) -> None:
     records = list(sample_records(7))
     lines = [json.dumps(r).encode() for r in records]
@@ -122,7 +138,7 @@ def test_blank_lines_crlf_a_bom_and_trailing_spaces_stage_the_same_records(
 
 
 def test_a_bad_record_on_the_last_line_enqueues_nothing(
-    tmp_path: Path, redis_client: redis.Redis
+    block_bytes: int, tmp_path: Path, redis_client: redis.Redis
 ) -> None:
     path = tmp_path / "records.jsonl"
     good = "".join(json.dumps(r) + "\n" for r in sample_records(9))
@@ -135,7 +151,7 @@ def test_a_bad_record_on_the_last_line_enqueues_nothing(
 
 
 def test_a_record_over_the_byte_budget_is_refused_at_its_line(
-    tmp_path: Path, redis_client: redis.Redis
+    block_bytes: int, tmp_path: Path, redis_client: redis.Redis
 ) -> None:
     path = tmp_path / "records.jsonl"
     wide = {"entityId": "E", "recordId": "w", "data": {"Blob": "x" * 500}}
@@ -177,14 +193,42 @@ def test_gzip_and_rebuilt_records_take_the_path_that_parses_again(
     assert json.loads(payload) == [{"Vals": [f"K{n}", f"Name {n}"]} for n in range(3)]
 
 
+@pytest.mark.parametrize(
+    ("first", "then", "where"),
+    [
+        ('{"entityId": "E"}', "not json", 5),  # refused by the schema, then a bad line
+        ("not json", '{"entityId": "E"}', 5),
+        ("[1, 2]", "", 5),  # a JSON value that is not an object
+        ("", '{"entityId": "E", "recordId": "x", "data": {}, "extra": 1}', 6),
+    ],
+)
+def test_the_first_refusal_is_the_one_at_the_earliest_line(
+    first: str, then: str, where: int, block_bytes: int, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    path = tmp_path / "records.jsonl"
+    good = [json.dumps(r) for r in sample_records(8)]
+    path.write_text("\n".join([*good[:4], first, then, *good[4:]]) + "\n")
+    with pytest.raises(InputError) as refused:
+        _publish(JobStore(redis_client), path, SOURCING_DATA_RECORDS_PER_ITEM="3")
+    assert refused.value.where == f"{path}:{where}"
+    nothing_enqueued(redis_client, TARGET)
+
+
+def test_a_file_of_blank_lines_holds_no_records(
+    block_bytes: int, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    path = tmp_path / "blank.jsonl"
+    path.write_text("\n \n\t\n" * 50)
+    with pytest.raises(InputError, match="no records in input"):
+        _publish(JobStore(redis_client), path)
+    nothing_enqueued(redis_client, TARGET)
+
+
 @pytest.mark.parametrize("rewrite", ["blank lines", "same length"])
 def test_a_unit_whose_lines_changed_is_refused(tmp_path: Path, rewrite: str) -> None:
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in sample_records(4)))
-    ends = rawlines.LineEnds()
-    noted = RecordFile(path).noting_ends(ends)
-    assert noted is not None
-    spans = list(rawlines.spans(noted, ends, Batches(2, 10_000)))
+    spans = list(firstpass.spans(path, TARGET, Batches(2, 10_000)))
     assert [span.count for span in spans] == [2, 2]
     if rewrite == "blank lines":
         path.write_text("".join(json.dumps(r) + "\n\n" for r in sample_records(4)))

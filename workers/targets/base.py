@@ -270,26 +270,50 @@ class Batches:
     def plan(self, records: Iterable[Located]) -> Iterator[list[Record]]:
         return batched(records, self.records, self.bytes, self.what)
 
-    def counts(self, records: Iterable[Located]) -> Iterator[int]:
-        """How many records each unit of `plan` holds, keeping no record: each record is
-        measured as it passes and the units close where `batched` closes them (both are
-        greedy on the same sizes)."""
-        count = size = 0
-        dumps, option = orjson.dumps, orjson.OPT_NON_STR_KEYS  # record_size, inline
-        for record, where in records:
-            try:
-                record_bytes = len(dumps(record, option=option)) + 1  # the comma between items
-            except TypeError:  # an integer past 64 bits: as record_size measures it
-                record_bytes = record_size(record) + 1
-            if record_bytes > self.bytes:
-                raise _over_budget(record_bytes, self.bytes, self.what, where)
-            if count == self.records or (count and size + record_bytes > self.bytes):
-                yield count
-                count = size = 0
-            count += 1
-            size += record_bytes
-        if count:
-            yield count
+
+class Cutter:
+    """`batched`'s cuts, worked out a list of records at a time, keeping no record: where
+    each unit closes. Both are greedy on the same sizes (a record's compact JSON plus one
+    byte, the comma), so the units are the same. A run of records that fits the unit's
+    room by count and bytes is measured with one encode; only the run where the budget
+    binds is measured record by record."""
+
+    def __init__(self, batches: Batches) -> None:
+        self.batches = batches
+        self.count = 0
+        """Records in the unit not yet closed."""
+        self.size = 0
+
+    def cuts(self, records: list[Record], where: Callable[[int], str]) -> Iterator[int]:
+        """The indices in `records` where a unit closes (it holds the records before the
+        index, with those carried from earlier lists); `where(i)` places record i in the
+        refusal of a record over the byte budget."""
+        limit, start = self.batches.records, 0
+        while start < len(records):
+            run = records[start : start + limit - self.count]
+            size = _orjson_size(run)
+            if size is not None and self.size + size - 1 <= self.batches.bytes:
+                self.count, self.size = self.count + len(run), self.size + size - 1
+            else:
+                yield from self._by_record(run, start, where)
+            start += len(run)
+            if self.count == limit:
+                yield start
+                self.count = self.size = 0
+
+    def _by_record(
+        self, run: list[Record], start: int, where: Callable[[int], str]
+    ) -> Iterator[int]:
+        budget, what = self.batches.bytes, self.batches.what
+        for offset, record in enumerate(run):
+            record_bytes = record_size(record) + 1
+            if record_bytes > budget:
+                raise _over_budget(record_bytes, budget, what, where(start + offset))
+            if self.count and self.size + record_bytes > budget:
+                yield start + offset
+                self.count = self.size = 0
+            self.count += 1
+            self.size += record_bytes
 
 
 def batched(
