@@ -21,7 +21,7 @@ import contextlib
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +40,28 @@ from workers.targets.base import PREFLIGHT_FACTS, Located, Record, Target, refus
 
 
 def locate(records: Iterable[Record], source: str = "record") -> Iterable[Located]:
-    """Number records from a Python iterable so errors can say which one failed."""
+    """Number records from a Python iterable so errors can say which one failed. A list
+    (any sequence) stays readable twice, so publish checks it all and then sends each unit
+    as it is staged; other iterables are read once."""
+    if isinstance(records, Sequence):
+        return _Numbered(records, source)
+    return _numbered(records, source)
+
+
+def _numbered(records: Iterable[Record], source: str) -> Iterator[Located]:
     for number, record in enumerate(records, start=1):
         yield record, f"{source} {number}"
+
+
+@dataclass(frozen=True)
+class _Numbered:
+    """A sequence's records, numbered afresh each time they are read."""
+
+    records: Sequence[Record]
+    source: str
+
+    def __iter__(self) -> Iterator[Located]:
+        return _numbered(self.records, self.source)
 
 
 def publish(

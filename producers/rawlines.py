@@ -2,8 +2,9 @@
 
 For a target whose plan is `batched` (its sink's `batches` says so: the records are cut by
 count and bytes and kept as they were read), the first pass (producers/firstpass.py) cuts
-the units keeping no record and notes where each unit's lines end in the file. Each unit's staged payload is then its raw lines made into one JSON array,
-`[line,line,...]`: no second parse, no encode. The worker parses that array into the
+the units keeping no record and notes where each unit's lines end in the file. Each
+unit's staged payload is then its raw lines made into one JSON array, `[line,line,...]`:
+no second parse, no encode. The worker parses that array into the
 records the first pass checked (the same parser reads the same text). The units are the
 ones `batched` cuts, by the same sizes (each parsed record's compact JSON), so the byte
 budgets hold as before; only the staged bytes may keep the file's spacing.

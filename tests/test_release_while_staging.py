@@ -78,6 +78,28 @@ def test_a_bad_record_at_the_end_of_a_file_sends_nothing(
     nothing_enqueued(redis_client, TARGET)
 
 
+def test_a_list_sends_its_first_unit_before_its_last_is_staged(
+    redis_client: redis.Redis,
+) -> None:
+    store = JobStore(redis_client)
+    sends = Sends(store)
+    records = list(sample_records(10))
+    job_id = _publish(store, locate(records), sends)  # what publish_records passes
+    assert sends.staged_when_sent == [1, 2, 3, 4, 5]
+    staged = [store.payload(unit_id) for unit_id in store.unit_ids(job_id)]
+    assert [r for unit in staged for r in unit or []] == records
+
+
+def test_a_bad_record_at_the_end_of_a_list_sends_nothing(redis_client: redis.Redis) -> None:
+    store = JobStore(redis_client)
+    sends = Sends(store)
+    with pytest.raises(InputError) as refused:
+        _publish(store, locate([*sample_records(9), {"entityId": "ORG_DEPT"}]), sends)
+    assert refused.value.where == "record 10"
+    assert sends.staged_when_sent == []
+    nothing_enqueued(redis_client, TARGET)
+
+
 def test_a_generator_is_sent_once_all_of_it_passed(redis_client: redis.Redis) -> None:
     store = JobStore(redis_client)
     sends = Sends(store)
@@ -96,7 +118,7 @@ class Changing:
         records = list(sample_records(6))
         if self.reads > 1:
             records[4] = {"entityId": "ORG_DEPT"}
-        return locate(records)
+        return iter(locate(records))
 
 
 def test_input_that_changes_between_the_passes_cancels_the_job_with_what_was_sent(
