@@ -1,5 +1,5 @@
-"""The first pass over a plain JSON Lines file: check every record and cut the units, a
-block of lines at a time, keeping no record.
+"""The first pass over a plain JSON Lines file, or a list: check every record and cut the
+units a block at a time, keeping no record.
 
 For a target whose plan is `batched` (`Sink.batches`: cut by count and bytes, records kept
 as read), publish checks the whole file before it sends a unit, then stages each unit's
@@ -10,23 +10,29 @@ step per record. A block with anything unusual in it (a BOM, a blank or whitespa
 a line orjson cannot read, a value that is not an object, a record the compiled check
 refuses) is read again the careful way: line by line, with the words and line numbers
 every other input gets.
+
+A list of records (`publish_records`) is checked and cut the same way, a block of records
+at a time; its second pass takes the same slices, checks them again (a list can change
+while it is published) and encodes each once.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import orjson
 
+from importq.errors import InputError
 from producers import readers, validate
 from producers.rawlines import Span
 from workers.targets.base import Batches, Cutter, Record
 
 BLOCK_BYTES = 1 << 20
+BLOCK_RECORDS = 4096
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -170,3 +176,49 @@ def _careful(
         if record is not None:
             validate.check_record(target, record, f"{name}:{lineno}")
             yield record, line
+
+
+# -- a list --------------------------------------------------------------------------------
+
+
+def counts(records: Sequence[Record], target: str, batches: Batches, source: str) -> Iterator[int]:
+    """Each unit's record count, once its records are checked (`spans` for a list);
+    InputError at the first record refused, placed as `locate` places it."""
+    cutter, first = Cutter(batches), 0
+    for start in range(0, len(records), BLOCK_RECORDS):
+        block = list(records[start : start + BLOCK_RECORDS])
+        where = _places(source, start)
+        _check(target, block, where)
+        for cut in cutter.cuts(block, where):
+            yield start + cut - first
+            first = start + cut
+    if not records:
+        raise validate.no_records(None)
+    if len(records) > first:
+        yield len(records) - first
+
+
+def units(
+    records: Sequence[Record], counts: list[int], target: str, source: str
+) -> Iterator[list[Record]]:
+    """The units `counts` cut, each checked again: InputError if the list changed."""
+    start = 0
+    for count in counts:
+        unit = list(records[start : start + count])
+        if len(unit) != count:
+            raise InputError(f"it now holds {len(records)} records, not the ones checked")
+        _check(target, unit, _places(source, start))
+        yield unit
+        start += count
+    if start != len(records):
+        raise InputError(f"it now holds {len(records)} records, not the {start} checked")
+
+
+def _places(source: str, start: int) -> Callable[[int], str]:
+    return lambda index: f"{source} {start + index + 1}"
+
+
+def _check(target: str, records: list[Record], where: Callable[[int], str]) -> None:
+    if not validate.all_valid(target, records):
+        for index, record in enumerate(records):
+            validate.check_record(target, record, where(index))

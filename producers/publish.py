@@ -138,6 +138,8 @@ class _Input:
     spans: list[Span] | None = None
     """Where the first pass found each unit's lines (a plain JSON Lines file, cut by count
     and bytes)."""
+    counts: list[int] | None = None
+    """Each unit's record count, as the first pass cut a list by count and bytes."""
 
     def _plan(self, records: Iterable[Located]) -> Iterator[list[Record]]:
         located = validate(self.declared.name, records)
@@ -156,15 +158,28 @@ class _Input:
                 self.spans.append(span)
                 yield span.count
             return
+        if batches and isinstance(self.records, _Numbered):
+            self.counts = []
+            numbered = self.records
+            for count in firstpass.counts(numbered.records, self.declared.name, batches,
+                                          numbered.source):  # fmt: skip
+                self.counts.append(count)
+                yield count
+            return
         for unit in self._plan(self.records):
             yield len(unit)
 
     def second_pass(self) -> Iterator[tuple[int, bytes]]:
         """Each unit's record count and staged payload: the raw lines the first pass noted,
-        else the records read and planned again."""
+        a list's slices it cut, else the records read and planned again."""
         if self.spans is not None and isinstance(self.records, RecordFile):
             return rawlines.payloads(self.records.path, self.spans, self.records.unchanged)
-        return ((len(unit), encode_records(unit)) for unit in self._plan(self.records))
+        units = self._plan(self.records)
+        if self.counts is not None and isinstance(self.records, _Numbered):
+            numbered = self.records
+            units = firstpass.units(numbered.records, self.counts, self.declared.name,
+                                    numbered.source)  # fmt: skip
+        return ((len(unit), encode_records(unit)) for unit in units)
 
 
 def _check_all(given: _Input, job_id: str, store: JobStore) -> int:

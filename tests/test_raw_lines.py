@@ -23,7 +23,7 @@ from importq import jsoncodec
 from importq import settings as importq_settings
 from importq.errors import InputError
 from producers import firstpass, rawlines
-from producers.publish import publish
+from producers.publish import locate, publish
 from producers.readers import read_records, records_of
 from tests.helpers import nothing_enqueued, sample_records
 from workers import keys
@@ -91,6 +91,22 @@ def test_units_are_the_ones_the_planner_cuts_and_keep_the_byte_budget(
         b"[" + b",".join(lines[i : i + len(u)]) + b"]"
         for i, u in zip(_starts(units), units, strict=True)
     )  # the file's own bytes, not an encoding of the records
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_list_is_cut_where_batched_cuts(
+    seed: int, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(seed)
+    monkeypatch.setattr(firstpass, "BLOCK_RECORDS", rng.choice([1, 7, 4096]))
+    records = list(_records(rng, rng.randint(1, 300)))
+    per_item, budget = rng.randint(1, 40), rng.randint(3_000, 12_000)
+    settings = importq_settings.load({**AGENT, "SOURCING_DATA_RECORDS_PER_ITEM": str(per_item),
+                                      "SOURCING_DATA_BYTES_PER_ITEM": str(budget)})  # fmt: skip
+    store = JobStore(redis_client)
+    job_id = publish(TARGET, locate(records), {"operation_id": "op-1"}, settings=settings,
+                     store=store, publish_unit=lambda unit_id, target, countdown: None)  # fmt: skip
+    assert _units(store, job_id) == list(batched(locate(records), per_item, budget))
 
 
 def _starts(units: list[list[dict[str, Any]]]) -> Iterator[int]:

@@ -17,6 +17,7 @@ import redis
 
 from importq import settings as importq_settings
 from importq.errors import InputError
+from producers import firstpass
 from producers.publish import fewer_gc_passes, locate, publish
 from producers.readers import RecordFile, records_of
 from tests.helpers import nothing_enqueued, sample_records
@@ -90,7 +91,11 @@ def test_a_list_sends_its_first_unit_before_its_last_is_staged(
     assert [r for unit in staged for r in unit or []] == records
 
 
-def test_a_bad_record_at_the_end_of_a_list_sends_nothing(redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("block", [3, 4096])
+def test_a_bad_record_at_the_end_of_a_list_sends_nothing(
+    block: int, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(firstpass, "BLOCK_RECORDS", block)
     store = JobStore(redis_client)
     sends = Sends(store)
     with pytest.raises(InputError) as refused:
@@ -98,6 +103,31 @@ def test_a_bad_record_at_the_end_of_a_list_sends_nothing(redis_client: redis.Red
     assert refused.value.where == "record 10"
     assert sends.staged_when_sent == []
     nothing_enqueued(redis_client, TARGET)
+
+
+@pytest.mark.parametrize("change", ["a bad record", "one more record", "one record fewer"])
+def test_a_list_changed_while_it_is_sent_cancels_the_job_with_what_was_sent(
+    change: str, redis_client: redis.Redis
+) -> None:
+    store = JobStore(redis_client)
+    records = list(sample_records(6))
+
+    def send_and_change(unit_id: str, target: str, countdown: float | None) -> None:
+        if unit_id.endswith(":0"):  # the first unit is out: the caller's list changes
+            if change == "a bad record":
+                records[4] = {"entityId": "ORG_DEPT"}
+            elif change == "one more record":
+                records.append(next(sample_records(1)))
+            else:
+                records.pop()
+
+    settings = importq_settings.load(SETTINGS)
+    with pytest.raises(InputError, match="the input changed while it was published"):
+        publish(TARGET, locate(records), {"operation_id": "op-1"}, settings=settings,
+                store=store, publish_unit=send_and_change)  # fmt: skip
+    (job,) = store.recent()
+    sent = 3 if change == "one more record" else 2  # the change is seen after the last
+    assert job.cancelled and job.units_total == len(store.unit_ids(job.id)) == sent
 
 
 def test_a_generator_is_sent_once_all_of_it_passed(redis_client: redis.Redis) -> None:
