@@ -74,6 +74,22 @@ def test_a_fenced_lock_passes_on_when_its_holders_lease_is_gone(
     assert redis_client.get(keys.target_key("scripted", "turn", "x")) == b"job:2 -"
 
 
+def test_a_waiter_for_a_fenced_lock_is_woken_by_its_release(redis_client: redis.Redis) -> None:
+    redis_client.set(keys.lease("job:1"), "-")  # both holders' workers are alive
+    redis_client.set(keys.lease("job:2"), "-")
+    first = TargetState(redis_client, "scripted", "job:1").lock("turn", "y", ttl_ms=60_000)
+    second = TargetState(redis_client, "scripted", "job:2").lock("turn", "y", ttl_ms=60_000)
+    assert first.take() and not second.take()
+    assert not second.wait(0.05)  # nothing released: the wait runs out
+    first.release()
+    assert second.wait(5.0)  # woken by the release (no 5 s wait), and the lock is free
+    assert second.take()
+    assert not first.wait(0.05)  # one release wakes one waiter: the token was taken
+    second.release()
+    second.release()  # not the holder any more: wakes nobody
+    assert first.wait(0.05) and not first.wait(0.05)
+
+
 def test_claims_are_found_under_another_key_and_only_indexed_keys_are_touched(
     redis_client: redis.Redis,
 ) -> None:

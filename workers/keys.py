@@ -22,7 +22,8 @@
     importq:{target}:{kind}:...   what a sink keeps through workers/target_state.py (its
                                   locks, open things, claims and notes; listed there):
       importq:sourcing_data:start:{agent}:{client}:{operation}  string  one SourcingData
-                                  start of a shared operationId at a time (holder, TTL)
+                                  start of a shared operationId at a time (holder, TTL);
+                                  its `:wake` list wakes the next unit waiting for it
       importq:sourcing_data:items:{agent}:{client}:{operation}  zset  queue item id -> when
                                   (ms): items of that operation whose id a unit recorded
       importq:blue:transactions:{instance}, importq:blue:instances, importq:blue:skipped:{unit}
@@ -157,3 +158,8 @@ def breaker_waiting(target: str) -> str:
 def target_key(target: str, kind: str, *name: str) -> str:
     """A key of a target's own state (workers/target_state.py): importq:{target}:{kind}:..."""
     return ":".join((f"{PREFIX}{target}:{kind}", *name))
+
+
+def wake_list(lock: str) -> str:
+    """The list a lock's release leaves a token on for the next waiter."""
+    return f"{lock}:wake"

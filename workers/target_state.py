@@ -7,6 +7,7 @@ it cannot read another unit's raw keys: "is that attempt still running" and "wha
 is that unit in" are answered here. Every key is keys.target_key(target, kind, ...):
 
     importq:{target}:{kind}:{name}   string  a FencedLock: "unit lease-token", with a TTL
+    importq:{target}:{kind}:{name}:wake  list  a token a release leaves for one waiter
     importq:{target}:{kind}:{name}   zset    an OpenSet: member -> when added (ms)
     importq:{target}:{kind}:{name}   hash    Claims: thing -> {"unit", "token"} (JSON)
     importq:{target}:{index}         set     every Claims key of that kind used (find)
@@ -36,10 +37,16 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-# KEYS: the lock. ARGV: our value. Only its holder deletes it.
+# KEYS: the lock, its wake list. ARGV: our value, the lock's TTL ms. Only its holder
+# deletes it, and leaves one token on the wake list for the next waiter (at most one: a
+# release nobody waits for wakes the next taker once, who finds the lock free anyway).
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('RPUSH', KEYS[2], 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
 """
 
 
@@ -66,11 +73,16 @@ class Claim:
 
 
 class FencedLock:
-    """An exclusive lock that passes on at once when its holder's unit lease is gone."""
+    """An exclusive lock that passes on at once when its holder's unit lease is gone.
+
+    A unit waiting for it blocks on its wake list (`wait`) instead of asking again and
+    again: the release wakes one waiter at once. A holder that died releases nothing; the
+    waiters then ask again when their wait runs out."""
 
     def __init__(self, redis: Redis, key: str, holder: Claim, ttl_ms: int) -> None:
         self._redis = redis
         self._key = key
+        self._wake = keys.wake_list(key)
         self._value = f"{holder.unit} {holder.token or '-'}"
         self._ttl_ms = ttl_ms
 
@@ -79,8 +91,13 @@ class FencedLock:
         return bool(self._redis.eval(_TAKE, 1, self._key, self._value, self._ttl_ms,
                                      keys.lease("")))  # fmt: skip
 
+    def wait(self, seconds: float) -> bool:
+        """Block until a release wakes this waiter (True) or `seconds` pass (False). Keep
+        `seconds` well under the client's socket timeout."""
+        return self._redis.blpop([self._wake], timeout=seconds) is not None
+
     def release(self) -> None:
-        self._redis.eval(_RELEASE, 1, self._key, self._value)
+        self._redis.eval(_RELEASE, 2, self._key, self._wake, self._value, self._ttl_ms)
 
 
 class OpenSet:

@@ -66,6 +66,9 @@ WHOLE_START = "start_whole"
 _START_SETTLED = {"start_sent_at": "", "start_operation_id": ""}
 _WHOLE_START_SETTLED = {**_START_SETTLED, WHOLE_START: ""}
 START_TURN_WAIT = 10.0  # seconds a unit waits in place for its operation's start turn
+# The turn's release wakes the next waiter at once; a holder that died wakes nobody, so a
+# waiter asks again after this long (and checkpoints: its lease, a shutdown).
+TURN_WAKE_SECONDS = 0.25
 CLAIMS_KEPT_MS = 2 * 86400 * 1000  # how long a registered item id stays registered
 _FRACTION = re.compile(r"(\.\d{6})\d+")  # .NET writes 7 fractional digits
 
@@ -369,7 +372,7 @@ class SourcingDataSink(Sink[SourcingDataLimits, SourcingDataClient]):
                     target=TARGET,
                 )
             ctx.checkpoint()
-            time.sleep(0.02)
+            turn.wait(TURN_WAKE_SECONDS)
         try:
             yield
         finally:
