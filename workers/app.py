@@ -166,6 +166,11 @@ def redis_client() -> redis.Redis:
     return client
 
 
+# A stopping worker's writes (its shutdown signal, its consumer heartbeat's leave) try once
+# for this long: `docker stop` allows 10 s before SIGKILL.
+STOPPING_WRITE_SECONDS = 2.0
+
+
 def shutdown_id(hostname: str) -> str:
     """This worker process's name for its shutdown signal: node name plus main process id.
 
@@ -330,7 +335,10 @@ def _start_consumer_heartbeat(sender: Any = None, **_: Any) -> None:
         return
     queues = [str(name) for name in sender.app.amqp.queues.consume_from]
     worker_id = shutdown_id(str(sender.hostname))
-    heartbeat = consumers.Heartbeat(redis_client(), worker_id, queues, settings().reaper_interval)
+    # Beats and the leave at shutdown try once: waiting out an outage (~45 s) would hold
+    # a stopping worker past a container's grace.
+    client = broker.impatient(redis_client(), STOPPING_WRITE_SECONDS)
+    heartbeat = consumers.Heartbeat(client, worker_id, queues, settings().reaper_interval)
     _state["consumer_heartbeat"] = heartbeat
     heartbeat.start()
 
@@ -346,9 +354,16 @@ def _stop_consumer_heartbeat(**_: Any) -> None:
 def _shutting_down(sender: Any = None, **_: Any) -> None:
     """Ask this worker's running units to stop at their next checkpoint and hand back."""
     if sender:
-        redis_client().set(keys.shutdown(shutdown_id(str(sender))), "1", ex=3600)
-        _state["shutdown_key"] = keys.shutdown(shutdown_id(str(sender)))
-        log.info("shutting down: running units will be handed back at their next checkpoint")
+        key = keys.shutdown(shutdown_id(str(sender)))
+        try:
+            broker.impatient(redis_client(), STOPPING_WRITE_SECONDS).set(key, "1", ex=3600)
+        except redis.RedisError as error:
+            log.warning("shutting down: could not ask the running units to hand back (Redis "
+                        "is unreachable); their leases run out and they run again elsewhere",
+                        error=str(error))  # fmt: skip
+        else:
+            _state["shutdown_key"] = key
+            log.info("shutting down: running units will be handed back at their next checkpoint")
     stop = _state.get("reaper_stop")
     if isinstance(stop, threading.Event):
         stop.set()
@@ -359,4 +374,7 @@ def _shut_down(**_: Any) -> None:
     """The signal belonged to this process alone: gone with it."""
     key = _state.pop("shutdown_key", None)
     if key:
-        redis_client().delete(key)
+        try:
+            broker.impatient(redis_client(), STOPPING_WRITE_SECONDS).delete(key)
+        except redis.RedisError as error:  # it expires within the hour
+            log.warning("could not remove this worker's shutdown signal", error=str(error))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +25,9 @@ from tests.chaos.harness import (
 from tests.faults import AofRedis
 
 pytestmark = pytest.mark.chaos
+
+# `docker stop`'s default grace before SIGKILL, and then some for a busy machine.
+GRACE_SECONDS = 15
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -119,3 +124,18 @@ def kill_every_client(client: redis.Redis) -> int:
             with contextlib.suppress(redis.ResponseError):  # it went away by itself
                 dropped += int(client.client_kill_filter(_id=str(entry["id"])))
     return dropped
+
+
+def test_a_worker_asked_to_stop_while_redis_is_down_exits_within_a_containers_grace(
+    aof_redis: AofRedis, fleets: Callable[[str], Fleet]
+) -> None:
+    """`docker stop` gives a worker 10 s before SIGKILL. Its shutdown signal and consumer
+    heartbeat writes used to ride out the Redis client's ~45 s outage window first."""
+    worker = fleets(aof_redis.url).start("sourcing_data", 1)
+    aof_redis.signal_stop(signal.SIGKILL)
+    os.kill(worker.process.pid, signal.SIGTERM)
+    try:
+        worker.process.wait(timeout=GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker was still stopping after {GRACE_SECONDS} s with Redis down")
+    assert "could not" in worker.log_path.read_text()  # it said what it could not do
