@@ -128,18 +128,20 @@ class _Ends:
 
 
 def _blocks(f: BinaryIO) -> Iterator[_Block]:
-    """The file in blocks of whole lines (a line longer than a block is one block)."""
-    start, lineno, rest = 0, 1, b""
+    """The file in blocks of whole lines (a line longer than a block is one block; its
+    pieces are joined once its end is found, not copied again at every read)."""
+    start, lineno, pieces = 0, 1, []
     while chunk := f.read(BLOCK_BYTES):
-        data = rest + chunk
-        cut = data.rfind(b"\n") + 1
-        if not cut:
-            rest = data
+        if b"\n" not in chunk:
+            pieces.append(chunk)
             continue
+        data = b"".join([*pieces, chunk]) if pieces else chunk
+        cut = data.rfind(b"\n") + 1
         yield _Block(start, lineno, data[:cut])
-        start, lineno, rest = start + cut, lineno + data.count(b"\n", 0, cut), data[cut:]
-    if rest:
-        yield _Block(start, lineno, rest)
+        start, lineno = start + cut, lineno + data.count(b"\n", 0, cut)
+        pieces = [data[cut:]] if cut < len(data) else []
+    if pieces:
+        yield _Block(start, lineno, b"".join(pieces))
 
 
 def _records(
