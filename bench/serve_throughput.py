@@ -5,7 +5,12 @@ Side by side in one run, against one private Redis (no worker: units stay queued
 - the CLI's staging rate: child processes run `importq publish`'s path (read_records,
   then publish without the credentials check) over 1,000-record JSON Lines files, once
   with one producer and once with 8 at a time;
-- the API: 8 concurrent producers POST the same bodies to one `importq serve` process.
+- the API: 8 concurrent producers POST the same bodies to `importq serve` (a process per
+  core).
+
+The two alternate in turns (which goes first alternates too); the verdict is the median of
+the turns' records/s ratios, and the ratio of the CPU both sides spent a body, which moves far
+less when other work shares the cores: the output says whether each meets the goal.
 
 Then one body of `--body-mb` megabytes streams into the server while its RSS is sampled:
 the body is spooled to disk and read back as a stream, so the peak should not grow with
@@ -45,7 +50,11 @@ PRODUCERS = 8
 RECORDS_PER_BODY = 1000
 DEFAULT_BODIES = 25  # per producer
 DEFAULT_BODY_MB = 1024
-DEFAULT_REPEAT = 3
+# Turns side by side: on a shared 2-core machine one turn's records/s ratio swings by half
+# (0.53-0.87 in one run), so the verdict takes the median of several, each turn running
+# both sides back to back, in alternating order.
+DEFAULT_REPEAT = 7
+GOAL = 0.8  # issue 14: the API's records/s within 0.8 of the CLI's
 TARGET = "sourcing_data"
 PARAMS = {"operation_id": env.OPERATION}
 TOKEN = "bench-fake-api-token-0001"  # made up here; only its hash reaches the server
@@ -311,9 +320,13 @@ def measure(
             url, pid = f"http://127.0.0.1:{port}", server.process.pid
             cli_one = _cli_rate(path, 1, PRODUCERS * bodies, environ, redis_pid)
             turns = []
-            for _ in range(repeat):
-                cli = _cli_rate(path, PRODUCERS, bodies, environ, redis_pid)
-                api = _api_rate(url, path.read_bytes(), bodies, server, redis_pid)
+            for turn in range(repeat):  # alternating which side goes first
+                if turn % 2:
+                    api = _api_rate(url, path.read_bytes(), bodies, server, redis_pid)
+                    cli = _cli_rate(path, PRODUCERS, bodies, environ, redis_pid)
+                else:
+                    cli = _cli_rate(path, PRODUCERS, bodies, environ, redis_pid)
+                    api = _api_rate(url, path.read_bytes(), bodies, server, redis_pid)
                 turns.append((cli, api))
             small_peak = _rss_mb(pid)
             big = _big_body_rss(url, pid, body_mb) if body_mb else None
@@ -336,6 +349,9 @@ def measure(
         "api_vs_cli_8_range": [round(ratios[0], 2), round(ratios[-1], 2)],
         "api_vs_cli_8_cpu_median": round(statistics.median(cpu_ratios), 2),
         "api_vs_cli_8_cpu_range": [round(cpu_ratios[0], 2), round(cpu_ratios[-1], 2)],
+        "goal": GOAL,
+        "goal_met": {"records_per_second": statistics.median(ratios) >= GOAL,
+                     "cpu_per_body": statistics.median(cpu_ratios) >= GOAL},
         "rss_after_small_bodies_mb": round(small_peak, 1), "big_body": big,
     }  # fmt: skip
 
@@ -359,12 +375,19 @@ def report(result: dict[str, Any]) -> list[str]:
             f"ratio {turn['api_vs_cli_8']:.2f}",
         ]
     low, high = result["api_vs_cli_8_range"]
-    lines.append(f"  API / CLI records/s (8 producers each)  {result['api_vs_cli_8_median']:.2f} "
-                 f"median, {low:.2f}-{high:.2f} over the turns   (goal: 0.8 or more)")  # fmt: skip
+    rates, cpu = result["api_vs_cli_8_median"], result["api_vs_cli_8_cpu_median"]
+    met = {True: "met", False: "NOT met"}
+    lines.append(f"  API / CLI records/s (8 producers each)  {rates:.2f} median of "
+                 f"{len(result['turns'])} turns, {low:.2f}-{high:.2f}")  # fmt: skip
     low, high = result["api_vs_cli_8_cpu_range"]
-    cpu = result["api_vs_cli_8_cpu_median"]
-    lines.append(f"  CLI / API CPU a body (all processes)    {cpu:.2f} median, "
-                 f"{low:.2f}-{high:.2f}   (the rates' ratio on a quiet machine)")  # fmt: skip
+    lines.append(f"  CLI / API CPU a body (all processes)    {cpu:.2f} median, {low:.2f}-{high:.2f}"
+                 "   (the records/s ratio a quiet machine tends to)")  # fmt: skip
+    lines.append(
+        f"  goal, the API within {result['goal']} of the CLI, judged on both: records/s "
+        f"{met[result['goal_met']['records_per_second']]} (what the issue measures; it swings "
+        f"with other work on the cores), CPU a body {met[result['goal_met']['cpu_per_body']]} "
+        "(steadier)"
+    )
     if big := result["big_body"]:
         lines.append(
             f"  one {big['megabytes']} MB body ({big['records']:,} records, {big['seconds']} s): "
