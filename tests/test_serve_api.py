@@ -188,6 +188,26 @@ def test_a_jobs_url_is_the_one_url_for_gives_behind_a_root_path() -> None:
     assert expected == "https://importq.example:8443/api/v1/jobs/6b17080d0e5f081d"
 
 
+def test_a_failed_read_of_a_published_job_leaves_its_idempotency_key_alone() -> None:
+    # The read runs in the publish's thread, inside the code that forgets the key when the
+    # publish fails: an error there would let a retry publish the records twice.
+    from types import SimpleNamespace
+
+    from importq.serve.jobs import _job_and_pause
+
+    class Down:
+        def hgetall(self, key: str) -> None:
+            pass
+
+        def execute(self) -> None:
+            raise redis.ConnectionError("Redis went away")
+
+    svc: Any = SimpleNamespace(
+        store=SimpleNamespace(redis=SimpleNamespace(pipeline=lambda **_: Down()))
+    )
+    assert _job_and_pause(svc, "6b17080d0e5f081d", "http_batch") == (None, None)
+
+
 def test_tokens_401_when_unknown_403_when_out_of_scope(api: Api, redis_client: redis.Redis) -> None:
     body = jsonl(*events(2))
     missing = post(api, body, token=None)
