@@ -155,6 +155,59 @@ def test_a_queue_that_fills_while_the_body_streams_in_answers_429_not_a_hang(
     assert listed_jobs(redis_client) == 0 and not redis_client.keys("importq:unit:*")
 
 
+def test_an_idempotency_key_over_200_characters_is_a_422_after_the_token_check(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    # The publish reads its headers itself (the hot path): the same answers as FastAPI's
+    # declared Header(max_length=200), in its order (the token first).
+    body = jsonl(*events(2))
+    too_long = {**JSONL, "Idempotency-Key": "k" * 201}
+    refused = post(api, body, too_long)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"] == [
+        {"where": "header.idempotency-key", "message": "String should have at most 200 characters"}
+    ]
+    assert post(api, body, too_long, token=None).status_code == 401
+    assert post(api, body, too_long, token=READER).status_code == 422  # 403 comes after
+    assert listed_jobs(redis_client) == 0
+    assert post(api, body, {**JSONL, "Idempotency-Key": "k" * 200}).status_code == 201
+
+
+def test_a_jobs_url_is_the_one_url_for_gives_behind_a_root_path() -> None:
+    from fastapi import Request
+
+    from importq.serve.app import create_app
+    from importq.serve.jobs import job_url
+
+    scope = {"type": "http", "method": "GET", "scheme": "https", "path": "/api/v1/jobs",
+             "root_path": "/api", "query_string": b"", "server": ("10.0.0.1", 8080),
+             "headers": [(b"host", b"importq.example:8443")], "app": create_app(None)}  # fmt: skip
+    request = Request(scope)
+    expected = str(request.url_for("get_job", job_id="6b17080d0e5f081d"))
+    assert job_url(request, "6b17080d0e5f081d") == expected
+    assert expected == "https://importq.example:8443/api/v1/jobs/6b17080d0e5f081d"
+
+
+def test_a_failed_read_of_a_published_job_leaves_its_idempotency_key_alone() -> None:
+    # The read runs in the publish's thread, inside the code that forgets the key when the
+    # publish fails: an error there would let a retry publish the records twice.
+    from types import SimpleNamespace
+
+    from importq.serve.jobs import _job_and_pause
+
+    class Down:
+        def hgetall(self, key: str) -> None:
+            pass
+
+        def execute(self) -> None:
+            raise redis.ConnectionError("Redis went away")
+
+    svc: Any = SimpleNamespace(
+        store=SimpleNamespace(redis=SimpleNamespace(pipeline=lambda **_: Down()))
+    )
+    assert _job_and_pause(svc, "6b17080d0e5f081d", "http_batch") == (None, None)
+
+
 def test_tokens_401_when_unknown_403_when_out_of_scope(api: Api, redis_client: redis.Redis) -> None:
     body = jsonl(*events(2))
     missing = post(api, body, token=None)

@@ -185,14 +185,19 @@ class Breaker:
         return max(probe_at, time.time()) + spread
 
     def pause(self, target: str) -> Pause | None:
-        raw = {_text(k): _text(v) for k, v in self.redis.hgetall(keys.breaker(target)).items()}
-        if not raw:
-            return None
-        return Pause(target, raw.get("reason", ""), float(raw.get("since", 0)) / 1000,
-                     float(raw.get("probe_at", 0)) / 1000, raw.get("by", "breaker"))  # fmt: skip
+        return pause_of(target, self.redis.hgetall(keys.breaker(target)))
 
     def _keys(self, target: str) -> list[str]:
         return [keys.breaker(target), keys.breaker_failures(target), keys.breaker_probe(target)]
+
+
+def pause_of(target: str, stored: dict[Any, Any]) -> Pause | None:
+    """The pause of `target` from its breaker's hash (keys.breaker) as read; None: not paused."""
+    raw = {_text(k): _text(v) for k, v in stored.items()}
+    if not raw:
+        return None
+    return Pause(target, raw.get("reason", ""), float(raw.get("since", 0)) / 1000,
+                 float(raw.get("probe_at", 0)) / 1000, raw.get("by", "breaker"))  # fmt: skip
 
 
 def _now_ms() -> int:

@@ -4,14 +4,18 @@ FastAPI dependencies that authenticate a request."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
 from importq.serve.auth import Token, TokenRing
 from importq.settings import Settings
+from workers.breaker import Breaker
 from workers.dispatch import Publish
 from workers.jobs import JobStore
+
+AUTHORIZATION_DOC = "`Bearer <token>` (`importq serve-token` makes one)"
 
 
 @dataclass
@@ -25,6 +29,11 @@ class Services:
 
     def runner(self) -> Any:
         return self.runner_factory()
+
+    @cached_property
+    def breaker(self) -> Breaker:
+        """Made once: a Breaker reads its settings and registers its scripts."""
+        return Breaker(self.store.redis, self.settings)
 
 
 def of(request: Request) -> Services:
@@ -40,9 +49,7 @@ async def services(request: Request) -> Services:
 
 async def token(
     request: Request,
-    authorization: Annotated[
-        str | None, Header(description="`Bearer <token>` (`importq serve-token` makes one)")
-    ] = None,
+    authorization: Annotated[str | None, Header(description=AUTHORIZATION_DOC)] = None,
 ) -> Token:
     return of(request).tokens.check(authorization)
 
