@@ -51,9 +51,6 @@ def _default_home() -> Path:
     return Path(base) / "importq"
 
 
-DEFAULT_JOB_TTL = 14 * 86400  # seconds a finished job's state stays (IMPORTQ_JOB_TTL)
-
-
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
@@ -71,7 +68,7 @@ class Settings:
     max_wait_seconds: float = 86400.0
     allow_eviction: bool = False
     staging_ttl: float = 6 * 3600
-    job_ttl: int = DEFAULT_JOB_TTL
+    job_ttl: int = 14 * 86400
     log_format: str = "auto"
     log_level: str = "INFO"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -279,7 +276,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_wait_seconds=_number(env, "IMPORTQ_MAX_WAIT_SECONDS", 86400.0),
         staging_ttl=_number(env, "IMPORTQ_STAGING_TTL", 6 * 3600, above=0),
         allow_eviction=_flag(env, "IMPORTQ_ALLOW_EVICTION", False),
-        job_ttl=_integer(env, "IMPORTQ_JOB_TTL", DEFAULT_JOB_TTL, minimum=1),
+        job_ttl=_integer(env, "IMPORTQ_JOB_TTL", 14 * 86400, minimum=1),
         log_format=_choice(env, "IMPORTQ_LOG_FORMAT", "auto", LOG_FORMATS),
         log_level=_choice(env, "IMPORTQ_LOG_LEVEL", "INFO", LOG_LEVELS),
         env=env,

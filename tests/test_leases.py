@@ -365,34 +365,6 @@ def test_finish_without_dead_letters_leaves_the_dlq_index_alone(
     assert redis_client.zcard(keys.DLQ_INDEX) == 0
 
 
-def test_the_last_finish_of_a_job_lets_its_state_expire_in_the_same_step(
-    store: JobStore, redis_client: redis.Redis
-) -> None:
-    leases = Leases(redis_client, lease_seconds=LONG, grace_seconds=5, job_ttl_seconds=3600)
-    job_id, units = staged_job(store, 1, 2)
-    for unit in units:
-        claim = leases.claim(unit, max_crashes=5)
-        leases.finish(unit, claim.token, done(UnitState.SUCCEEDED, delivered=1))
-    # No router after it: a worker killed right after its last finish still lets them go.
-    for key in (keys.job(job_id), keys.job_units(job_id), *map(keys.unit, units)):
-        assert 3500 < redis_client.ttl(key) <= 3600, key
-
-
-def test_a_finished_job_with_a_dead_letter_or_a_failed_unit_is_kept(
-    store: JobStore, leases: Leases, redis_client: redis.Redis
-) -> None:
-    dead_job, (unit,) = staged_job(store, 1)
-    claim = leases.claim(unit, max_crashes=5)
-    letter = json.dumps({"record": records(1)[0], "reason": "refused"})
-    leases.finish(unit, claim.token, done(UnitState.SUCCEEDED, dead=1, dead_letters=[letter]))
-    failed_job, (trigger,) = staged_job(store, 0)
-    claim = leases.claim(trigger, max_crashes=5)
-    leases.finish(trigger, claim.token, done(UnitState.FAILED))
-    for job_id, unit_id in ((dead_job, unit), (failed_job, trigger)):
-        assert redis_client.ttl(keys.job(job_id)) == -1  # until its letters are replayed
-        assert redis_client.ttl(keys.unit(unit_id)) == -1
-
-
 # --- reaper ------------------------------------------------------------------------------------
 
 

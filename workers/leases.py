@@ -22,7 +22,6 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from importq.sentinel import NamedPrimary
-from importq.settings import DEFAULT_JOB_TTL
 from workers import keys
 from workers.jobs import TERMINAL_UNIT_STATES
 from workers.signals import ReplicaUnconfirmed
@@ -185,16 +184,6 @@ if f.terminal then
   local done = redis.call('HINCRBY', KEYS[4], 'units_done', 1)
   if done >= tonumber(redis.call('HGET', KEYS[4], 'units_total')) then
     redis.call('HSET', KEYS[4], 'finished_at', now)
-    -- Its state lets go in this step (a worker killed right after it leaves nothing for
-    -- ever); a job with dead letters or a failed unit stays until they are replayed.
-    if tonumber(redis.call('HGET', KEYS[4], 'records_dead') or '0') == 0
-        and tonumber(redis.call('HGET', KEYS[4], 'units_failed') or '0') == 0 then
-      for _, id in ipairs(redis.call('LRANGE', KEYS[6], 0, -1)) do
-        redis.call('EXPIRE', f.unit_prefix .. id, f.job_ttl)
-      end
-      redis.call('EXPIRE', KEYS[6], f.job_ttl)
-      redis.call('EXPIRE', KEYS[4], f.job_ttl)
-    end
     return 2
   end
 else
@@ -355,13 +344,10 @@ class Leases:
         grace_seconds: float,
         replica_wait_ms: int = 0,
         named_primary: Callable[[], NamedPrimary | None] | None = None,
-        job_ttl_seconds: int = DEFAULT_JOB_TTL,
     ) -> None:
         """`named_primary`: asks the sentinels which server is the primary, for a guarding
-        write that no replica confirmed because none is connected. `job_ttl_seconds`: how
-        long a finished job's state stays (IMPORTQ_JOB_TTL)."""
+        write that no replica confirmed because none is connected."""
         self.redis = client
-        self.job_ttl = job_ttl_seconds
         self.lease_ms = int(lease_seconds * 1000)
         self.grace_ms = int(grace_seconds * 1000)
         self.replica_wait_ms = replica_wait_ms
@@ -443,8 +429,6 @@ class Leases:
             "grace_ms": self.grace_ms,
             "dead_letters": result.dead_letters,
             "children": [{"id": cid, "fields": f} for cid, f, _ in result.children],
-            "job_ttl": self.job_ttl,
-            "unit_prefix": keys.unit(""),
         }
         finish_keys = [
             keys.unit(unit_id),

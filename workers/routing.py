@@ -281,9 +281,11 @@ class Router:
             return
         log.info("job finished", job_state=str(job.state), delivered=job.records_delivered,
                  dead=job.records_dead)  # fmt: skip
-        # Its state expires from the finish on (workers/leases.py), unless it has dead letters.
         for middleware in self.middleware:
             middleware.after_job_finished(job)
+        # A job with dead letters (a failed trigger has one) stays until they are replayed.
+        if job.records_dead == 0 and job.units_failed == 0:
+            self.store.expire(job.id, self.settings.job_ttl)
 
     def _dead_letter(self, run: UnitRun, record: Record | None, reason: str) -> str:
         entry = {

@@ -56,8 +56,7 @@ class Runner:
         wait_ms = sentinel.replica_wait_ms(settings, store.redis)
         group = sentinel.config(settings)
         self.leases = Leases(store.redis, settings.lease_seconds, settings.retry_grace, wait_ms,
-                             group.named_primary if group else None,
-                             job_ttl_seconds=settings.job_ttl)  # fmt: skip
+                             group.named_primary if group else None)  # fmt: skip
         # Heartbeats renew through a client that tries once and fails fast, so a stalled
         # Redis shows up as an unconfirmed lease instead of a renewal hanging in retries.
         beat_timeout = min(5.0, max(0.25, settings.lease_seconds / 6))
