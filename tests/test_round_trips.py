@@ -171,3 +171,29 @@ def test_publishing_costs_one_round_trip_per_unit(
     assert (
         counts[0] - 10 * PRODUCER_ROUND_TRIPS_PER_UNIT == PRODUCER_ROUND_TRIPS_PER_JOB[read_twice]
     )
+
+
+# A one-record SourcingData job without --operation-id, sent whole in its start (which the
+# vendor answers committed): the claim, the note before the start, the finish (which records
+# the item's id too); then the job's end: reading the finished job, its units, their expiry.
+ONE_RECORD_JOB_ROUND_TRIPS = 3 + 3
+
+
+def test_a_one_record_job_sent_whole_costs_the_worker_a_fixed_number_of_round_trips(
+    sim: Any, round_trips: Counter, redis_client: redis.Redis
+) -> None:
+    settings = importq_settings.load()
+    store = JobStore(redis_client)
+    runner = Runner(settings, store, Published())
+    costs = []
+    for number in range(2):  # the first loads the scripts and connects
+        record = {"entityId": "ORG_DEPT", "recordId": f"r-{number}", "data": {"Code": "C"}}
+        job_id = publish("sourcing_data", locate([record]), {}, settings=settings, store=store,
+                         publish_unit=lambda unit, target, countdown: None)  # fmt: skip
+        (unit_id,) = store.unit_ids(job_id)
+        before = round_trips.sent
+        assert runner.run("sourcing_data", unit_id, WORKER) == "succeeded"
+        costs.append(round_trips.sent - before)
+        assert store.unit(unit_id)["remote.queue_item_id"]  # recorded with the finish
+    assert costs[1] == ONE_RECORD_JOB_ROUND_TRIPS
+    assert sim.ledger()["requests"] == 2  # type: ignore[attr-defined]

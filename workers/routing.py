@@ -148,6 +148,7 @@ class Router:
         dead = [self._dead_letter(run, record, reason) for record, reason in delivered.rejected]
         state = UnitState.SUCCEEDED
         fields = {"delivered": str(delivered.count), "finished_at": str(time.time())}
+        fields.update({f"remote.{name}": value for name, value in delivered.remote.items()})
         if delivered.warnings:
             fields["warnings"] = json.dumps(delivered.warnings[:100])
         outcome = Finish(
