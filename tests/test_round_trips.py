@@ -175,8 +175,8 @@ def test_publishing_costs_one_round_trip_per_unit(
 
 # A one-record SourcingData job without --operation-id, sent whole in its start (which the
 # vendor answers committed): the claim, the note before the start, the finish (which records
-# the item's id too); then the job's end: reading the finished job, its units, their expiry.
-ONE_RECORD_JOB_ROUND_TRIPS = 3 + 3
+# the item's id too, and, as it ends the job, reads the job and sets its expiry).
+ONE_RECORD_JOB_ROUND_TRIPS = 3
 
 
 def test_a_one_record_job_sent_whole_costs_the_worker_a_fixed_number_of_round_trips(
