@@ -31,9 +31,10 @@ WORKER_ROUND_TRIPS = 2
 WORKER_ROUND_TRIPS_WITH_SLOT = 4
 # The producer, per unit: staging it (one transaction); the job's own steps are fixed.
 PRODUCER_ROUND_TRIPS_PER_UNIT = 1
-# The job's own: create, watch and open (a one-pass input, staged whole then sent), or
-# create, expect and released (input read twice, each unit sent as soon as it is staged).
-PRODUCER_ROUND_TRIPS_PER_JOB = {False: 3, True: 3}
+# The job's own: create, then open with its units watched (a one-pass input, staged whole
+# then sent), or create, expect and released (input read twice, each unit sent as soon as
+# it is staged).
+PRODUCER_ROUND_TRIPS_PER_JOB = {False: 2, True: 3}
 
 
 WORKER = "w1@localhost:1234"  # the worker's shutdown id (workers.app.shutdown_id)
