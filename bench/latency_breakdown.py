@@ -107,9 +107,10 @@ class TimedVendor:
 
 
 @contextmanager
-def site(concurrency: int, latency: float) -> Iterator[tuple[Any, TimedVendor, str]]:
+def site(concurrency: int, latency: float) -> Iterator[tuple[Any, TimedVendor, str, int]]:
     """A private Redis, the simulator (as bench/sourcing_throughput.py sets it up) and one
-    worker; yields the worker app module, the timed simulator and Redis's URL."""
+    worker; yields the worker app module, the timed simulator, Redis's URL and the worker's
+    process group."""
     from bench.sourcing_throughput import POLL_INTERVAL_SECONDS, PROCESSING_SECONDS, _worker_app
     from simulators.http import serve
     from simulators.sourcing_data import SourcingDataSimulator
@@ -128,8 +129,8 @@ def site(concurrency: int, latency: float) -> Iterator[tuple[Any, TimedVendor, s
                           SOURCING_DATA_POLL_INTERVAL=str(POLL_INTERVAL_SECONDS),
                           SOURCING_DATA_ITEMS_IN_FLIGHT=str(concurrency))  # fmt: skip
         app = _worker_app(url)
-        stack.enter_context(env.worker(dict(os.environ), tmp / "worker.log", concurrency))
-        yield app, vendor, url
+        worker = stack.enter_context(env.worker(dict(os.environ), tmp / "worker.log", concurrency))
+        yield app, vendor, url, worker.process.pid
 
 
 def one_round(app: Any, number: int, poll: float) -> dict[str, float]:
@@ -138,16 +139,16 @@ def one_round(app: Any, number: int, poll: float) -> dict[str, float]:
     from workers.jobs import JobStore
 
     store = JobStore(app.redis_client())
-    began = time.time()
+    began, cpu = time.time(), time.thread_time()
     job_id = publish("sourcing_data", locate([env.sample_record(9_500_000 + number)]), {},
                      settings=app.settings(), store=store,
                      publish_unit=app.publish_unit)  # fmt: skip
-    published = time.time()
+    published, cpu = time.time(), time.thread_time() - cpu
     while not (job := store.get(job_id)) or not job.finished:
         time.sleep(poll)
     seen = time.time()
     assert job.state == "succeeded", job
-    return {"began": began, "published": published, "seen": seen}
+    return {"began": began, "published": published, "seen": seen, "publish_cpu": cpu}
 
 
 def marks(
@@ -235,7 +236,7 @@ def measure(rounds: int, concurrency: int, latency: float, poll: float) -> dict[
 
     direct: list[dict[str, float]] = []
     with (
-        site(concurrency, latency) as (app, vendor, url),
+        site(concurrency, latency) as (app, vendor, url, group),
         vendor_client(os.environ["SOURCING_DATA_URL"]) as client,
     ):
         direct_round(client, vendor, -1)
@@ -243,6 +244,7 @@ def measure(rounds: int, concurrency: int, latency: float, poll: float) -> dict[
             one_round(app, 1_000 + number, poll)
         with Monitor(url, script_names()) as monitor:
             results = []
+            worker_cpu = group_cpu_seconds(group)
             for number in range(rounds):
                 direct.append(direct_round(client, vendor, number))
                 vendor.requests.clear()
@@ -250,6 +252,7 @@ def measure(rounds: int, concurrency: int, latency: float, poll: float) -> dict[
                 producer = one_round(app, number, poll)
                 time.sleep(0.05)  # the worker's ack and the monitor's last lines
                 results.append((producer, monitor.seen[start:], list(vendor.requests)))
+            worker_cpu = group_cpu_seconds(group) - worker_cpu
             mine = own_ports()
     per_round = [marks(p, events, requests, mine) for p, events, requests in results]
     steps = sorted({name for m in per_round for name in m}, key=lambda n: _median(per_round, n))
@@ -261,7 +264,10 @@ def measure(rounds: int, concurrency: int, latency: float, poll: float) -> dict[
                                        "p90": _share(direct, name, 0.9)}
                   for name in direct[0]})  # fmt: skip
     commands = _commands(results, mine)
-    return {"rounds": rounds, "concurrency": concurrency, "latency_s": latency,
+    cpu = {"worker_ms_per_unit": round(worker_cpu / rounds * 1000, 2),
+           "publish_ms_p50": round(percentile([p["publish_cpu"] for p, _, _ in results],
+                                              0.5) * 1000, 2)}  # fmt: skip
+    return {"rounds": rounds, "concurrency": concurrency, "latency_s": latency, "cpu": cpu,
             "marks_ms": table, "commands_per_unit": commands,
             "one_round": _timeline(*results[len(results) // 2], mine)}  # fmt: skip
 
@@ -280,6 +286,20 @@ def _timeline(
         lines += [(came, f"vendor {what} in"), (left, f"vendor {what} out")]
     lines += [(producer["published"], "publish() returned"), (producer["seen"], "bench saw it")]
     return [f"{(when - began) * 1000:8.2f} {what}" for when, what in sorted(lines)]
+
+
+def group_cpu_seconds(group: int) -> float:
+    """CPU seconds (user + system) of every live process in process group `group` (Linux)."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp; utime and stime follow at 11 and 12
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _median(rounds: list[dict[str, float]], name: str) -> float:
@@ -315,6 +335,8 @@ def _commands(
 def report(result: dict[str, Any]) -> list[str]:
     lines = [f"One record's path ({result['rounds']} rounds, -c {result['concurrency']}, "
              f"vendor latency {result['latency_s'] * 1000:.0f} ms): ms after publish() began",
+             f"  CPU: the worker (main process and pool) {result['cpu']['worker_ms_per_unit']}"
+             f" ms a unit; publish() {result['cpu']['publish_ms_p50']} ms (p50)",
              f"  {'mark':<36} {'p50':>8} {'p90':>8}"]  # fmt: skip
     for name, figure in result["marks_ms"].items():
         lines.append(f"  {name:<36} {figure['p50']:>8.2f} {figure['p90']:>8.2f}")
