@@ -111,9 +111,8 @@ def publish(
     except BaseException:
         store.discard(job_id)
         raise
-    if not hold:  # watched before it is listed: a producer dying now strands nothing
-        store.watch(unit_ids, settings.rescue_seconds)
-    store.open(job_id)
+    # Watched as it is listed, in one step: a producer dying now strands nothing.
+    store.open(job_id, None if hold else unit_ids, settings.rescue_seconds)
     ordering.enqueue(store.redis, target, order_key, job_id, first=first_in_line)
     # With a Sentinel group: a replica holds the job before the producer is told it is
     # published, so a failover right after cannot take the records with the old primary.

@@ -277,6 +277,34 @@ def test_terminal_finish_counts_records_and_drops_payload_lease_and_watch_entry(
     assert redis_client.hexists(keys.job(job_id), "finished_at")
 
 
+def test_the_finish_that_ends_a_job_answers_with_the_job_and_sets_its_expiry(
+    store: JobStore, leases: Leases, redis_client: redis.Redis
+) -> None:
+    job_id, (first, second) = staged_job(store, 1, 1)
+    claim = leases.claim(first, max_crashes=5)
+    recorded = leases.record(first, claim.token, done(UnitState.SUCCEEDED, delivered=1), 600)
+    assert (recorded.status, recorded.job) == (1, {})  # the job goes on
+    assert redis_client.ttl(keys.job(job_id)) == -1
+    claim = leases.claim(second, max_crashes=5)
+    recorded = leases.record(second, claim.token, done(UnitState.SUCCEEDED, delivered=1), 600)
+    # The job as it ended, read in the same step, and let go after the job TTL.
+    assert recorded.status == 2 and recorded.job["records_delivered"] == "2"
+    assert recorded.job["finished_at"]
+    for key in (keys.job(job_id), keys.job_units(job_id), keys.unit(first), keys.unit(second)):
+        assert 0 < redis_client.ttl(key) <= 600, key
+
+
+def test_a_job_with_dead_letters_stays_past_its_finish(
+    store: JobStore, leases: Leases, redis_client: redis.Redis
+) -> None:
+    job_id, (unit,) = staged_job(store, 1)
+    claim = leases.claim(unit, max_crashes=5)
+    outcome = done(UnitState.FAILED, dead=1, dead_letters=['{"record": null}'])
+    assert leases.record(unit, claim.token, outcome, 600).status == 2
+    assert redis_client.ttl(keys.job(job_id)) == -1  # until its dead letters are replayed
+    assert redis_client.ttl(keys.unit(unit)) == -1
+
+
 def test_non_terminal_finish_keeps_the_payload_and_watches_the_retry_deadline(
     store: JobStore, leases: Leases, redis_client: redis.Redis
 ) -> None:

@@ -31,9 +31,10 @@ WORKER_ROUND_TRIPS = 2
 WORKER_ROUND_TRIPS_WITH_SLOT = 4
 # The producer, per unit: staging it (one transaction); the job's own steps are fixed.
 PRODUCER_ROUND_TRIPS_PER_UNIT = 1
-# The job's own: create, watch and open (a one-pass input, staged whole then sent), or
-# create, expect and released (input read twice, each unit sent as soon as it is staged).
-PRODUCER_ROUND_TRIPS_PER_JOB = {False: 3, True: 3}
+# The job's own: create, then open with its units watched (a one-pass input, staged whole
+# then sent), or create, expect and released (input read twice, each unit sent as soon as
+# it is staged).
+PRODUCER_ROUND_TRIPS_PER_JOB = {False: 2, True: 3}
 
 
 WORKER = "w1@localhost:1234"  # the worker's shutdown id (workers.app.shutdown_id)
@@ -171,3 +172,29 @@ def test_publishing_costs_one_round_trip_per_unit(
     assert (
         counts[0] - 10 * PRODUCER_ROUND_TRIPS_PER_UNIT == PRODUCER_ROUND_TRIPS_PER_JOB[read_twice]
     )
+
+
+# A one-record SourcingData job without --operation-id, sent whole in its start (which the
+# vendor answers committed): the claim, the note before the start, the finish (which records
+# the item's id too, and, as it ends the job, reads the job and sets its expiry).
+ONE_RECORD_JOB_ROUND_TRIPS = 3
+
+
+def test_a_one_record_job_sent_whole_costs_the_worker_a_fixed_number_of_round_trips(
+    sim: Any, round_trips: Counter, redis_client: redis.Redis
+) -> None:
+    settings = importq_settings.load()
+    store = JobStore(redis_client)
+    runner = Runner(settings, store, Published())
+    costs = []
+    for number in range(2):  # the first loads the scripts and connects
+        record = {"entityId": "ORG_DEPT", "recordId": f"r-{number}", "data": {"Code": "C"}}
+        job_id = publish("sourcing_data", locate([record]), {}, settings=settings, store=store,
+                         publish_unit=lambda unit, target, countdown: None)  # fmt: skip
+        (unit_id,) = store.unit_ids(job_id)
+        before = round_trips.sent
+        assert runner.run("sourcing_data", unit_id, WORKER) == "succeeded"
+        costs.append(round_trips.sent - before)
+        assert store.unit(unit_id)["remote.queue_item_id"]  # recorded with the finish
+    assert costs[1] == ONE_RECORD_JOB_ROUND_TRIPS
+    assert sim.ledger()["requests"] == 2  # type: ignore[attr-defined]

@@ -11,6 +11,9 @@ channel could never build a pool again, so acknowledging a unit that was running
 restart raised the same error. Either way the worker exited (status 1) and nothing consumed
 its queues until something restarted it.
 
+It also publishes the task events it buffers (task-received, -started, -succeeded: Flower's)
+a moment later rather than at the event loop's next turn (EVENT_FLUSH_DELAY).
+
 This consumer gives the lost connection's transport its details back, so its channels work
 as they do after any other lost connection (the messages they delivered are acknowledged
 once their units end, over a new pool), and lets that one failure of the close pass: the
@@ -27,8 +30,27 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 
 log = structlog.get_logger("importq.worker")
 
+# Seconds buffered task events wait before they are published. Celery flushes them at the
+# loop's next turn, before the loop writes the unit's message to a pool process: a Redis
+# round trip (and the CPU it takes) on every unit's way to its claim, for a monitoring
+# event that can as well leave a few milliseconds later, in one flush with the next ones.
+EVENT_FLUSH_DELAY = 0.005
+
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]  # celery ships no type hints
+    _events_flush_due = False
+
+    def on_send_event_buffered(self) -> None:
+        if self.hub is None:
+            super().on_send_event_buffered()
+        elif not self._events_flush_due:
+            self._events_flush_due = True
+            self.hub.call_later(EVENT_FLUSH_DELAY, self._flush_events_later)
+
+    def _flush_events_later(self) -> None:
+        self._events_flush_due = False
+        self._flush_events()
+
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         lost = self.connection
         transport = getattr(lost, "_transport", None)  # before Celery collects it

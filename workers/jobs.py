@@ -286,9 +286,15 @@ class JobStore:
             deadline = int((time.time() + rescue_seconds) * 1000)
             self.redis.zadd(keys.WATCH, dict.fromkeys(unit_ids, deadline))
 
-    def open(self, job_id: str) -> None:
-        """The job is fully staged: list it; its units may now be published."""
+    def open(
+        self, job_id: str, watched: list[str] | None = None, rescue_seconds: float = 0.0
+    ) -> None:
+        """The job is fully staged: list it; its units may now be published. `watched`:
+        units the reaper watches from the same step (see `watch`)."""
         pipe = self.redis.pipeline(transaction=True)
+        if watched:
+            deadline = int((time.time() + rescue_seconds) * 1000)
+            pipe.zadd(keys.WATCH, dict.fromkeys(watched, deadline))
         pipe.hdel(keys.job(job_id), "staging")
         pipe.zrem(keys.STAGING, job_id)
         pipe.zadd(keys.JOBS, {job_id: time.time()})

@@ -128,8 +128,13 @@ return 1
 # KEYS: unit hash, lease, watch, job hash, payload, job units list, dlq list, dlq index,
 #       then per child (in the order of the finish JSON's children): its unit hash, its payload.
 # ARGV: token, now ms, unit id, finish JSON, stats key prefix, this minute's tally key with
-#       %s for the target (keys.recent), its TTL s, child payloads...
-# Returns 0 when the lease is not ours, 1 when recorded, 2 when that also finished the job.
+#       %s for the target (keys.recent), its TTL s, the job TTL s (0: none), the unit hash
+#       key prefix (keys.unit("")), child payloads...
+# Returns 0 when the lease is not ours, 1 when recorded, {2, job hash} when that also
+# finished the job: the job as it ended, read in the same step, its state (the job hash,
+# its units list and every unit hash) let go after the job TTL unless it has dead letters
+# or failed units (those stay until replayed). The units' keys are found in the units list,
+# so they are built from the prefix, like _REAP's (one Redis, no Cluster).
 # The finish JSON: state, fields{}, delivered, dead, attempts_delta, deadline (ms or null),
 # dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[8..]).
 # The keys not in KEYS are the metrics hash (keys.stats) and the minute's tally
@@ -152,7 +157,7 @@ local job = redis.call('HGET', KEYS[1], 'job')
 for i, child in ipairs(f.children) do
   local child_unit, child_payload = KEYS[7 + 2 * i], KEYS[8 + 2 * i]
   for k, v in pairs(child.fields) do redis.call('HSET', child_unit, k, v) end
-  redis.call('SET', child_payload, ARGV[7 + i])
+  redis.call('SET', child_payload, ARGV[9 + i])
   redis.call('RPUSH', KEYS[6], child.id)
   redis.call('ZADD', KEYS[3], now + f.grace_ms, child.id)
 end
@@ -184,7 +189,17 @@ if f.terminal then
   local done = redis.call('HINCRBY', KEYS[4], 'units_done', 1)
   if done >= tonumber(redis.call('HGET', KEYS[4], 'units_total')) then
     redis.call('HSET', KEYS[4], 'finished_at', now)
-    return 2
+    local ttl = tonumber(ARGV[8])
+    local kept = tonumber(redis.call('HGET', KEYS[4], 'records_dead') or '0') > 0 or
+                 tonumber(redis.call('HGET', KEYS[4], 'units_failed') or '0') > 0
+    if ttl > 0 and not kept then
+      for i, id in ipairs(redis.call('LRANGE', KEYS[6], 0, -1)) do
+        redis.call('EXPIRE', ARGV[9] .. id, ttl)
+      end
+      redis.call('EXPIRE', KEYS[6], ttl)
+      redis.call('EXPIRE', KEYS[4], ttl)
+    end
+    return {2, redis.call('HGETALL', KEYS[4])}
   end
 else
   redis.call('ZADD', KEYS[3], f.deadline, ARGV[3])
@@ -302,6 +317,15 @@ class Claim:
 
 
 @dataclass
+class Recorded:
+    """What a finish recorded: 0 (not our lease), 1 (recorded), 2 (and the job finished)."""
+
+    status: int
+    job: dict[str, str] = field(default_factory=dict)
+    """For 2: the job's hash as the finish left it."""
+
+
+@dataclass
 class Finish:
     """The fenced end of one run of a unit."""
 
@@ -414,8 +438,13 @@ class Leases:
         except ReplicaUnconfirmed as error:
             raise ReplicaUnconfirmed(f"unit {unit_id}: {error}") from None
 
-    def finish(self, unit_id: str, token: str, result: Finish) -> int:
+    def finish(self, unit_id: str, token: str, result: Finish, job_ttl: int = 0) -> int:
         """0: not our lease, nothing written; 1: recorded; 2: recorded and the job is done."""
+        return self.record(unit_id, token, result, job_ttl).status
+
+    def record(self, unit_id: str, token: str, result: Finish, job_ttl: int = 0) -> Recorded:
+        """The fenced finish; when it ends the job, the job's hash with it, and the job's
+        state let go after `job_ttl` seconds (0: kept) unless it holds dead letters."""
         job_id = keys.job_of(unit_id)
         spec: dict[str, Any] = {
             "state": result.state,
@@ -445,9 +474,12 @@ class Leases:
         now = now_ms()
         tally = keys.recent("%s", now // 60_000)  # the script fills in the unit's target
         args: list[Any] = [token, now, unit_id, json.dumps(spec), keys.stats(""), tally,
-                           keys.RECENT_TTL]  # fmt: skip
+                           keys.RECENT_TTL, job_ttl, keys.unit("")]  # fmt: skip
         args += [payload for _, _, payload in result.children]
-        return int(self._guarded(self._finish, finish_keys, args))
+        found = self._guarded(self._finish, finish_keys, args)
+        if isinstance(found, list):
+            return Recorded(int(found[0]), _fields(found[1]))
+        return Recorded(int(found))
 
     def _guarded(
         self,

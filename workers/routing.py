@@ -19,7 +19,7 @@ import structlog
 from importq.errors import FinalError, RejectedError, RetryableError, TargetError, VendorBusy
 from importq.settings import Settings
 from workers import keys, targets
-from workers.jobs import JobStore, UnitState, encode_records, unit_fields
+from workers.jobs import JobStore, JobView, UnitState, encode_records, unit_fields, view
 from workers.leases import Finish, Leases, now_ms
 from workers.middleware.base import Middleware, Publish
 from workers.outcomes import Defer, Misconfigured, Paused, Result, UnitRun
@@ -148,6 +148,7 @@ class Router:
         dead = [self._dead_letter(run, record, reason) for record, reason in delivered.rejected]
         state = UnitState.SUCCEEDED
         fields = {"delivered": str(delivered.count), "finished_at": str(time.time())}
+        fields.update({f"remote.{name}": value for name, value in delivered.remote.items()})
         if delivered.warnings:
             fields["warnings"] = json.dumps(delivered.warnings[:100])
         outcome = Finish(
@@ -262,8 +263,8 @@ class Router:
         # Ran (or ended): the next wait starts short and its ceiling counts from then.
         for name in ("deferrals", "waits_for", "waiting_since"):
             outcome.fields.setdefault(name, "")
-        recorded = self.leases.finish(run.unit_id, run.claim.token, outcome)
-        if not recorded:
+        recorded = self.leases.record(run.unit_id, run.claim.token, outcome, self.settings.job_ttl)
+        if not recorded.status:
             log.warning("lease lost before the outcome was recorded; another worker owns the unit")
             return "lease lost"
         # What the task's state tells, known here: its end needs no read of the unit.
@@ -271,21 +272,19 @@ class Router:
                          attempts=run.claim.attempts + outcome.attempts_delta,
                          waits_for=outcome.fields.get("waits_for", ""),
                          due=float(outcome.fields.get("next_attempt_at") or 0)))  # fmt: skip
-        if recorded == JOB_FINISHED:
-            self._job_finished(keys.job_of(run.unit_id))
+        if recorded.status == JOB_FINISHED:
+            # The finish read the job as it ended and set its expiry (unless it has dead
+            # letters: a failed trigger has one; those stay until replayed).
+            self._job_finished(view(keys.job_of(run.unit_id), recorded.job))
         return str(outcome.state)
 
-    def _job_finished(self, job_id: str) -> None:
-        job = self.store.get(job_id)
+    def _job_finished(self, job: JobView | None) -> None:
         if job is None:
             return
         log.info("job finished", job_state=str(job.state), delivered=job.records_delivered,
                  dead=job.records_dead)  # fmt: skip
         for middleware in self.middleware:
             middleware.after_job_finished(job)
-        # A job with dead letters (a failed trigger has one) stays until they are replayed.
-        if job.records_dead == 0 and job.units_failed == 0:
-            self.store.expire(job.id, self.settings.job_ttl)
 
     def _dead_letter(self, run: UnitRun, record: Record | None, reason: str) -> str:
         entry = {

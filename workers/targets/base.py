@@ -81,6 +81,10 @@ class Delivered:
     count: int
     rejected: list[tuple[Record, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    remote: dict[str, str] = field(default_factory=dict)
+    """Notes for the unit's remote.* fields, written with its finish rather than in a
+    write of their own (ctx.remember): only what the vendor already committed, whose
+    finish, if lost, the next attempt settles as it would a lost answer."""
 
 
 @dataclass
