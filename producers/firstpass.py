@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 import orjson
 
+from importq import jsoncodec
 from importq.errors import InputError
 from producers import readers, validate
 from producers.rawlines import Span
@@ -54,7 +55,7 @@ class _Block:
 def spans(path: Path, target: str, batches: Batches) -> Iterator[Span]:
     """Each unit of `batches`'s plan as a span of the file, once its records are checked;
     InputError at the first record refused (the caller then enqueues nothing)."""
-    cutting = _Cutting(str(path), target, Cutter(batches))
+    cutting = _Cutting(str(path), target, batches)
     with open(path, "rb") as f:
         for block in _blocks(f):
             yield from cutting.block(block)
@@ -64,14 +65,15 @@ def spans(path: Path, target: str, batches: Batches) -> Iterator[Span]:
 class _Cutting:
     """The units closed so far, and where the unit still open began."""
 
-    def __init__(self, name: str, target: str, cutter: Cutter) -> None:
-        self.name, self.target, self.cutter = name, target, cutter
+    def __init__(self, name: str, target: str, batches: Batches) -> None:
+        self.name, self.target, self.batches = name, target, batches
+        self.cutter = Cutter(batches)
         self.ends = _Ends()
         self.seen = self.first = 0  # records read; the first of the unit still open
 
     def block(self, block: _Block) -> Iterator[Span]:
         lines = block.lines()
-        records, at = _records(block, lines, self.target, self.name)
+        records, at = _records(block, lines, self.target, self.name, self.batches)
 
         def line_of(index: int) -> int:
             return at[index] if at is not None else index
@@ -110,11 +112,20 @@ class _Ends:
         self.unit_start = 0
         self.last = (0, 0)
         """Where the last record read so far ends, and the CRC-32 up to there."""
+        # The lines of the current block counted so far, and the offset past them: a block
+        # is asked about its lines in order, so each line is counted once however small
+        # the units (a sum from the block's start at every cut was quadratic).
+        self._block = self._lines = self._past = -1
 
     def after(self, block: _Block, lines: list[bytes], line: int) -> tuple[int, int]:
-        """The offset just past `line` of `block` (its LF included), and the CRC to there."""
-        end = min(block.start + sum(map(len, lines[: line + 1])) + line + 1,
-                  block.start + len(block.data))  # fmt: skip
+        """The offset just past `line` of `block` (its LF included), and the CRC to there.
+        Asked about lines in order within a block."""
+        if self._block != block.start:
+            self._block, self._lines, self._past = block.start, 0, block.start
+        counted = lines[self._lines : line + 1]
+        self._past += sum(map(len, counted)) + len(counted)
+        self._lines = max(self._lines, line + 1)
+        end = min(self._past, block.start + len(block.data))
         self._to(block, end)
         return end, self.crc
 
@@ -145,14 +156,14 @@ def _blocks(f: BinaryIO) -> Iterator[_Block]:
 
 
 def _records(
-    block: _Block, lines: list[bytes], target: str, name: str
+    block: _Block, lines: list[bytes], target: str, name: str, batches: Batches
 ) -> tuple[list[Record], list[int] | None]:
     """The block's records, checked, and the line (in the block) of each one: None when
     every line is a record, as in the usual block."""
     records = _usual(block, lines, target)
     if records is not None:
         return records, None
-    careful = list(_careful(block, lines, target, name))
+    careful = list(_careful(block, lines, target, name, batches))
     return [record for record, _ in careful], [line for _, line in careful]
 
 
@@ -168,15 +179,18 @@ def _usual(block: _Block, lines: list[bytes], target: str) -> list[Record] | Non
 
 
 def _careful(
-    block: _Block, lines: list[bytes], target: str, name: str
+    block: _Block, lines: list[bytes], target: str, name: str, batches: Batches
 ) -> Iterator[tuple[Record, int]]:
-    """Line by line, as `read_records` reads: each line checked before the next is read,
-    so the first refusal (InputError) is the one at the earliest line."""
+    """Line by line, as `read_records` reads: each line checked (its JSON, its schema, its
+    size against the byte budget) before the next is read, so the first refusal
+    (InputError) is the one at the earliest line."""
     for line, text in enumerate(lines):
         lineno = block.lineno + line
         record = readers.careful_line(text, lineno, name)
         if record is not None:
-            validate.check_record(target, record, f"{name}:{lineno}")
+            where = f"{name}:{lineno}"
+            validate.check_record(target, record, where)
+            batches.refuse_oversized(record, where)
             yield record, line
 
 
@@ -190,7 +204,7 @@ def counts(records: Sequence[Record], target: str, batches: Batches, source: str
     for start in range(0, len(records), BLOCK_RECORDS):
         block = list(records[start : start + BLOCK_RECORDS])
         where = _places(source, start)
-        _check(target, block, where)
+        _check(target, block, where, batches)
         for cut in cutter.cuts(block, where):
             yield start + cut - first
             first = start + cut
@@ -201,16 +215,22 @@ def counts(records: Sequence[Record], target: str, batches: Batches, source: str
 
 
 def units(
-    records: Sequence[Record], counts: list[int], target: str, source: str
-) -> Iterator[list[Record]]:
-    """The units `counts` cut, each checked again: InputError if the list changed."""
+    records: Sequence[Record], counts: list[int], target: str, source: str, batches: Batches
+) -> Iterator[tuple[int, bytes]]:
+    """The units `counts` cut, each checked again (the list can change while it is sent)
+    and encoded once: each one's record count and compact JSON array. InputError if the
+    list changed: other records, a record refused, a unit now over the byte budget."""
     start = 0
     for count in counts:
         unit = list(records[start : start + count])
         if len(unit) != count:
             raise InputError(f"it now holds {len(records)} records, not the ones checked")
-        _check(target, unit, _places(source, start))
-        yield unit
+        _check(target, unit, _places(source, start), batches)
+        array = jsoncodec.dumps(unit)
+        if len(array) - 1 > batches.bytes:  # each record and its comma: the cut's measure
+            budget = f"the {batches.bytes}-byte {batches.what} budget they were cut to"
+            raise InputError(f"records {start + 1}-{start + count} grew past {budget}")
+        yield count, array
         start += count
     if start != len(records):
         raise InputError(f"it now holds {len(records)} records, not the {start} checked")
@@ -220,7 +240,12 @@ def _places(source: str, start: int) -> Callable[[int], str]:
     return lambda index: f"{source} {start + index + 1}"
 
 
-def _check(target: str, records: list[Record], where: Callable[[int], str]) -> None:
+def _check(
+    target: str, records: list[Record], where: Callable[[int], str], batches: Batches
+) -> None:
+    """InputError for the first record refused; record by record (with the byte budget,
+    so an oversized record before a refused one is the one named) only if one is."""
     if not validate.all_valid(target, records):
         for index, record in enumerate(records):
             validate.check_record(target, record, where(index))
+            batches.refuse_oversized(record, where(index))

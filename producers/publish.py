@@ -35,15 +35,22 @@ from producers.validate import validate
 from workers import app as worker_app
 from workers import ordering, targets
 from workers.dispatch import Publish, send
-from workers.jobs import JobStore, encode_records
-from workers.targets.base import PREFLIGHT_FACTS, Located, Record, Target, refuse_unknown_params
+from workers.jobs import JobStore, compress_payload, encode_records
+from workers.targets.base import (
+    PREFLIGHT_FACTS,
+    Batches,
+    Located,
+    Record,
+    Target,
+    refuse_unknown_params,
+)
 
 
 def locate(records: Iterable[Record], source: str = "record") -> Iterable[Located]:
     """Number records from a Python iterable so errors can say which one failed. A list
-    (any sequence) stays readable twice, so publish checks it all and then sends each unit
+    (or tuple) stays readable twice, so publish checks it all and then sends each unit
     as it is staged; other iterables are read once."""
-    if isinstance(records, Sequence):
+    if isinstance(records, list | tuple):  # sliceable (a deque is a Sequence but is not)
         return _Numbered(records, source)
     return _numbered(records, source)
 
@@ -139,6 +146,8 @@ class _Input:
     and bytes)."""
     counts: list[int] | None = None
     """Each unit's record count, as the first pass cut a list by count and bytes."""
+    batches: Batches | None = None
+    """The limits it was cut by."""
 
     def _plan(self, records: Iterable[Located]) -> Iterator[list[Record]]:
         located = validate(self.declared.name, records)
@@ -158,7 +167,7 @@ class _Input:
                 yield span.count
             return
         if batches and isinstance(self.records, _Numbered):
-            self.counts = []
+            self.batches, self.counts = batches, []
             numbered = self.records
             for count in firstpass.counts(numbered.records, self.declared.name, batches,
                                           numbered.source):  # fmt: skip
@@ -173,12 +182,12 @@ class _Input:
         a list's slices it cut, else the records read and planned again."""
         if self.spans is not None and isinstance(self.records, RecordFile):
             return rawlines.payloads(self.records.path, self.spans, self.records.unchanged)
-        units = self._plan(self.records)
-        if self.counts is not None and isinstance(self.records, _Numbered):
+        if self.counts is not None and self.batches and isinstance(self.records, _Numbered):
             numbered = self.records
-            units = firstpass.units(numbered.records, self.counts, self.declared.name,
-                                    numbered.source)  # fmt: skip
-        return ((len(unit), encode_records(unit)) for unit in units)
+            arrays = firstpass.units(numbered.records, self.counts, self.declared.name,
+                                     numbered.source, self.batches)  # fmt: skip
+            return ((count, compress_payload(array)) for count, array in arrays)
+        return ((len(unit), encode_records(unit)) for unit in self._plan(self.records))
 
 
 def _check_all(given: _Input, job_id: str, store: JobStore) -> int:

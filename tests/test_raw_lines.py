@@ -12,6 +12,7 @@ import itertools
 import json
 import random
 import string
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,12 @@ def test_gzip_and_rebuilt_records_take_the_path_that_parses_again(
         ("not json", '{"entityId": "E"}', 5),
         ("[1, 2]", "", 5),  # a JSON value that is not an object
         ("", '{"entityId": "E", "recordId": "x", "data": {}, "extra": 1}', 6),
+        # over the byte budget, then refused by the schema: the oversized one is named
+        (
+            json.dumps({"entityId": "E", "recordId": "w", "data": {"Blob": "x" * 2000}}),
+            '{"entityId": "E"}',
+            5,
+        ),
     ],
 )
 def test_the_first_refusal_is_the_one_at_the_earliest_line(
@@ -225,9 +232,41 @@ def test_the_first_refusal_is_the_one_at_the_earliest_line(
     good = [json.dumps(r) for r in sample_records(8)]
     path.write_text("\n".join([*good[:4], first, then, *good[4:]]) + "\n")
     with pytest.raises(InputError) as refused:
-        _publish(JobStore(redis_client), path, SOURCING_DATA_RECORDS_PER_ITEM="3")
+        _publish(JobStore(redis_client), path, SOURCING_DATA_RECORDS_PER_ITEM="3",
+                 SOURCING_DATA_BYTES_PER_ITEM="1500")  # fmt: skip
     assert refused.value.where == f"{path}:{where}"
     nothing_enqueued(redis_client, TARGET)
+
+
+@pytest.mark.parametrize("given", ["a list", "a file"])
+def test_an_oversized_record_before_a_refused_one_is_the_one_named(
+    given: str, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    wide = {"entityId": "E", "recordId": "w", "data": {"Blob": "x" * 2000}}
+    records = [*sample_records(3), wide, *sample_records(2), {"entityId": "E"}]
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    settings = importq_settings.load({**AGENT, "SOURCING_DATA_BYTES_PER_ITEM": "1500"})
+    source = locate(records) if given == "a list" else records_of(path)
+    with pytest.raises(InputError, match="over the 1500-byte queue item budget") as refused:
+        publish(TARGET, source, {"operation_id": "op-1"}, settings=settings,
+                store=JobStore(redis_client), publish_unit=lambda *_: None)  # fmt: skip
+    assert refused.value.where == ("record 4" if given == "a list" else f"{path}:4")
+    nothing_enqueued(redis_client, TARGET)
+
+
+def test_units_of_one_record_each_are_cut_without_going_back_over_the_block(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    path = tmp_path / "records.jsonl"
+    records = list(sample_records(3000))
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    spans = list(firstpass.spans(path, TARGET, Batches(1, 10_000)))
+    data = path.read_bytes()
+    assert [s.count for s in spans] == [1] * 3000
+    ends = [s.end for s in spans]
+    assert ends == [i + 1 for i, byte in enumerate(data) if byte == ord("\n")]
+    assert all(s.crc == zlib.crc32(data[: s.end]) for s in spans[::250])
 
 
 def test_a_file_of_blank_lines_holds_no_records(

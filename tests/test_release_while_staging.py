@@ -6,6 +6,7 @@ staged and sent at once. A one-pass iterable is staged whole and sent after it p
 
 from __future__ import annotations
 
+import collections
 import gc
 import json
 from collections.abc import Iterable, Iterator
@@ -105,7 +106,16 @@ def test_a_bad_record_at_the_end_of_a_list_sends_nothing(
     nothing_enqueued(redis_client, TARGET)
 
 
-@pytest.mark.parametrize("change", ["a bad record", "one more record", "one record fewer"])
+def test_a_deque_is_read_once_and_published(redis_client: redis.Redis) -> None:
+    store = JobStore(redis_client)
+    sends = Sends(store)
+    _publish(store, locate(collections.deque(sample_records(10))), sends)  # not sliceable
+    assert sends.staged_when_sent == [5] * 5
+
+
+@pytest.mark.parametrize(
+    "change", ["a bad record", "one more record", "one record fewer", "a record grown"]
+)
 def test_a_list_changed_while_it_is_sent_cancels_the_job_with_what_was_sent(
     change: str, redis_client: redis.Redis
 ) -> None:
@@ -118,10 +128,12 @@ def test_a_list_changed_while_it_is_sent_cancels_the_job_with_what_was_sent(
                 records[4] = {"entityId": "ORG_DEPT"}
             elif change == "one more record":
                 records.append(next(sample_records(1)))
+            elif change == "a record grown":  # still valid, now past the byte budget
+                records[4]["data"]["Description"] = "x" * 2000
             else:
                 records.pop()
 
-    settings = importq_settings.load(SETTINGS)
+    settings = importq_settings.load({**SETTINGS, "SOURCING_DATA_BYTES_PER_ITEM": "1500"})
     with pytest.raises(InputError, match="the input changed while it was published"):
         publish(TARGET, locate(records), {"operation_id": "op-1"}, settings=settings,
                 store=store, publish_unit=send_and_change)  # fmt: skip

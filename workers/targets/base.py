@@ -274,6 +274,12 @@ class Batches:
     def plan(self, records: Iterable[Located]) -> Iterator[list[Record]]:
         return batched(records, self.records, self.bytes, self.what)
 
+    def refuse_oversized(self, record: Record, where: str) -> None:
+        """InputError if `record` alone is over the byte budget, as `batched` refuses it."""
+        record_bytes = record_size(record) + 1
+        if record_bytes > self.bytes:
+            raise _over_budget(record_bytes, self.bytes, self.what, where)
+
 
 class Cutter:
     """`batched`'s cuts, worked out a list of records at a time, keeping no record: where
