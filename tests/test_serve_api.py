@@ -188,9 +188,14 @@ def test_a_jobs_url_is_the_one_url_for_gives_behind_a_root_path() -> None:
     assert expected == "https://importq.example:8443/api/v1/jobs/6b17080d0e5f081d"
 
 
-def test_a_failed_read_of_a_published_job_leaves_its_idempotency_key_alone() -> None:
+@pytest.mark.parametrize(
+    "error", [redis.ConnectionError("Redis went away"), KeyError("target")], ids=repr
+)
+def test_a_failed_read_of_a_published_job_leaves_its_idempotency_key_alone(
+    error: Exception,
+) -> None:
     # The read runs in the publish's thread, inside the code that forgets the key when the
-    # publish fails: an error there would let a retry publish the records twice.
+    # publish fails: any error there would let a retry publish the records twice.
     from types import SimpleNamespace
 
     from importq.serve.jobs import _job_and_pause
@@ -200,7 +205,7 @@ def test_a_failed_read_of_a_published_job_leaves_its_idempotency_key_alone() -> 
             pass
 
         def execute(self) -> None:
-            raise redis.ConnectionError("Redis went away")
+            raise error
 
     svc: Any = SimpleNamespace(
         store=SimpleNamespace(redis=SimpleNamespace(pipeline=lambda **_: Down()))

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import redis
 import structlog
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -342,10 +341,12 @@ def _job_and_pause(svc: Services, job_id: str, target: str) -> tuple[JobView | N
         pipe.hgetall(keys.job(job_id))
         pipe.hgetall(keys.breaker(target))
         stored, paused = pipe.execute()
-    except redis.RedisError:
+        job = view(job_id, {k.decode(): v.decode() for k, v in stored.items()})
+        return job, pause_of(target, paused) if job else None
+    except Exception as error:  # any: reading it back must not unpublish it (see above)
+        log.warning("could not read back a job just published", job_id=job_id,
+                    error=str(error))  # fmt: skip
         return None, None
-    job = view(job_id, {k.decode(): v.decode() for k, v in stored.items()})
-    return job, pause_of(target, paused) if job else None
 
 
 SINCE_DOC = (
