@@ -34,12 +34,16 @@ def test_a_units_heartbeat_starts_no_thread_of_its_own(redis_client: redis.Redis
 def test_units_running_at_once_each_keep_their_lease_and_stop_renewing_when_ended(
     redis_client: redis.Redis,
 ) -> None:
-    store, leases = JobStore(redis_client), Leases(redis_client, 0.6, 5)  # renewed every 0.2 s
+    store, leases = JobStore(redis_client), Leases(redis_client, 1.5, 5)  # renewed every 0.5 s
     first, second = (_claimed(store, leases, n) for n in range(2))
     with Heartbeat(leases, *first, None) as one, Heartbeat(leases, *second, None) as two:
-        time.sleep(1.0)  # past the lease: only renewals keep it
-        for beat, (unit_id, _) in ((one, first), (two, second)):
+        deadline = time.monotonic() + 3.0  # twice the lease: only renewals keep it
+        while time.monotonic() < deadline:
+            assert all(redis_client.exists(keys.lease(unit)) for unit, _ in (first, second))
+            time.sleep(0.05)
+        for beat in (one, two):
             beat.check_lease()
-            assert redis_client.pttl(keys.lease(unit_id)) > 300
-    time.sleep(0.45)
-    assert redis_client.pttl(keys.lease(first[0])) < 200  # not renewed once ended
+    deadline = time.monotonic() + 5.0
+    while redis_client.exists(keys.lease(first[0])):  # not renewed once ended: it runs out
+        assert time.monotonic() < deadline, "the lease was still renewed after its unit ended"
+        time.sleep(0.05)

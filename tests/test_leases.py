@@ -294,12 +294,20 @@ def test_the_finish_that_ends_a_job_answers_with_the_job_and_sets_its_expiry(
         assert 0 < redis_client.ttl(key) <= 600, key
 
 
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        done(UnitState.FAILED, dead=1, dead_letters=['{"record": null}']),
+        done(UnitState.SUCCEEDED, delivered=0, dead=1, dead_letters=['{"record": null}']),
+        done(UnitState.FAILED),  # a failed bare trigger: no records, no letter of its own
+    ],
+    ids=["failed with a letter", "succeeded with a letter", "failed without letters"],
+)
 def test_a_job_with_dead_letters_stays_past_its_finish(
-    store: JobStore, leases: Leases, redis_client: redis.Redis
+    outcome: Finish, store: JobStore, leases: Leases, redis_client: redis.Redis
 ) -> None:
     job_id, (unit,) = staged_job(store, 1)
     claim = leases.claim(unit, max_crashes=5)
-    outcome = done(UnitState.FAILED, dead=1, dead_letters=['{"record": null}'])
     assert leases.record(unit, claim.token, outcome, 600).status == 2
     assert redis_client.ttl(keys.job(job_id)) == -1  # until its dead letters are replayed
     assert redis_client.ttl(keys.unit(unit)) == -1

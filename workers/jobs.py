@@ -339,9 +339,19 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for unit_id in self.unit_ids(job_id):
             pipe.expire(keys.unit(unit_id), seconds)
+            pipe.expire(keys.unreadable_payload(unit_id), seconds)
         pipe.expire(keys.job_units(job_id), seconds)
         pipe.expire(keys.job(job_id), seconds)
         pipe.execute()
+
+    def set_aside_payload(self, unit_id: str) -> str:
+        """Move a unit's unreadable payload out of the way of its failing finish (which
+        deletes the payload): kept with the job for a look, or for a newer release."""
+        aside = keys.unreadable_payload(unit_id)
+        raw = self.redis.get(keys.payload(unit_id))  # GET and SET: COPY needs Redis 6.2
+        if raw is not None:
+            self.redis.set(aside, raw)
+        return aside
 
     def forget_expired(self, older_than_seconds: int) -> int:
         """Drop listing entries of jobs whose state has expired."""

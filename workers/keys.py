@@ -6,6 +6,8 @@
     importq:job:{job}:units       list   unit ids of the job, in creation order
     importq:unit:{unit}           hash   state, epoch, owner, attempts, crashes, remote.* ids...
     importq:payload:{unit}        string the unit's records (zstd JSON): the claim check
+    importq:payload:{unit}:unreadable  string  a payload no worker could read, set aside
+                                  when its unit failed (kept with the job, for a look)
     importq:lease:{unit}          string the owner's token, with a TTL: the unit's lease
     importq:watch                 zset   unit id -> deadline (ms) the reaper checks
     importq:slots:{target}:{key}  zset   claim token -> expiry (ms): units in flight per key
@@ -80,6 +82,10 @@ def unit(unit_id: str) -> str:
 
 def payload(unit_id: str) -> str:
     return f"{PREFIX}payload:{unit_id}"
+
+
+def unreadable_payload(unit_id: str) -> str:
+    return f"{payload(unit_id)}:unreadable"
 
 
 def lease(unit_id: str) -> str:

@@ -136,7 +136,7 @@ return 1
 # or failed units (those stay until replayed). The units' keys are found in the units list,
 # so they are built from the prefix, like _REAP's (one Redis, no Cluster).
 # The finish JSON: state, fields{}, delivered, dead, attempts_delta, deadline (ms or null),
-# dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[8..]).
+# dead_letters[] (JSON strings), children[{id, fields{}}] (payloads in ARGV[10..]).
 # The keys not in KEYS are the metrics hash (keys.stats) and the minute's tally
 # (keys.recent), named by the target that the unit hash holds: the script reads it there,
 # the truth, rather than trust the caller's, and the prefix and template come from keys.py

@@ -40,8 +40,9 @@ MISSING_PAYLOAD = (
     "by a Redis whose maxmemory-policy is not noeviction; publish the records again"
 )
 UNREADABLE_PAYLOAD = (
-    "the unit's staged records cannot be read ({key}: {error}); they were changed outside "
-    "importq: publish the records again"
+    "the unit's staged records cannot be read ({error}): changed outside importq, or staged "
+    "by a newer release (upgrade every worker); they are kept at {aside}; publish the "
+    "records again"
 )
 
 
@@ -119,7 +120,8 @@ class Runner:
             if job is None or job.cancelled:
                 return self.router.cancel(run)
             if unreadable:
-                reason = UNREADABLE_PAYLOAD.format(key=keys.payload(unit_id), error=unreadable)
+                aside = self.store.set_aside_payload(unit_id)
+                reason = UNREADABLE_PAYLOAD.format(error=unreadable, aside=aside)
                 return self.router.fail(run, reason)
             if records is None:  # never "zero records": that would send a bare trigger
                 return self.router.fail(run, MISSING_PAYLOAD.format(key=keys.payload(unit_id)))
