@@ -18,8 +18,15 @@ class Hub:
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         self.soon.append(callback)
 
-    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> None:
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Entry:
         self.later.append((delay, callback))
+        return Entry()
+
+
+class Entry:
+    """A scheduled call, as kombu's timer hands it back."""
+
+    canceled = False
 
 
 def _consumer(hub: Hub, flushed: list[int]) -> Any:
@@ -42,3 +49,16 @@ def test_buffered_task_events_are_published_a_moment_later_in_one_flush() -> Non
     assert flushed == [1]
     consumer.on_send_event_buffered()  # the next event gets a flush of its own
     assert len(hub.later) == 2
+
+
+def test_a_flush_the_loop_cancelled_is_scheduled_again() -> None:
+    # Celery cancels the loop's timers after a lost connection: a flush that never runs
+    # must not leave the events waiting until the buffer fills.
+    hub, flushed = Hub(), []
+    consumer = _consumer(hub, flushed)
+    consumer.on_send_event_buffered()
+    consumer._events_flush.canceled = True  # dropped with the loop's timers
+    consumer.on_send_event_buffered()
+    assert len(hub.later) == 2
+    hub.later[1][1]()
+    assert flushed == [1]

@@ -38,17 +38,19 @@ EVENT_FLUSH_DELAY = 0.005
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]  # celery ships no type hints
-    _events_flush_due = False
+    _events_flush: Any = None
+    """The timer entry of the flush to come (None when none is due)."""
 
     def on_send_event_buffered(self) -> None:
         if self.hub is None:
             super().on_send_event_buffered()
-        elif not self._events_flush_due:
-            self._events_flush_due = True
-            self.hub.call_later(EVENT_FLUSH_DELAY, self._flush_events_later)
+        # One flush at a time; a new one if the loop dropped the last (Celery cancels its
+        # timers after a lost connection: the events would wait for a full buffer).
+        elif self._events_flush is None or getattr(self._events_flush, "canceled", False):
+            self._events_flush = self.hub.call_later(EVENT_FLUSH_DELAY, self._flush_events_later)
 
     def _flush_events_later(self) -> None:
-        self._events_flush_due = False
+        self._events_flush = None
         self._flush_events()
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
