@@ -26,7 +26,6 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,13 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
 from bench import env
 from bench.one_record import percentile
-from bench.round_trips import own_ports
+from bench.round_trips import Describe, Event, Monitor, own_ports
 
-Event = tuple[float, int, str, str]  # Redis time, client port, command name, detail
 _ID = re.compile(r"[0-9a-f]{16}(:\d+)?")  # a job id (and unit number) in a key
 
 
@@ -54,42 +51,18 @@ def script_names() -> dict[str, str]:
     return {hashlib.sha1(text.encode()).hexdigest(): name for name, text in scripts.items()}
 
 
-class Monitor:
-    """Every command Redis receives, with Redis's timestamp, until stopped."""
+def describer(names: dict[str, str]) -> Describe:
+    """A command's detail: a lease script by its name, else the command and its key with
+    ids starred (so the same step of every round reads the same)."""
 
-    def __init__(self, url: str, names: dict[str, str]) -> None:
-        self.client = redis.Redis.from_url(url)
-        self.names = names
-        self.seen: list[Event] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
+    def describe(name: str, words: list[str]) -> str:
+        if name == "EVALSHA" and len(words) > 1:
+            return "script " + names.get(words[1], words[1][:8])
+        if len(words) > 1:
+            return f"{name} {_ID.sub('*', words[1].strip(chr(34)))[:40]}"
+        return name
 
-    def __enter__(self) -> Monitor:
-        self._thread.start()
-        time.sleep(0.2)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self.client.ping()
-        self._thread.join(timeout=5)
-
-    def _watch(self) -> None:
-        with self.client.monitor() as monitor:  # type: ignore[no-untyped-call]
-            for entry in monitor.listen():
-                if self._stop.is_set():
-                    return
-                if entry.get("client_type") == "lua":
-                    continue
-                words = str(entry["command"]).split()
-                name = words[0].upper() if words else "?"
-                detail = name
-                if name == "EVALSHA" and len(words) > 1:
-                    detail = "script " + self.names.get(words[1], words[1][:8])
-                elif len(words) > 1:
-                    detail = f"{name} {_ID.sub('*', words[1].strip(chr(34)))[:40]}"
-                port = int(entry.get("client_port") or 0)
-                self.seen.append((float(entry["time"]), port, name, detail))
+    return describe
 
 
 class TimedVendor:
@@ -242,7 +215,7 @@ def measure(rounds: int, concurrency: int, latency: float, poll: float) -> dict[
         direct_round(client, vendor, -1)
         for number in range(3):  # warm up: imports, connections, the pool's first tasks
             one_round(app, 1_000 + number, poll)
-        with Monitor(url, script_names()) as monitor:
+        with Monitor(url, describer(script_names())) as monitor:
             results = []
             worker_cpu = group_cpu_seconds(group)
             for number in range(rounds):

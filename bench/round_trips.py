@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -53,12 +53,27 @@ def own_ports() -> set[int]:
     return ports
 
 
-class Monitor:
-    """Every command Redis receives, as (client port, command name), until stopped."""
+# A command as MONITOR saw it: Redis's time, the client's port, its name, and a detail.
+Event = tuple[float, int, str, str]
+Describe = Callable[[str, list[str]], str]
 
-    def __init__(self, url: str) -> None:
+
+def _name_and_script(name: str, words: list[str]) -> str:
+    if name in ("EVALSHA", "EVAL") and len(words) > 1:
+        return f"{name} {words[1][:8]}"
+    if name == "ECHO":
+        return " ".join(words[1:])
+    return name
+
+
+class Monitor:
+    """Every command Redis receives (not those run inside a script), until stopped;
+    `describe(name, words)` gives each one's detail."""
+
+    def __init__(self, url: str, describe: Describe = _name_and_script) -> None:
         self.client = redis.Redis.from_url(url)
-        self.seen: list[tuple[int, str, str]] = []
+        self.describe = describe
+        self.seen: list[Event] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -82,12 +97,8 @@ class Monitor:
                 port = int(entry.get("client_port") or 0)
                 words = str(entry["command"]).split()
                 name = words[0].upper() if words else "?"
-                detail = name
-                if name in ("EVALSHA", "EVAL") and len(words) > 1:
-                    detail = f"{name} {words[1][:8]}"
-                if name == "ECHO":
-                    detail = " ".join(words[1:])
-                self.seen.append((port, name, detail))
+                detail = self.describe(name, words)
+                self.seen.append((float(entry["time"]), port, name, detail))
 
 
 @contextlib.contextmanager
@@ -132,9 +143,10 @@ def measure(units: int) -> dict[str, Any]:
             seconds = time.perf_counter() - started
             mine = own_ports()
         assert job.state == "succeeded", job
-    marker = next(i for i, (_, _, d) in enumerate(monitor.seen) if PUBLISHED in d)
-    producer = [(port, name, d) for port, name, d in monitor.seen[:marker] if port in mine]
-    worker = [(port, name, d) for port, name, d in monitor.seen if port not in mine]
+    seen = [(port, name, d) for _, port, name, d in monitor.seen]
+    marker = next(i for i, (_, _, d) in enumerate(seen) if PUBLISHED in d)
+    producer = [(port, name, d) for port, name, d in seen[:marker] if port in mine]
+    worker = [(port, name, d) for port, name, d in seen if port not in mine]
     return {
         "units": units,
         "seconds": round(seconds, 2),
