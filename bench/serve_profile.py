@@ -4,9 +4,9 @@ One server process in this process (uvicorn, uvloop, httptools, as `importq serv
 it), against a private Redis with no worker, while 8 producer threads POST the same
 1,000-record JSON Lines body (the bench's requests). The profiler runs on the event-loop
 thread only and counts its CPU time (time.thread_time): the publish itself runs in the
-thread pool and is what the CLI does too, so what is profiled is the HTTP's own cost
-(uvicorn, FastAPI, the dependencies, the answer, the log line). It prints that thread's
-CPU a body and the functions that take it.
+publisher processes and is what the CLI does too, so what is profiled is the HTTP's own
+cost (uvicorn, FastAPI, handing the body over, the answer, the log line). It prints that
+thread's CPU a body and the functions that take it.
 
     python -m bench.serve_profile [--bodies 25] [--top 40]
 """

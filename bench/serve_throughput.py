@@ -302,7 +302,7 @@ def measure(
     """`repeat` turns of the CLI's 8 producers then the API's, side by side in one run."""
     from importq.serve.auth import token_line
 
-    workers = workers or os.cpu_count() or 1
+    workers = workers or 1  # importq serve's default: one HTTP process, a publisher per core
     with env.private_redis() as redis_url, tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)
         path = env.write_jsonl(home / "body.jsonl", RECORDS_PER_BODY)
@@ -339,6 +339,7 @@ def measure(
     cpu_ratios = sorted(sum(cli.cpu.values()) / sum(api.cpu.values()) for cli, api in turns)
     return {
         "producers": PRODUCERS, "server_workers": workers, "cores": os.cpu_count(),
+        "publishers_per_server": publisher_count(),
         "records_per_body": RECORDS_PER_BODY, "bodies": PRODUCERS * bodies,
         "cli_one_producer_rps": round(cli_one.rate),
         "turns": [{"cli_8_producers_rps": round(cli.rate), "api_8_producers_rps": round(api.rate),
@@ -356,9 +357,18 @@ def measure(
     }  # fmt: skip
 
 
+def publisher_count() -> int:
+    """What `importq serve` starts in each server process (IMPORTQ_SERVE_PUBLISHERS)."""
+    from importq.serve.app import publisher_count as configured
+    from importq.settings import load
+
+    return configured(load())
+
+
 def report(result: dict[str, Any]) -> list[str]:
     lines = [
-        f"importq serve ({result['server_workers']} server processes, {result['cores']} cores): "
+        f"importq serve ({result['server_workers']} server process(es), each with "
+        f"{result['publishers_per_server']} publishers; {result['cores']} cores): "
         f"8 producers x {result['bodies'] // PRODUCERS} bodies of "
         f"{result['records_per_body']:,} records, {len(result['turns'])} turns side by side",
         f"  the CLI's staging, 1 producer   {result['cli_one_producer_rps']:>9,} records/s "
@@ -401,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_throughput")
     parser.add_argument("--bodies", type=int, default=DEFAULT_BODIES, help="per producer")
     parser.add_argument("--body-mb", type=int, default=DEFAULT_BODY_MB, help="0: skip it")
-    parser.add_argument("--workers", type=int, help="importq serve --workers (default: cores)")
+    parser.add_argument("--workers", type=int, help="importq serve --workers (default: 1)")
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="turns side by side")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)

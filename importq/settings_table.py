@@ -109,9 +109,12 @@ CORE: tuple[EnvSetting, ...] = (
        workers=False),
     _S("IMPORTQ_SERVE_ADDRESS / IMPORTQ_SERVE_PORT", "127.0.0.1 / 8080",
        "where `importq serve` listens (TLS is a proxy's job)", workers=False),
-    _S("IMPORTQ_SERVE_WORKERS", "one per core",
-       "server processes of `importq serve` (`--workers`): publishing is CPU-bound, one "
-       "process uses one core", workers=False),
+    _S("IMPORTQ_SERVE_WORKERS", "1",
+       "HTTP server processes of `importq serve` (`--workers`); one speaks HTTP for about 600 "
+       "bodies a second", workers=False),
+    _S("IMPORTQ_SERVE_PUBLISHERS", "one per core",
+       "publisher processes of each `importq serve` process (`--publishers`): they stage the "
+       "bodies, which is CPU-bound", workers=False),
     _S("IMPORTQ_SERVE_MAX_BODY_BYTES", "2147483648",
        "a `POST .../jobs` body over this many bytes (as sent) is refused with 413",
        workers=False),

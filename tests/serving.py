@@ -5,6 +5,7 @@ Fake tokens only: each is made up here for the tests, and only its hash reaches 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -43,19 +44,26 @@ def tokens() -> str:
     ])  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """The API served for the module's tests (Redis: the session's, emptied per test)."""
+@contextlib.contextmanager
+def serving(directory: Path, **settings: str) -> Iterator[tuple[Api, Process]]:
+    """`importq serve` on a free port with the test tokens and `settings`, stopped after."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = directory / "serve.log"
     env = {**os.environ, "IMPORTQ_SERVE_TOKENS": tokens(),
            "IMPORTQ_MAX_QUEUED_UNITS_HTTP_BATCH": str(QUEUE_LIMIT),
            "IMPORTQ_SERVE_MAX_BODY_BYTES": str(4 * 1024 * 1024),
-           "IMPORTQ_SERVE_CALLBACK_SECRETS": f"writer={CALLBACK_SECRET}"}  # fmt: skip
+           "IMPORTQ_SERVE_CALLBACK_SECRETS": f"writer={CALLBACK_SECRET}", **settings}  # fmt: skip
     command = [sys.executable, "-m", "importq.cli", "serve", "--port", str(port)]
     server = Process(command, env, log)
     try:
         server.wait_ready(marker=b"Application startup complete")
-        yield Api(f"http://127.0.0.1:{port}", log)
+        yield Api(f"http://127.0.0.1:{port}", log), server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The API served for the module's tests (Redis: the session's, emptied per test)."""
+    with serving(tmp_path_factory.mktemp("serve")) as (served, _):
+        yield served

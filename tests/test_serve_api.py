@@ -194,11 +194,11 @@ def test_a_jobs_url_is_the_one_url_for_gives_behind_a_root_path() -> None:
 def test_a_failed_read_of_a_published_job_leaves_its_idempotency_key_alone(
     error: Exception,
 ) -> None:
-    # The read runs in the publish's thread, inside the code that forgets the key when the
+    # The read runs in the publisher, inside the code that forgets the key when the
     # publish fails: any error there would let a retry publish the records twice.
     from types import SimpleNamespace
 
-    from importq.serve.jobs import _job_and_pause
+    from importq.serve.publishing import job_and_pause
 
     class Down:
         def hgetall(self, key: str) -> None:
@@ -207,10 +207,8 @@ def test_a_failed_read_of_a_published_job_leaves_its_idempotency_key_alone(
         def execute(self) -> None:
             raise error
 
-    svc: Any = SimpleNamespace(
-        store=SimpleNamespace(redis=SimpleNamespace(pipeline=lambda **_: Down()))
-    )
-    assert _job_and_pause(svc, "6b17080d0e5f081d", "http_batch") == (None, None)
+    store: Any = SimpleNamespace(redis=SimpleNamespace(pipeline=lambda **_: Down()))
+    assert job_and_pause(store, "6b17080d0e5f081d", "http_batch") == (None, None)
 
 
 def test_tokens_401_when_unknown_403_when_out_of_scope(api: Api, redis_client: redis.Redis) -> None:

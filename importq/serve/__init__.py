@@ -6,6 +6,9 @@
     idempotency.py  Idempotency-Key: the same key and body give the same job
     callbacks.py    callback_url: a signed POST of the job's summary when it ends, retried
     jobs.py         /v1/targets/{target}/jobs and /v1/jobs...: publish, read, replay, cancel
+    publishers.py   the publisher processes each body is handed to (the event loop only
+                    speaks HTTP), replaced when one ends
+    publishing.py   what a publisher does with a body: publish it, or list its errors (422)
     targets.py      /v1/targets: queues, consumers, pause and resume
     ui.py           the dashboard (/ui/, templates/): pages that read only the API
     models.py       the answers' shapes (what the OpenAPI document promises)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from importlib import metadata
@@ -28,19 +29,20 @@ from importq.errors import (
     RedisUnavailable,
     UnknownJob,
 )
-from importq.serve import auth, bodies, callbacks, idempotency, ui
+from importq.serve import auth, bodies, callbacks, idempotency, publishers, ui
 from importq.serve.jobs import (
     PUBLISH_PATH,
     RETRY_AFTER_SECONDS,
     AlreadyEnded,
-    RefusedBody,
     UnknownTarget,
     publish_route,
 )
 from importq.serve.jobs import router as jobs_router
 from importq.serve.models import Problem, RecordError
+from importq.serve.publishing import RefusedBody
 from importq.serve.services import Services
 from importq.serve.targets import router as targets_router
+from importq.settings import Settings
 
 TITLE = "importq"
 _STATUS: dict[type[BaseException], int] = {
@@ -56,6 +58,8 @@ _STATUS: dict[type[BaseException], int] = {
     QueueFull: 429,
     ConfigError: 503,
     RedisUnavailable: 503,
+    publishers.PublisherUnavailable: 503,
+    publishers.PublisherLost: 503,
     redis.ConnectionError: 503,
     redis.TimeoutError: 503,
 }
@@ -69,7 +73,7 @@ _DOCUMENTED = {
     415: "A Content-Type or Content-Encoding importq does not read",
     422: "Refused input: the body's records (each with its place), params, or query",
     429: "The target's queue is full (IMPORTQ_MAX_QUEUED_UNITS): retry after Retry-After",
-    503: "Redis or a setting is missing: the server says which",
+    503: "Redis, a setting or a publisher process is missing: the server says which",
 }
 
 
@@ -97,9 +101,16 @@ def from_environment() -> FastAPI:
         worker_app.publish_unit,
         auth.TokenRing(tokens),
         worker_app.runner,
+        publishers.Publishers(publisher_count(settings)),
         list(targets.TARGETS),
     )
     return create_app(services)
+
+
+def publisher_count(settings: Settings) -> int:
+    """IMPORTQ_SERVE_PUBLISHERS, one per core by default: a publish is CPU-bound."""
+    cores = os.cpu_count() or 1
+    return settings.integer(publishers.COUNT_SETTING, cores, minimum=1)
 
 
 def create_app(services: Services | None) -> FastAPI:
@@ -108,7 +119,9 @@ def create_app(services: Services | None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sender = None
-        if services is not None:  # the callbacks of ended jobs, sent while the app runs
+        if services is not None:
+            await services.publishers.start()  # the processes that stage the bodies
+            # the callbacks of ended jobs, sent while the app runs
             summary = callbacks.Sender(services.store, services.settings, _summary(services))
             sender = asyncio.create_task(summary.run())
         yield
@@ -116,6 +129,8 @@ def create_app(services: Services | None) -> FastAPI:
             sender.cancel()
             with suppress(asyncio.CancelledError):
                 await sender
+        if services is not None:
+            await services.publishers.stop()
 
     app = FastAPI(
         lifespan=lifespan,

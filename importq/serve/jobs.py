@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
@@ -14,31 +12,26 @@ from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import Headers
 
 from importq import moments
-from importq.errors import InputError, UnknownJob
+from importq.errors import UnknownJob
 from importq.serve import bodies, callbacks, idempotency
 from importq.serve.auth import Forbidden, Token
 from importq.serve.models import DeadLetter, DeadLetterPage, Job, Problem, Replay, Replayed
 from importq.serve.models import Pause as PauseModel
+from importq.serve.publishers import PublisherLost
+from importq.serve.publishing import Request as PublishRequest
 from importq.serve.services import AUTHORIZATION_DOC, Services, ServicesDep, TokenDep
 from importq.serve.services import of as services_of
-from producers.dryrun import dry_run
-from producers.problems import Problems
-from producers.publish import max_queued_units, publish, wait_for_room
-from producers.readers import read_records
-from workers import keys
-from workers.breaker import Pause, pause_of
+from producers.publish import max_queued_units, wait_for_room
+from workers.breaker import Pause
 from workers.dlq import DeadLetters
 from workers.failures import why_failed
-from workers.jobs import JobState, JobView, view
+from workers.jobs import JobState, JobView
 
 log = structlog.get_logger("importq.serve")
 PREFIX = "/v1"
 router = APIRouter(prefix=PREFIX, tags=["jobs"])
 
-MAX_ERRORS_SETTING = "IMPORTQ_SERVE_MAX_ERRORS"
-DEFAULT_MAX_ERRORS = 20
 RETRY_AFTER_SECONDS = 5
-BODY_NAME = "body"  # records are placed as body:LINE or body:item N
 CALLBACK_PARAM = "callback_url"  # a query parameter of the API, not one of the target
 IDEMPOTENCY_HEADER = "idempotency-key"
 IDEMPOTENCY_KEY_MAX = 200
@@ -200,11 +193,10 @@ async def publish_job(target: str, request: Request) -> Response:
                 answer = job_answer(request, svc, earlier)
                 return _json(answer, 200, {"Idempotent-Replayed": "true"})
         try:
-            # In the thread pool: a publish also waits on Redis, and one lane per process
-            # (tried: fewer GIL switches) serialised those waits, halving the rate.
-            # anyio's hop, not the loop's executor (40 us cheaper): it is not cancelled while
-            # the publish runs, so a cancelled request never forgets a key whose job exists.
-            published = await run_in_threadpool(_publish, svc, target, body, fmt, params)
+            # In a publisher process (publishers.py): the event loop only speaks HTTP.
+            published = await svc.publishers.publish(PublishRequest(target, fmt, params), body)
+        except PublisherLost:  # the job may exist: a retry with the key must not make another
+            raise
         except BaseException:
             if claim:
                 idempotency.forget(svc.store.redis, claim)
@@ -228,7 +220,7 @@ async def publish_job(target: str, request: Request) -> Response:
         records=job.records_total,
         units=job.units_total,
         bytes=body.size,
-        publish_cpu_ms=round(published.cpu * 1000, 2),  # what the body cost, the HTTP aside
+        publish_cpu_ms=round(published.cpu * 1000, 2),  # the body's cost in its publisher
     )
     answer = _answer(request, svc, job, pause)
     return _json(answer, 201, {"Location": answer.url})
@@ -279,74 +271,6 @@ def _request_digest(target: str, params: dict[str, str], fmt: str, body: str) ->
     """What makes two requests the same publish: target, params, format and body."""
     parts = [target, fmt, body, *(f"{k}={v}" for k, v in sorted(params.items()))]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-
-class RefusedBody(InputError):
-    """A body with bad records: every error found (up to the budget) for the 422."""
-
-    def __init__(self, errors: list[InputError], stopped_early: bool) -> None:
-        self.errors = errors
-        self.stopped_early = stopped_early
-        more = f" (and {len(errors) - 1} more listed in errors)" if len(errors) > 1 else ""
-        super().__init__(f"refused, nothing was staged: {errors[0]}{more}")
-
-
-@dataclass(frozen=True)
-class Published:
-    job_id: str
-    cpu: float  # CPU seconds the publish took (its thread's): the body's cost, HTTP aside
-    job: JobView | None  # as read right after its publish; None: that read failed
-    pause: Pause | None  # its target's, read with it
-
-
-def _publish(svc: Services, target: str, body: bodies.Body, fmt: str, params: Any) -> Published:
-    """Stage and release the body as `importq publish` does, then read the job and its
-    target's pause for the answer (one round trip, here rather than on the event loop).
-    RefusedBody lists the body's errors."""
-    started = time.thread_time()
-    try:
-        with body.open() as stream:
-            job_id = publish(
-                target,
-                read_records(stream, fmt, target=target, name=BODY_NAME),
-                params,
-                settings=svc.settings,
-                store=svc.store,
-                publish_unit=svc.publish_unit,
-                wait_when_full=False,  # a full queue: 429, no hang
-            )
-        cpu = time.thread_time() - started
-        return Published(job_id, cpu, *_job_and_pause(svc, job_id, target))
-    except InputError as first:
-        # Nothing was staged; read the body once more, collecting its errors like a dry run.
-        budget = svc.settings.integer(MAX_ERRORS_SETTING, DEFAULT_MAX_ERRORS, minimum=1)
-        problems = Problems(budget)
-        try:
-            with body.open() as stream:
-                records = read_records(stream, fmt, target=target, problems=problems,
-                                       name=BODY_NAME)  # fmt: skip
-                report = dry_run(target, records, params, settings=svc.settings,
-                                 problems=problems)  # fmt: skip
-        except InputError:
-            raise RefusedBody([first], False) from None
-        raise RefusedBody(report.errors or [first], report.stopped_early) from None
-
-
-def _job_and_pause(svc: Services, job_id: str, target: str) -> tuple[JobView | None, Pause | None]:
-    """A job just published and its target's pause, in one round trip; (None, None) when
-    that fails: the job is published all the same, so the error must not reach the code
-    that forgets its Idempotency-Key (publish_job reads it again once the key is settled)."""
-    try:
-        pipe = svc.store.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.job(job_id))
-        pipe.hgetall(keys.breaker(target))
-        stored, paused = pipe.execute()
-        job = view(job_id, {k.decode(): v.decode() for k, v in stored.items()})
-        return job, pause_of(target, paused) if job else None
-    except Exception as error:  # any: reading it back must not unpublish it (see above)
-        log.warning("could not read back a job just published", job_id=job_id,
-                    error=str(error))  # fmt: skip
-        return None, None
 
 
 SINCE_DOC = (
@@ -472,4 +396,4 @@ def cancel_job(job_id: str, request: Request, svc: ServicesDep, token: TokenDep)
     return job_answer(request, svc, cancelled)
 
 
-__all__ = ["AlreadyEnded", "Forbidden", "Problem", "RefusedBody", "UnknownTarget"]
+__all__ = ["AlreadyEnded", "Forbidden", "Problem", "UnknownTarget"]

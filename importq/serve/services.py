@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from importq.serve.auth import Token, TokenRing
+from importq.serve.publishers import Publishers
 from importq.settings import Settings
 from workers.breaker import Breaker
 from workers.dispatch import Publish
@@ -25,6 +26,7 @@ class Services:
     publish_unit: Publish
     tokens: TokenRing
     runner_factory: Any  # () -> workers.runner.Runner (its breaker and waker), made on demand
+    publishers: Publishers  # the processes that stage bodies (started in the app's lifespan)
     targets: list[str] = field(default_factory=list)
 
     def runner(self) -> Any:

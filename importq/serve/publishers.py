@@ -1,0 +1,295 @@
+"""Publisher processes: where `importq serve` stages the bodies it receives.
+
+A publish is CPU-bound Python (parse, validate, plan, compress: about 6 ms of CPU for
+1,000 records). Run in a server process's threads, the publishes shared one GIL with
+each other and with the event loop; and a producer's keep-alive connection stays with
+the server process that accepted it, so with 8 producers on 2 cores one process could
+hold 6 of them while the other's core idled. So each server process hands every body to
+the next free publisher of its pool (IMPORTQ_SERVE_PUBLISHERS, one per core): the cores
+publish whichever process took the connection, and the event loop only speaks HTTP.
+
+The wire is a socket pair per publisher. A request is a length-prefixed JSON header and
+then the body's bytes (none when the body was spooled to a file: the publisher opens the
+file). The answer is a length-prefixed pickle of what publishing.publish_body returned or
+raised; both ends are this module, in processes the server started.
+
+A publisher that dies mid-publish leaves the outcome unknown (its records may be staged):
+the request is a 503 that says so, its Idempotency-Key stays taken (as when a server
+process dies), and a new publisher takes the slot.
+
+    python -m importq.serve.publishers FD   # one publisher (the server starts them)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from importq.errors import ImportqError
+from importq.serve import bodies
+from importq.serve.publishing import Published, Publishing, Request, publish_body
+
+log = structlog.get_logger("importq.serve")
+
+COUNT_SETTING = "IMPORTQ_SERVE_PUBLISHERS"
+START_SECONDS = 60.0  # a publisher imports importq and connects: seconds on a busy machine
+STOP_SECONDS = 10.0  # a publisher finishing its body at shutdown
+_LENGTH = struct.Struct("!Q")
+_READY = b"ready"
+_BUFFER_BYTES = 1 << 20  # fewer wake-ups for a body of a few hundred kilobytes
+
+
+class PublisherUnavailable(ImportqError):
+    """No publisher process could take the body; nothing was staged, a retry is safe: 503."""
+
+
+class PublisherLost(ImportqError):
+    """The publisher process ended while it published the body: its records may be staged
+    or not. 503; the request's Idempotency-Key stays taken (see publish_job)."""
+
+
+@dataclass
+class _Publisher:
+    process: subprocess.Popen[bytes]
+    channel: socket.socket
+    ready: bool = False
+
+
+class Publishers:
+    """`count` publisher processes and the queue of the free ones (start() in the app's
+    lifespan, on its event loop)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._free: asyncio.Queue[_Publisher] = asyncio.Queue()
+        self._all: list[_Publisher] = []
+
+    async def start(self) -> None:
+        """Start every publisher and wait until each is ready; PublisherUnavailable names
+        the first that ended instead (its log lines are the server's)."""
+        started = [self._spawn() for _ in range(self.count)]
+        try:
+            with anyio.fail_after(START_SECONDS):
+                for publisher in started:
+                    await self._await_ready(publisher)
+        except TimeoutError:
+            await self.stop()
+            raise PublisherUnavailable(
+                f"a publisher process was not ready within {START_SECONDS:.0f} s"
+            ) from None
+        except PublisherUnavailable:
+            await self.stop()
+            raise
+        for publisher in started:
+            self._free.put_nowait(publisher)
+
+    async def publish(self, request: Request, body: bodies.Body) -> Published:
+        """Publish `body` in the next free publisher: what publish_body returns, or raises.
+
+        Shielded from cancellation like a thread's work: once a publisher has the body the
+        exchange runs to its end, so a request cancelled meanwhile never forgets an
+        Idempotency-Key whose job exists, and the channel never holds a stale answer."""
+        with anyio.CancelScope(shield=True):
+            publisher = await self._free.get()
+            try:
+                try:
+                    outcome = await self._exchange(publisher, request, body)
+                except PublisherUnavailable:  # it never read the body: a new one may
+                    publisher = await self._replace(publisher)
+                    outcome = await self._exchange(publisher, request, body)
+            except (PublisherLost, PublisherUnavailable):
+                publisher = await self._replace(publisher)
+                raise
+            finally:
+                self._free.put_nowait(publisher)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert isinstance(outcome, Published)
+        return outcome
+
+    async def stop(self) -> None:
+        """Close every channel (a publisher ends once its body is done) and wait for them."""
+        for publisher in self._all:
+            publisher.channel.close()
+        for publisher in list(self._all):
+            await self._retire(publisher)
+
+    def _spawn(self) -> _Publisher:
+        ours, theirs = socket.socketpair()
+        with theirs:  # the publisher's end, ours closed once it is passed on
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER_BYTES)
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER_BYTES)
+            command = [sys.executable, "-m", "importq.serve.publishers", str(theirs.fileno())]
+            process = subprocess.Popen(command, pass_fds=[theirs.fileno()])
+        ours.setblocking(False)
+        publisher = _Publisher(process, ours)
+        self._all.append(publisher)
+        return publisher
+
+    async def _await_ready(self, publisher: _Publisher) -> None:
+        if publisher.ready:
+            return
+        try:
+            said = await _receive(publisher.channel)
+        except ConnectionError:
+            said = b""
+        if said != _READY:
+            code = await _exit_code(publisher)
+            raise PublisherUnavailable(
+                f"a publisher process ended as it started (exit code {code}): nothing was "
+                "staged; retry, and see the server's log for why it ended"
+            )
+        publisher.ready = True
+
+    async def _exchange(self, publisher: _Publisher, request: Request, body: bodies.Body) -> Any:
+        await self._await_ready(publisher)  # a publisher started after a lost one
+        loop = asyncio.get_running_loop()
+        spooled = body.path is not None
+        head = json.dumps({"target": request.target, "fmt": request.fmt,
+                           "params": request.params, "size": body.size,
+                           "path": str(body.path) if spooled else None}).encode()  # fmt: skip
+        try:
+            await loop.sock_sendall(publisher.channel, _LENGTH.pack(len(head)) + head)
+            if not spooled:
+                await loop.sock_sendall(publisher.channel, body.data)
+        except OSError:  # it ended before it read the whole body: it cannot have staged it
+            code = await _exit_code(publisher)
+            raise PublisherUnavailable(
+                f"the publisher process ended (exit code {code}) before it read the body: "
+                "nothing was staged; retry"
+            ) from None
+        try:
+            answer = await _receive(publisher.channel)
+        except ConnectionError:
+            code = await _exit_code(publisher)
+            raise PublisherLost(
+                f"the publisher process ended (exit code {code}) while it published the "
+                "body: its records may be staged or not. Look for the job in GET /v1/jobs "
+                "before you send it again; a retry with the same Idempotency-Key is a 409 "
+                "until the key's pending hour has passed"
+            ) from None
+        try:
+            return pickle.loads(answer)
+        except Exception as error:  # an error type that does not unpickle: a 500 all the same
+            return RuntimeError(f"the publisher's answer could not be read: {error}")
+
+    async def _replace(self, publisher: _Publisher) -> _Publisher:
+        """A new publisher for the slot of one that ended (it says it is ready on first use)."""
+        await self._retire(publisher)
+        return self._spawn()
+
+    async def _retire(self, publisher: _Publisher) -> None:
+        """Close its channel and reap it: killed if it has not ended within STOP_SECONDS."""
+        publisher.channel.close()
+        with contextlib.suppress(ValueError):
+            self._all.remove(publisher)
+        try:
+            await asyncio.to_thread(publisher.process.wait, STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            publisher.process.kill()
+            await asyncio.to_thread(publisher.process.wait)
+
+
+async def _exit_code(publisher: _Publisher) -> int | None:
+    """Its exit code once it has ended (a lost channel is a publisher ending, or ended)."""
+    try:
+        return await asyncio.to_thread(publisher.process.wait, 5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+async def _receive(channel: socket.socket) -> bytes:
+    loop = asyncio.get_running_loop()
+    (size,) = _LENGTH.unpack(await _exactly(loop, channel, _LENGTH.size))
+    return await _exactly(loop, channel, size)
+
+
+async def _exactly(loop: asyncio.AbstractEventLoop, channel: socket.socket, size: int) -> bytes:
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        count = await loop.sock_recv_into(channel, view[got:])
+        if not count:
+            raise ConnectionError("the publisher's channel closed")
+        got += count
+    return bytes(buffer)
+
+
+# -- the publisher process ---------------------------------------------------------------------
+
+
+def serve(fd: int) -> None:
+    """Publish each body the server sends on the socket `fd` until the server closes it."""
+    # The server stops its publishers (it closes their channels); a Ctrl-C or a process
+    # runner's SIGTERM to the whole group must not end one in the middle of a body.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from importq import logging as importq_logging
+    from workers import app as worker_app
+    from workers.jobs import JobStore
+
+    settings = worker_app.settings()
+    importq_logging.configure(settings)
+    publishing = Publishing(settings, JobStore(worker_app.redis_client()), worker_app.publish_unit)
+    with socket.socket(fileno=fd) as channel:
+        _send(channel, _READY)
+        while (head := _read(channel, _LENGTH.size)) is not None:
+            fields = json.loads(_read_all(channel, _LENGTH.unpack(head)[0]))
+            path = fields["path"]
+            data = b"" if path else _read_all(channel, fields["size"])
+            body = bodies.Body(fields["size"], "", data, Path(path) if path else None)
+            request = Request(fields["target"], fields["fmt"], fields["params"])
+            _send(channel, _answer(publishing, request, body))
+
+
+def _answer(publishing: Publishing, request: Request, body: bodies.Body) -> bytes:
+    """What publish_body returned or raised, pickled; an error that does not pickle (an
+    attribute that cannot) goes as a RuntimeError with its text, a 500 like any other."""
+    try:
+        outcome: Any = publish_body(publishing, request, body)
+    except Exception as error:
+        outcome = error
+    try:
+        return pickle.dumps(outcome)
+    except Exception:
+        return pickle.dumps(RuntimeError(f"{type(outcome).__name__}: {outcome}"))
+
+
+def _send(channel: socket.socket, payload: bytes) -> None:
+    channel.sendall(_LENGTH.pack(len(payload)) + payload)
+
+
+def _read(channel: socket.socket, size: int) -> bytes | None:
+    """`size` bytes, or None when the server closed the channel before the first."""
+    first = channel.recv(size, socket.MSG_WAITALL)
+    if not first:
+        return None
+    return first + _read_all(channel, size - len(first))
+
+
+def _read_all(channel: socket.socket, size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        part = channel.recv(left, socket.MSG_WAITALL)
+        if not part:
+            raise ConnectionError("the server closed the channel mid-request")
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

@@ -1,0 +1,157 @@
+"""`importq serve`'s publisher processes: bodies are staged there, and the server copes
+when one ends (killed, crashed) with or without a body in hand.
+
+Real server processes with one publisher each (so which one has the body is known), the
+session's Redis; the errors a publish raises cross the process boundary whole.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from importq.errors import ConfigError, InputError, QueueFull, RedisUnavailable
+from importq.serve.publishing import RefusedBody
+from tests.helpers import jsonl, wait_until
+from tests.serving import Api, serving
+from tests.test_http_batch_e2e import events
+from tests.test_serve_api import JSONL, listed_jobs, post
+from workers import keys
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RefusedBody(
+            [InputError("record: should be non-empty", "body:4"), InputError("bad JSON", "body:7")],
+            True,
+        ),
+        InputError("params: unknown param 'pth'", "params"),
+        QueueFull("the queue of http_batch holds 3 units"),
+        ConfigError("HTTP_BATCH_URL is not set"),
+        RedisUnavailable("Redis at 127.0.0.1:1 does not answer"),
+        redis.ConnectionError("Error 111 connecting"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_what_a_publish_raises_crosses_from_its_publisher_whole(error: Exception) -> None:
+    # The server answers by the error's type (its status), words and places (the 422's list).
+    crossed = pickle.loads(pickle.dumps(error))
+    assert type(crossed) is type(error) and str(crossed) == str(error)
+    assert getattr(crossed, "where", None) == getattr(error, "where", None)
+    if isinstance(error, RefusedBody):
+        assert isinstance(crossed, RefusedBody)
+        assert [(e.where, str(e)) for e in crossed.errors] == [
+            (e.where, str(e)) for e in error.errors
+        ]
+        assert crossed.stopped_early is True
+
+
+def publisher_pids(server_pid: int) -> list[int]:
+    """The server's publisher processes (its children running importq.serve.publishers)."""
+    found = []
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"importq.serve.publishers" in command:
+                found.append(int(child))
+    return found
+
+
+@pytest.fixture
+def one_publisher(tmp_path: Path) -> Iterator[tuple[Api, Any]]:
+    with serving(tmp_path, IMPORTQ_SERVE_PUBLISHERS="1") as (api, server):
+        yield api, server
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def queued_bytes(pid: int) -> int:
+    """Bytes waiting unread in the sockets of process `pid` (`ss`'s Recv-Q)."""
+    lines = subprocess.run(["ss", "-xpH"], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[2]) for line in lines.splitlines() if f"pid={pid}," in line)
+
+
+def test_a_publisher_killed_mid_publish_is_a_503_that_keeps_the_key_and_is_replaced(
+    one_publisher: tuple[Api, Any], redis_client: redis.Redis
+) -> None:
+    api, server = one_publisher
+    (publisher,) = publisher_pids(server.process.pid)
+    os.kill(publisher, signal.SIGSTOP)  # it holds the body, unread, until it is killed
+    answers: list[Any] = []
+    key = {"Idempotency-Key": "fake-key-publisher-lost"}
+    sending = threading.Thread(
+        target=lambda: answers.append(post(api, jsonl(*events(3)), headers={**JSONL, **key}))
+    )
+    sending.start()
+    try:
+        wait_until("the body in its channel", lambda: queued_bytes(publisher) > 0, timeout=30)
+    finally:
+        os.kill(publisher, signal.SIGKILL)
+        sending.join(timeout=60)
+    (lost,) = answers
+    assert lost.status_code == 503, lost.text
+    assert "exit code -9" in lost.json()["detail"] and "may be staged" in lost.json()["detail"]
+    # Its outcome is unknown: a retry with the key must not publish again.
+    retried = post(api, jsonl(*events(3)), headers={**JSONL, **key})
+    assert retried.status_code == 409 and "still being published" in retried.json()["detail"]
+    assert redis_client.exists(keys.serve_idempotency("writer", key["Idempotency-Key"]))
+    # The slot has a new publisher, which publishes the next body.
+    assert post(api, jsonl(*events(3))).status_code == 201
+    (replacement,) = publisher_pids(server.process.pid)
+    assert replacement != publisher and not alive(publisher)
+
+
+def test_a_publisher_that_ended_while_idle_is_replaced_before_the_next_body(
+    one_publisher: tuple[Api, Any], redis_client: redis.Redis
+) -> None:
+    api, server = one_publisher
+    (publisher,) = publisher_pids(server.process.pid)
+    os.kill(publisher, signal.SIGKILL)
+    wait_until("the publisher ended", lambda: not alive(publisher), timeout=30)
+    answer = post(api, jsonl(*events(3)))
+    assert answer.status_code == 201, answer.text  # nothing sent to the dead one: no 503
+    assert answer.json()["records_total"] == 3 and listed_jobs(redis_client) == 1
+    assert publisher_pids(server.process.pid) != [publisher]
+
+
+def test_a_body_spooled_to_disk_is_published_from_its_file(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    # Over 8 MiB a body is written to a temporary file as it streams in; the publisher
+    # reads that file, and the server deletes it once answered.
+    body = jsonl(*events(150_000)).encode()
+    assert len(body) > 8 * 1024 * 1024
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    settings = {"IMPORTQ_SERVE_MAX_BODY_BYTES": str(64 * 1024 * 1024), "TMPDIR": str(spool),
+                "IMPORTQ_MAX_QUEUED_UNITS_HTTP_BATCH": "0"}  # fmt: skip
+    with serving(tmp_path, **settings) as (api, _):
+        answer = post(api, body)
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["records_total"] == 150_000
+        assert list(spool.iterdir()) == []
+
+
+def test_stopping_the_server_ends_its_publishers(tmp_path: Path, redis_client: redis.Redis) -> None:
+    with serving(tmp_path, IMPORTQ_SERVE_PUBLISHERS="3") as (api, server):
+        publishers = publisher_pids(server.process.pid)
+        assert len(publishers) == 3 and all(alive(pid) for pid in publishers)
+        assert post(api, jsonl(*events(2))).status_code == 201
+    assert not any(alive(pid) for pid in publishers)
