@@ -111,7 +111,7 @@ CORE: tuple[EnvSetting, ...] = (
        "where `importq serve` listens (TLS is a proxy's job)", workers=False),
     _S("IMPORTQ_SERVE_WORKERS", "1",
        "HTTP server processes of `importq serve` (`--workers`); one speaks HTTP for about 600 "
-       "bodies a second", workers=False),
+       "bodies of 1,000 records a second", workers=False),
     _S("IMPORTQ_SERVE_PUBLISHERS", "one per core",
        "publisher processes of each `importq serve` process (`--publishers`): they stage the "
        "bodies, which is CPU-bound", workers=False),

@@ -45,15 +45,16 @@ def tokens() -> str:
 
 
 @contextlib.contextmanager
-def serving(directory: Path, **settings: str) -> Iterator[tuple[Api, Process]]:
-    """`importq serve` on a free port with the test tokens and `settings`, stopped after."""
+def serving(directory: Path, *options: str, **settings: str) -> Iterator[tuple[Api, Process]]:
+    """`importq serve` on a free port with the test tokens, `options` and `settings`,
+    stopped after."""
     port = free_port()
     log = directory / "serve.log"
     env = {**os.environ, "IMPORTQ_SERVE_TOKENS": tokens(),
            "IMPORTQ_MAX_QUEUED_UNITS_HTTP_BATCH": str(QUEUE_LIMIT),
            "IMPORTQ_SERVE_MAX_BODY_BYTES": str(4 * 1024 * 1024),
            "IMPORTQ_SERVE_CALLBACK_SECRETS": f"writer={CALLBACK_SECRET}", **settings}  # fmt: skip
-    command = [sys.executable, "-m", "importq.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "importq.cli", "serve", "--port", str(port), *options]
     server = Process(command, env, log)
     try:
         server.wait_ready(marker=b"Application startup complete")

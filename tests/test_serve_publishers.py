@@ -7,12 +7,13 @@ session's Redis; the errors a publish raises cross the process boundary whole.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ import pytest
 import redis
 
 from importq.errors import ConfigError, InputError, QueueFull, RedisUnavailable
+from importq.serve.bodies import Body
+from importq.serve.publishers import Publishers, run_to_end
 from importq.serve.publishing import RefusedBody
+from importq.serve.publishing import Request as PublishRequest
 from tests.helpers import jsonl, wait_until
 from tests.serving import Api, serving
 from tests.test_http_batch_e2e import events
@@ -150,8 +154,111 @@ def test_a_body_spooled_to_disk_is_published_from_its_file(
 
 
 def test_stopping_the_server_ends_its_publishers(tmp_path: Path, redis_client: redis.Redis) -> None:
-    with serving(tmp_path, IMPORTQ_SERVE_PUBLISHERS="3") as (api, server):
+    with serving(tmp_path, "--publishers", "3") as (api, server):
         publishers = publisher_pids(server.process.pid)
         assert len(publishers) == 3 and all(alive(pid) for pid in publishers)
         assert post(api, jsonl(*events(2))).status_code == 201
+    assert server.process.returncode == 0  # a clean stop: not the SIGKILL that follows 20 s
     assert not any(alive(pid) for pid in publishers)
+
+
+# -- the pool in this process: what the server relies on, one case at a time ------------------
+
+REQUEST = PublishRequest("http_batch", "jsonl", {})
+
+
+def body_of(records: int) -> Body:
+    data = jsonl(*events(records)).encode()
+    return Body(len(data), "", data)
+
+
+def in_a_pool(scenario: Callable[[Publishers], Awaitable[None]]) -> None:
+    """`scenario` run against a pool of one publisher (the session's Redis), stopped after."""
+
+    async def run() -> None:
+        pool = Publishers(1)
+        await pool.start()
+        try:
+            await scenario(pool)
+        finally:
+            await pool.stop()
+
+    asyncio.run(run())
+
+
+def test_a_publish_cancelled_with_the_body_in_hand_leaves_the_next_body_its_own_answer(
+    redis_client: redis.Redis,
+) -> None:
+    # A native task.cancel() (uvicorn's graceful-shutdown timeout, asyncio.run's clean-up)
+    # goes through a shielded anyio scope: the publisher must not go back to the free queue
+    # with the cancelled body's answer still to come, or the next body gets that answer.
+    async def scenario(pool: Publishers) -> None:
+        (pid,) = publisher_pids(os.getpid())
+        os.kill(pid, signal.SIGSTOP)  # it has the body, unread
+        first = asyncio.create_task(pool.publish(REQUEST, body_of(3)))
+        while queued_bytes(pid) == 0:
+            await asyncio.sleep(0.02)
+        first.cancel()
+        os.kill(pid, signal.SIGCONT)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = await pool.publish(REQUEST, body_of(5))
+        assert second.job is not None and second.job.records_total == 5
+
+    in_a_pool(scenario)
+
+
+def test_a_slot_left_with_a_closed_channel_gets_a_new_publisher(redis_client: redis.Redis) -> None:
+    # What a replacement that could not be started leaves in its slot: the old publisher,
+    # its channel closed, perhaps never ready. The next body starts a new one.
+    async def scenario(pool: Publishers) -> None:
+        (publisher,) = pool._all
+        publisher.channel.close()
+        publisher.ready = False
+        published = await pool.publish(REQUEST, body_of(2))
+        assert published.job is not None and published.job.records_total == 2
+
+    in_a_pool(scenario)
+
+
+def test_a_cancelled_request_waits_for_its_publish_then_is_cancelled() -> None:
+    # The route settles or forgets the Idempotency-Key from the publish's outcome: cancelled
+    # halfway (natively), it would forget the key of a job that exists, and a retry would
+    # publish the records twice.
+    async def scenario() -> None:
+        release, done = asyncio.Event(), []
+
+        async def publish_and_settle() -> str:
+            await release.wait()
+            done.append("settled")
+            return "job"
+
+        request = asyncio.create_task(run_to_end(publish_and_settle()))
+        await asyncio.sleep(0.01)
+        request.cancel()
+        await asyncio.sleep(0.01)
+        assert not request.done()  # still waiting for the work
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert done == ["settled"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("source", "pinned"), [("embedded", True), ("localhost", True), ("REDIS_URL", False)]
+)
+def test_publishers_use_the_redis_the_server_chose(
+    source: str, pinned: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A publisher started later must not choose another Redis (an embedded one started
+    # meanwhile, or none while localhost blinks): the server's choice goes to them.
+    from importq import broker
+    from importq.serve.app import publisher_environ
+    from workers import app as worker_app
+
+    chosen = "redis://127.0.0.1:6400/0"
+    monkeypatch.setitem(worker_app._state, "redis_choice", broker.RedisChoice(chosen, source))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert publisher_environ().get("REDIS_URL") == (chosen if pinned else None)

@@ -37,7 +37,7 @@ LOCAL_ADDRESS = "127.0.0.1"
     show_default=True,
     envvar="IMPORTQ_SERVE_WORKERS",
     help="HTTP server processes (env IMPORTQ_SERVE_WORKERS). One speaks HTTP for about 600 "
-    "bodies a second; the publishing is done by --publishers.",
+    "bodies of 1,000 records a second; the publishing is done by --publishers.",
 )
 @click.option(
     "--publishers",

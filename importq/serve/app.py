@@ -73,7 +73,8 @@ _DOCUMENTED = {
     415: "A Content-Type or Content-Encoding importq does not read",
     422: "Refused input: the body's records (each with its place), params, or query",
     429: "The target's queue is full (IMPORTQ_MAX_QUEUED_UNITS): retry after Retry-After",
-    503: "Redis, a setting or a publisher process is missing: the server says which",
+    503: "Redis or a setting is missing, or (publishing) a publisher process ended: the "
+    "server says which",
 }
 
 
@@ -101,7 +102,7 @@ def from_environment() -> FastAPI:
         worker_app.publish_unit,
         auth.TokenRing(tokens),
         worker_app.runner,
-        publishers.Publishers(publisher_count(settings)),
+        publishers.Publishers(publisher_count(settings), publisher_environ()),
         list(targets.TARGETS),
     )
     return create_app(services)
@@ -111,6 +112,19 @@ def publisher_count(settings: Settings) -> int:
     """IMPORTQ_SERVE_PUBLISHERS, one per core by default: a publish is CPU-bound."""
     cores = os.cpu_count() or 1
     return settings.integer(publishers.COUNT_SETTING, cores, minimum=1)
+
+
+def publisher_environ() -> dict[str, str]:
+    """The publishers' environment: this process's, with the Redis it chose pinned when the
+    choice was not configured (the embedded one, or localhost), so that a publisher started
+    later cannot choose another (one started meanwhile, or none if localhost blinks)."""
+    from workers import app as worker_app
+
+    environ = dict(os.environ)
+    choice = worker_app.redis_choice()
+    if choice.source in ("embedded", "localhost"):
+        environ["REDIS_URL"] = choice.url
+    return environ
 
 
 def create_app(services: Services | None) -> FastAPI:

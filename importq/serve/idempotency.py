@@ -29,13 +29,15 @@ class KeyConflict(Exception):
 class Claim:
     key: str  # the Redis key
     job_id: str | None  # the job an earlier request with this key made; None: publish now
+    body: str  # the request's digest, kept with the job id
+    ttl: int  # seconds the key is kept once settled
 
 
 def claim(client: redis.Redis, owner: str, key: str, body: str, ttl: int) -> Claim:
     """Take the key for this body, or find the job it already made; KeyConflict otherwise."""
     redis_key = keys.serve_idempotency(owner, key)
     if client.set(redis_key, f"{body} {_PENDING}", nx=True, ex=min(ttl, PENDING_SECONDS)):
-        return Claim(redis_key, None)
+        return Claim(redis_key, None, body, ttl)
     raw = client.get(redis_key)
     if raw is None:  # expired between the two calls: take it again
         return claim(client, owner, key, body, ttl)
@@ -49,11 +51,11 @@ def claim(client: redis.Redis, owner: str, key: str, body: str, ttl: int) -> Cla
             f"a request with Idempotency-Key {key!r} is still being published; "
             "retry in a few seconds"
         )
-    return Claim(redis_key, job_id)
+    return Claim(redis_key, job_id, body, ttl)
 
 
-def settle(client: redis.Redis, taken: Claim, body: str, job_id: str, ttl: int) -> None:
-    client.set(taken.key, f"{body} {job_id}", ex=ttl)
+def settle(client: redis.Redis, taken: Claim, job_id: str) -> None:
+    client.set(taken.key, f"{taken.body} {job_id}", ex=taken.ttl)
 
 
 def forget(client: redis.Redis, taken: Claim) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
@@ -17,7 +18,8 @@ from importq.serve import bodies, callbacks, idempotency
 from importq.serve.auth import Forbidden, Token
 from importq.serve.models import DeadLetter, DeadLetterPage, Job, Problem, Replay, Replayed
 from importq.serve.models import Pause as PauseModel
-from importq.serve.publishers import PublisherLost
+from importq.serve.publishers import PublisherLost, run_to_end
+from importq.serve.publishing import Published
 from importq.serve.publishing import Request as PublishRequest
 from importq.serve.services import AUTHORIZATION_DOC, Services, ServicesDep, TokenDep
 from importq.serve.services import of as services_of
@@ -192,22 +194,13 @@ async def publish_job(target: str, request: Request) -> Response:
             if claim.job_id and (earlier := svc.store.get(claim.job_id)):
                 answer = job_answer(request, svc, earlier)
                 return _json(answer, 200, {"Idempotent-Replayed": "true"})
-        try:
-            # In a publisher process (publishers.py): the event loop only speaks HTTP.
-            published = await svc.publishers.publish(PublishRequest(target, fmt, params), body)
-        except PublisherLost:  # the job may exist: a retry with the key must not make another
-            raise
-        except BaseException:
-            if claim:
-                idempotency.forget(svc.store.redis, claim)
-            raise
-        job_id = published.job_id
-        if callback_url:
-            callbacks.register(svc.store.redis, svc.settings, job_id, callback_url, token.name)
-        if claim:
-            idempotency.settle(svc.store.redis, claim, digest, job_id, ttl)
+        # Run to its end even if the request is cancelled meanwhile: the outcome decides the
+        # key and the callback, and the body (its file) is removed only once it is read.
+        handed = _Handed(PublishRequest(target, fmt, params), claim, callback_url, token.name)
+        published = await run_to_end(_publish_and_keep(svc, handed, body))
     finally:
         body.remove()
+    job_id = published.job_id
     job, pause = published.job, published.pause
     if job is None:  # its read failed: again, now that an Idempotency-Key holds its id
         job = readable_job(svc, token, job_id)
@@ -224,6 +217,35 @@ async def publish_job(target: str, request: Request) -> Response:
     )
     answer = _answer(request, svc, job, pause)
     return _json(answer, 201, {"Location": answer.url})
+
+
+@dataclass(frozen=True)
+class _Handed:
+    """A body's publish as the route hands it on, with what its outcome settles."""
+
+    request: PublishRequest
+    claim: idempotency.Claim | None
+    callback_url: str | None
+    caller: str  # the token's name
+
+
+async def _publish_and_keep(svc: Services, handed: _Handed, body: bodies.Body) -> Published:
+    """The body published in a publisher process (the event loop only speaks HTTP); then
+    its callback registered and its Idempotency-Key settled, or forgotten if it failed."""
+    try:
+        published = await svc.publishers.publish(handed.request, body)
+    except PublisherLost:  # the job may exist: a retry with the key must not make another
+        raise
+    except BaseException:
+        if handed.claim:
+            idempotency.forget(svc.store.redis, handed.claim)
+        raise
+    if handed.callback_url:
+        callbacks.register(svc.store.redis, svc.settings, published.job_id,
+                           handed.callback_url, handed.caller)  # fmt: skip
+    if handed.claim:
+        idempotency.settle(svc.store.redis, handed.claim, published.job_id)
+    return published
 
 
 PUBLISH_PATH = PREFIX + "/targets/{target}/jobs"

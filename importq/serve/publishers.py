@@ -31,11 +31,13 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+import redis
 import structlog
 
 from importq.errors import ImportqError
@@ -50,6 +52,7 @@ STOP_SECONDS = 10.0  # a publisher finishing its body at shutdown
 _LENGTH = struct.Struct("!Q")
 _READY = b"ready"
 _BUFFER_BYTES = 1 << 20  # fewer wake-ups for a body of a few hundred kilobytes
+T = TypeVar("T")
 
 
 class PublisherUnavailable(ImportqError):
@@ -70,26 +73,22 @@ class _Publisher:
 
 class Publishers:
     """`count` publisher processes and the queue of the free ones (start() in the app's
-    lifespan, on its event loop)."""
+    lifespan, on its event loop). `environ` is theirs (default: this process's)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, environ: dict[str, str] | None = None) -> None:
         self.count = count
+        self.environ = environ
         self._free: asyncio.Queue[_Publisher] = asyncio.Queue()
         self._all: list[_Publisher] = []
+        self._ending: set[asyncio.Future[Any]] = set()  # discarded ones, reaped when they end
 
     async def start(self) -> None:
         """Start every publisher and wait until each is ready; PublisherUnavailable names
-        the first that ended instead (its log lines are the server's)."""
+        the first that ended or hung instead (its log lines are the server's)."""
         started = [self._spawn() for _ in range(self.count)]
         try:
-            with anyio.fail_after(START_SECONDS):
-                for publisher in started:
-                    await self._await_ready(publisher)
-        except TimeoutError:
-            await self.stop()
-            raise PublisherUnavailable(
-                f"a publisher process was not ready within {START_SECONDS:.0f} s"
-            ) from None
+            for publisher in started:
+                await self._await_ready(publisher)
         except PublisherUnavailable:
             await self.stop()
             raise
@@ -99,33 +98,45 @@ class Publishers:
     async def publish(self, request: Request, body: bodies.Body) -> Published:
         """Publish `body` in the next free publisher: what publish_body returns, or raises.
 
-        Shielded from cancellation like a thread's work: once a publisher has the body the
-        exchange runs to its end, so a request cancelled meanwhile never forgets an
-        Idempotency-Key whose job exists, and the channel never holds a stale answer."""
-        with anyio.CancelScope(shield=True):
-            publisher = await self._free.get()
+        A publisher that ended before it read the body is replaced and the body sent to the
+        new one. One interrupted with the body in hand (cancelled, or its channel broken)
+        is discarded, never put back with an answer no one will read."""
+        with anyio.CancelScope(shield=True):  # see run_to_end for native cancellation
+            slot = [await self._free.get()]
             try:
-                try:
-                    outcome = await self._exchange(publisher, request, body)
-                except PublisherUnavailable:  # it never read the body: a new one may
-                    publisher = await self._replace(publisher)
-                    outcome = await self._exchange(publisher, request, body)
-            except (PublisherLost, PublisherUnavailable):
-                publisher = await self._replace(publisher)
-                raise
+                outcome = await self._exchange_in(slot, request, body)
             finally:
-                self._free.put_nowait(publisher)
+                self._free.put_nowait(slot[0])
         if isinstance(outcome, BaseException):
             raise outcome
         assert isinstance(outcome, Published)
         return outcome
 
     async def stop(self) -> None:
-        """Close every channel (a publisher ends once its body is done) and wait for them."""
+        """Close every channel (a publisher ends once its body is done) and wait for them:
+        one still running STOP_SECONDS later is killed."""
         for publisher in self._all:
             publisher.channel.close()
-        for publisher in list(self._all):
-            await self._retire(publisher)
+        ending = [*self._ending, *(self._reap(p, kill_after=STOP_SECONDS) for p in self._all)]
+        self._all.clear()
+        await asyncio.gather(*ending, return_exceptions=True)
+
+    async def _exchange_in(
+        self, slot: list[_Publisher], request: Request, body: bodies.Body
+    ) -> Any:
+        """The exchange with slot[0], which is replaced when it fails (once more on a new
+        publisher when the first never read the body)."""
+        for attempt in (1, 2):
+            try:
+                return await self._exchange(slot[0], request, body)
+            except PublisherUnavailable as error:
+                slot[0] = self._replace(slot[0], str(error))
+                if attempt == 2:
+                    raise
+            except BaseException as error:
+                slot[0] = self._replace(slot[0], str(error) or type(error).__name__)
+                raise
+        raise AssertionError("unreachable")
 
     def _spawn(self) -> _Publisher:
         ours, theirs = socket.socketpair()
@@ -133,24 +144,50 @@ class Publishers:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER_BYTES)
             theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER_BYTES)
             command = [sys.executable, "-m", "importq.serve.publishers", str(theirs.fileno())]
-            process = subprocess.Popen(command, pass_fds=[theirs.fileno()])
+            try:
+                process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=self.environ)
+            except BaseException:
+                ours.close()
+                raise
         ours.setblocking(False)
         publisher = _Publisher(process, ours)
         self._all.append(publisher)
         return publisher
 
+    def _replace(self, publisher: _Publisher, why: str) -> _Publisher:
+        """A new publisher for the slot (it says it is ready on first use); the old one's
+        channel is closed and it is reaped once it ends (it ends after any body in hand). If
+        none can be started, the closed one stays in the slot: the next body tries again."""
+        log.warning("a publisher process is replaced", pid=publisher.process.pid, why=why)
+        publisher.channel.close()
+        with contextlib.suppress(ValueError):
+            self._all.remove(publisher)
+        ending = asyncio.ensure_future(self._reap(publisher, kill_after=None))
+        self._ending.add(ending)
+        ending.add_done_callback(self._ending.discard)
+        try:
+            return self._spawn()
+        except OSError as error:
+            raise PublisherUnavailable(
+                f"no new publisher process could be started ({error}): nothing was staged; "
+                "retry later, and see the server's log"
+            ) from error
+
     async def _await_ready(self, publisher: _Publisher) -> None:
         if publisher.ready:
             return
         try:
-            said = await _receive(publisher.channel)
-        except ConnectionError:
+            with anyio.fail_after(START_SECONDS):
+                said = await _receive(publisher.channel)
+        except (OSError, ValueError, TimeoutError):  # ended, closed, or hung as it started
             said = b""
         if said != _READY:
-            code = await _exit_code(publisher)
+            code = publisher.process.poll()
+            ended = f"ended as it started (exit code {code})" if code is not None else (
+                f"was not ready within {START_SECONDS:.0f} s")  # fmt: skip
             raise PublisherUnavailable(
-                f"a publisher process ended as it started (exit code {code}): nothing was "
-                "staged; retry, and see the server's log for why it ended"
+                f"a publisher process {ended}: nothing was staged; retry, and see the "
+                "server's log for why"
             )
         publisher.ready = True
 
@@ -165,7 +202,7 @@ class Publishers:
             await loop.sock_sendall(publisher.channel, _LENGTH.pack(len(head)) + head)
             if not spooled:
                 await loop.sock_sendall(publisher.channel, body.data)
-        except OSError:  # it ended before it read the whole body: it cannot have staged it
+        except (OSError, ValueError):  # it ended before it read the whole body: not staged
             code = await _exit_code(publisher)
             raise PublisherUnavailable(
                 f"the publisher process ended (exit code {code}) before it read the body: "
@@ -173,34 +210,49 @@ class Publishers:
             ) from None
         try:
             answer = await _receive(publisher.channel)
-        except ConnectionError:
+        except (OSError, ValueError):
             code = await _exit_code(publisher)
             raise PublisherLost(
                 f"the publisher process ended (exit code {code}) while it published the "
                 "body: its records may be staged or not. Look for the job in GET /v1/jobs "
                 "before you send it again; a retry with the same Idempotency-Key is a 409 "
-                "until the key's pending hour has passed"
+                "until the key's pending time (at most an hour) has passed"
             ) from None
         try:
             return pickle.loads(answer)
-        except Exception as error:  # an error type that does not unpickle: a 500 all the same
-            return RuntimeError(f"the publisher's answer could not be read: {error}")
+        except Exception as error:  # the outcome is unknown: the records may be staged
+            raise PublisherLost(
+                f"the publisher's answer could not be read ({error}): the body's records "
+                "may be staged or not; look for the job in GET /v1/jobs"
+            ) from None
 
-    async def _replace(self, publisher: _Publisher) -> _Publisher:
-        """A new publisher for the slot of one that ended (it says it is ready on first use)."""
-        await self._retire(publisher)
-        return self._spawn()
-
-    async def _retire(self, publisher: _Publisher) -> None:
-        """Close its channel and reap it: killed if it has not ended within STOP_SECONDS."""
-        publisher.channel.close()
-        with contextlib.suppress(ValueError):
-            self._all.remove(publisher)
+    async def _reap(self, publisher: _Publisher, kill_after: float | None) -> None:
+        """Wait for it to end (it does once its channel is closed and any body is done);
+        with `kill_after`, kill it if it has not ended by then (the server is stopping)."""
         try:
-            await asyncio.to_thread(publisher.process.wait, STOP_SECONDS)
+            await asyncio.to_thread(publisher.process.wait, kill_after)
         except subprocess.TimeoutExpired:
             publisher.process.kill()
             await asyncio.to_thread(publisher.process.wait)
+
+
+async def run_to_end(work: Awaitable[T]) -> T:
+    """`work`, run to its end even if the caller is cancelled meanwhile, by an anyio scope
+    or a native task.cancel() (a shielded anyio scope stops only the former): the
+    cancellation is raised once the work has ended, so what it changed is consistent."""
+    task = asyncio.ensure_future(work)
+    cancelled: BaseException | None = None
+    with anyio.CancelScope(shield=True):
+        while not task.done():
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError as error:
+                cancelled = error
+    if cancelled is not None:
+        if not task.cancelled():
+            task.exception()  # seen: the cancellation is what the caller gets
+        raise cancelled
+    return task.result()
 
 
 async def _exit_code(publisher: _Publisher) -> int | None:
@@ -244,7 +296,9 @@ def serve(fd: int) -> None:
     settings = worker_app.settings()
     importq_logging.configure(settings)
     publishing = Publishing(settings, JobStore(worker_app.redis_client()), worker_app.publish_unit)
-    with socket.socket(fileno=fd) as channel:
+    with socket.socket(fileno=fd) as channel, contextlib.suppress(ConnectionError):
+        # ConnectionError: the server closed the channel (it stopped, or gave up on this
+        # body): the body in hand is done, nobody waits for its answer, so this one ends.
         _send(channel, _READY)
         while (head := _read(channel, _LENGTH.size)) is not None:
             fields = json.loads(_read_all(channel, _LENGTH.unpack(head)[0]))
@@ -256,16 +310,22 @@ def serve(fd: int) -> None:
 
 
 def _answer(publishing: Publishing, request: Request, body: bodies.Body) -> bytes:
-    """What publish_body returned or raised, pickled; an error that does not pickle (an
-    attribute that cannot) goes as a RuntimeError with its text, a 500 like any other."""
+    """What publish_body returned or raised, pickled. An error that would not come back
+    whole on the server's side (one whose class takes other arguments than its message)
+    goes as a RuntimeError with its text: a 500, as it was in the server's own threads."""
     try:
-        outcome: Any = publish_body(publishing, request, body)
+        return pickle.dumps(publish_body(publishing, request, body))
     except Exception as error:
-        outcome = error
-    try:
-        return pickle.dumps(outcome)
-    except Exception:
-        return pickle.dumps(RuntimeError(f"{type(outcome).__name__}: {outcome}"))
+        if not isinstance(error, ImportqError | redis.RedisError):  # not one the API answers
+            log.exception("publishing a body failed", target=request.target)
+        try:
+            pickled = pickle.dumps(error)
+            crossed = pickle.loads(pickled)
+            if type(crossed) is type(error) and str(crossed) == str(error):
+                return pickled
+        except Exception:  # it goes as a RuntimeError below
+            pass
+        return pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
 
 
 def _send(channel: socket.socket, payload: bytes) -> None:
