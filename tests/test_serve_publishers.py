@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import redis
 
@@ -195,11 +196,14 @@ def test_a_publish_cancelled_with_the_body_in_hand_leaves_the_next_body_its_own_
     async def scenario(pool: Publishers) -> None:
         (pid,) = publisher_pids(os.getpid())
         os.kill(pid, signal.SIGSTOP)  # it has the body, unread
-        first = asyncio.create_task(pool.publish(REQUEST, body_of(3)))
-        while queued_bytes(pid) == 0:
-            await asyncio.sleep(0.02)
-        first.cancel()
-        os.kill(pid, signal.SIGCONT)
+        try:
+            first = asyncio.create_task(pool.publish(REQUEST, body_of(3)))
+            with anyio.fail_after(30):
+                while queued_bytes(pid) == 0:
+                    await asyncio.sleep(0.02)
+            first.cancel()
+        finally:
+            os.kill(pid, signal.SIGCONT)
         with pytest.raises(asyncio.CancelledError):
             await first
         second = await pool.publish(REQUEST, body_of(5))
@@ -208,13 +212,16 @@ def test_a_publish_cancelled_with_the_body_in_hand_leaves_the_next_body_its_own_
     in_a_pool(scenario)
 
 
-def test_a_slot_left_with_a_closed_channel_gets_a_new_publisher(redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("ready", [True, False], ids=["ready", "never-ready"])
+def test_a_slot_left_with_a_closed_channel_gets_a_new_publisher(
+    ready: bool, redis_client: redis.Redis
+) -> None:
     # What a replacement that could not be started leaves in its slot: the old publisher,
-    # its channel closed, perhaps never ready. The next body starts a new one.
+    # its channel closed, ready or never ready. The next body starts a new one.
     async def scenario(pool: Publishers) -> None:
         (publisher,) = pool._all
         publisher.channel.close()
-        publisher.ready = False
+        publisher.ready = ready
         published = await pool.publish(REQUEST, body_of(2))
         assert published.job is not None and published.job.records_total == 2
 
@@ -244,6 +251,31 @@ def test_a_cancelled_request_waits_for_its_publish_then_is_cancelled() -> None:
         assert done == ["settled"]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("outcome", ["cancelled", "failed"])
+def test_a_cancelled_publish_keeps_its_idempotency_key_a_failed_one_frees_it(
+    outcome: str, redis_client: redis.Redis
+) -> None:
+    # Cancelled (the server stopping), the publisher may have had the body: a retry with
+    # the key must not publish again. Failed, nothing was staged: a retry may.
+    from types import SimpleNamespace
+
+    from importq.serve import idempotency
+    from importq.serve.jobs import _Handed, _publish_and_keep
+
+    class Publishing:
+        async def publish(self, request: Any, body: Any) -> Any:
+            if outcome == "cancelled":
+                raise asyncio.CancelledError
+            raise QueueFull("the queue of http_batch holds 3 units")
+
+    claim = idempotency.claim(redis_client, "writer", "fake-key-1", "digest", 60)
+    svc: Any = SimpleNamespace(publishers=Publishing(), store=SimpleNamespace(redis=redis_client))
+    handed = _Handed(REQUEST, claim, None, "writer")
+    with pytest.raises(asyncio.CancelledError if outcome == "cancelled" else QueueFull):
+        asyncio.run(_publish_and_keep(svc, handed, body_of(1)))
+    assert bool(redis_client.exists(claim.key)) is (outcome == "cancelled")
 
 
 @pytest.mark.parametrize(

@@ -231,20 +231,22 @@ class _Handed:
 
 async def _publish_and_keep(svc: Services, handed: _Handed, body: bodies.Body) -> Published:
     """The body published in a publisher process (the event loop only speaks HTTP); then
-    its callback registered and its Idempotency-Key settled, or forgotten if it failed."""
+    its Idempotency-Key settled and its callback registered, or the key forgotten if the
+    publish failed."""
     try:
         published = await svc.publishers.publish(handed.request, body)
     except PublisherLost:  # the job may exist: a retry with the key must not make another
         raise
-    except BaseException:
+    except Exception:  # it failed: a retry with the key may publish. (Cancelled, a
+        # BaseException, the key stays taken: the publisher may have had the body.)
         if handed.claim:
             idempotency.forget(svc.store.redis, handed.claim)
         raise
+    if handed.claim:  # first: a failed callback registration must not leave it pending
+        idempotency.settle(svc.store.redis, handed.claim, published.job_id)
     if handed.callback_url:
         callbacks.register(svc.store.redis, svc.settings, published.job_id,
                            handed.callback_url, handed.caller)  # fmt: skip
-    if handed.claim:
-        idempotency.settle(svc.store.redis, handed.claim, published.job_id)
     return published
 
 

@@ -31,6 +31,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,7 @@ class PublisherLost(ImportqError):
     or not. 503; the request's Idempotency-Key stays taken (see publish_job)."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: one process each
 class _Publisher:
     process: subprocess.Popen[bytes]
     channel: socket.socket
@@ -79,16 +80,20 @@ class Publishers:
         self.count = count
         self.environ = environ
         self._free: asyncio.Queue[_Publisher] = asyncio.Queue()
-        self._all: list[_Publisher] = []
-        self._ending: set[asyncio.Future[Any]] = set()  # discarded ones, reaped when they end
+        self._all: list[_Publisher] = []  # those in a slot
+        self._discarded: set[_Publisher] = set()  # replaced, until they have ended
+        self._reaping: set[asyncio.Future[None]] = set()  # the loop keeps no reference
+        self._stopping = False
 
     async def start(self) -> None:
-        """Start every publisher and wait until each is ready; PublisherUnavailable names
-        the first that ended or hung instead (its log lines are the server's)."""
+        """Start every publisher and wait until each is ready, START_SECONDS in all;
+        PublisherUnavailable names the first that ended or hung instead (its log lines
+        are the server's)."""
         started = [self._spawn() for _ in range(self.count)]
+        deadline = time.monotonic() + START_SECONDS
         try:
             for publisher in started:
-                await self._await_ready(publisher)
+                await self._await_ready(publisher, max(0.1, deadline - time.monotonic()))
         except PublisherUnavailable:
             await self.stop()
             raise
@@ -113,13 +118,17 @@ class Publishers:
         return outcome
 
     async def stop(self) -> None:
-        """Close every channel (a publisher ends once its body is done) and wait for them:
-        one still running STOP_SECONDS later is killed."""
+        """End every publisher: each sees its channel shut once its body is done, and one
+        still running STOP_SECONDS later (a replaced one too) is killed."""
+        self._stopping = True
+        for publisher in self._all:
+            with contextlib.suppress(OSError):  # shut, not closed: a read pending on it ends
+                publisher.channel.shutdown(socket.SHUT_RDWR)
+        everyone = [*self._all, *self._discarded]
+        await asyncio.gather(*(_reap(p, kill_after=STOP_SECONDS) for p in everyone))
         for publisher in self._all:
             publisher.channel.close()
-        ending = [*self._ending, *(self._reap(p, kill_after=STOP_SECONDS) for p in self._all)]
         self._all.clear()
-        await asyncio.gather(*ending, return_exceptions=True)
 
     async def _exchange_in(
         self, slot: list[_Publisher], request: Request, body: bodies.Body
@@ -155,16 +164,23 @@ class Publishers:
         return publisher
 
     def _replace(self, publisher: _Publisher, why: str) -> _Publisher:
-        """A new publisher for the slot (it says it is ready on first use); the old one's
-        channel is closed and it is reaped once it ends (it ends after any body in hand). If
-        none can be started, the closed one stays in the slot: the next body tries again."""
-        log.warning("a publisher process is replaced", pid=publisher.process.pid, why=why)
-        publisher.channel.close()
-        with contextlib.suppress(ValueError):
+        """A new publisher for the slot (it says it is ready on first use). The old one's
+        channel is closed and it is reaped once it ends: at once if it never became ready,
+        else after any body in hand. If none can be started, the closed one stays in the
+        slot, and the next body tries again."""
+        if publisher in self._all:
+            log.warning("a publisher process is replaced", pid=publisher.process.pid, why=why)
             self._all.remove(publisher)
-        ending = asyncio.ensure_future(self._reap(publisher, kill_after=None))
-        self._ending.add(ending)
-        ending.add_done_callback(self._ending.discard)
+            publisher.channel.close()
+            if not publisher.ready:  # no body in hand: a hung start is not waited for
+                publisher.process.kill()
+            self._discarded.add(publisher)
+            reaping = asyncio.ensure_future(_reap(publisher, kill_after=None))
+            self._reaping.add(reaping)
+            reaping.add_done_callback(self._reaping.discard)
+            reaping.add_done_callback(lambda _: self._discarded.discard(publisher))
+        if self._stopping:
+            raise PublisherUnavailable("the server is stopping: nothing was staged; retry")
         try:
             return self._spawn()
         except OSError as error:
@@ -173,18 +189,18 @@ class Publishers:
                 "retry later, and see the server's log"
             ) from error
 
-    async def _await_ready(self, publisher: _Publisher) -> None:
+    async def _await_ready(self, publisher: _Publisher, seconds: float = START_SECONDS) -> None:
         if publisher.ready:
             return
         try:
-            with anyio.fail_after(START_SECONDS):
+            with anyio.fail_after(seconds):
                 said = await _receive(publisher.channel)
         except (OSError, ValueError, TimeoutError):  # ended, closed, or hung as it started
             said = b""
         if said != _READY:
             code = publisher.process.poll()
             ended = f"ended as it started (exit code {code})" if code is not None else (
-                f"was not ready within {START_SECONDS:.0f} s")  # fmt: skip
+                f"was not ready within {seconds:.0f} s")  # fmt: skip
             raise PublisherUnavailable(
                 f"a publisher process {ended}: nothing was staged; retry, and see the "
                 "server's log for why"
@@ -192,6 +208,8 @@ class Publishers:
         publisher.ready = True
 
     async def _exchange(self, publisher: _Publisher, request: Request, body: bodies.Body) -> Any:
+        if publisher.channel.fileno() == -1:  # left in its slot when no new one could start
+            raise PublisherUnavailable("the slot's publisher had ended: nothing was staged")
         await self._await_ready(publisher)  # a publisher started after a lost one
         loop = asyncio.get_running_loop()
         spooled = body.path is not None
@@ -226,14 +244,15 @@ class Publishers:
                 "may be staged or not; look for the job in GET /v1/jobs"
             ) from None
 
-    async def _reap(self, publisher: _Publisher, kill_after: float | None) -> None:
-        """Wait for it to end (it does once its channel is closed and any body is done);
-        with `kill_after`, kill it if it has not ended by then (the server is stopping)."""
-        try:
-            await asyncio.to_thread(publisher.process.wait, kill_after)
-        except subprocess.TimeoutExpired:
-            publisher.process.kill()
-            await asyncio.to_thread(publisher.process.wait)
+
+async def _reap(publisher: _Publisher, kill_after: float | None) -> None:
+    """Wait for it to end (it does once its channel is shut and any body is done); with
+    `kill_after`, kill it if it has not ended by then (the server is stopping)."""
+    try:
+        await asyncio.to_thread(publisher.process.wait, kill_after)
+    except subprocess.TimeoutExpired:
+        publisher.process.kill()
+        await asyncio.to_thread(publisher.process.wait)
 
 
 async def run_to_end(work: Awaitable[T]) -> T:
@@ -246,11 +265,12 @@ async def run_to_end(work: Awaitable[T]) -> T:
         while not task.done():
             try:
                 await asyncio.wait({task})
-            except asyncio.CancelledError as error:
-                cancelled = error
+            except asyncio.CancelledError as interruption:
+                cancelled = interruption
     if cancelled is not None:
-        if not task.cancelled():
-            task.exception()  # seen: the cancellation is what the caller gets
+        if not task.cancelled() and (failed := task.exception()) is not None:
+            log.warning("work ended in an error after its caller was cancelled",
+                        error=f"{type(failed).__name__}: {failed}")  # fmt: skip
         raise cancelled
     return task.result()
 
@@ -314,7 +334,7 @@ def _answer(publishing: Publishing, request: Request, body: bodies.Body) -> byte
     whole on the server's side (one whose class takes other arguments than its message)
     goes as a RuntimeError with its text: a 500, as it was in the server's own threads."""
     try:
-        return pickle.dumps(publish_body(publishing, request, body))
+        published = publish_body(publishing, request, body)
     except Exception as error:
         if not isinstance(error, ImportqError | redis.RedisError):  # not one the API answers
             log.exception("publishing a body failed", target=request.target)
@@ -326,6 +346,7 @@ def _answer(publishing: Publishing, request: Request, body: bodies.Body) -> byte
         except Exception:  # it goes as a RuntimeError below
             pass
         return pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
+    return pickle.dumps(published)
 
 
 def _send(channel: socket.socket, payload: bytes) -> None:
