@@ -173,11 +173,12 @@ def body_of(records: int) -> Body:
     return Body(len(data), "", data)
 
 
-def in_a_pool(scenario: Callable[[Publishers], Awaitable[None]]) -> None:
-    """`scenario` run against a pool of one publisher (the session's Redis), stopped after."""
+def in_a_pool(scenario: Callable[[Publishers], Awaitable[None]], count: int = 1) -> None:
+    """`scenario` run against a pool of `count` publishers (the session's Redis), stopped
+    after."""
 
     async def run() -> None:
-        pool = Publishers(1)
+        pool = Publishers(count)
         await pool.start()
         try:
             await scenario(pool)
@@ -210,6 +211,35 @@ def test_a_publish_cancelled_with_the_body_in_hand_leaves_the_next_body_its_own_
         assert second.job is not None and second.job.records_total == 5
 
     in_a_pool(scenario)
+
+
+def test_big_bodies_leave_a_publisher_free_for_the_small_ones(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    # Two big bodies (spooled to disk) and then a small one, with two publishers: the
+    # second big body waits, so the small one is not stuck behind two long publishes.
+    spooled = tmp_path / "big.jsonl"
+    spooled.write_text(jsonl(*events(50)))
+    big = Body(spooled.stat().st_size, "", b"", spooled)  # sent as its path: a short header
+    small = body_of(300)  # sent whole: its bytes wait in the publisher's channel
+
+    async def scenario(pool: Publishers) -> None:
+        children = publisher_pids(os.getpid())
+        for pid in children:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            sent = [asyncio.create_task(pool.publish(REQUEST, b)) for b in (big, big, small)]
+            with anyio.fail_after(30):
+                while not all(queued_bytes(pid) for pid in children):
+                    await asyncio.sleep(0.02)
+            assert max(queued_bytes(pid) for pid in children) >= small.size
+        finally:
+            for pid in children:
+                os.kill(pid, signal.SIGCONT)
+        published = await asyncio.gather(*sent)
+        assert [p.job.records_total for p in published if p.job] == [50, 50, 300]
+
+    in_a_pool(scenario, count=2)
 
 
 @pytest.mark.parametrize("ready", [True, False], ids=["ready", "never-ready"])
@@ -294,3 +324,28 @@ def test_publishers_use_the_redis_the_server_chose(
     monkeypatch.setitem(worker_app._state, "redis_choice", broker.RedisChoice(chosen, source))
     monkeypatch.delenv("REDIS_URL", raising=False)
     assert publisher_environ().get("REDIS_URL") == (chosen if pinned else None)
+
+
+def test_stopping_the_pool_lets_a_body_in_hand_finish_and_answer(redis_client: redis.Redis) -> None:
+    # uvicorn drains requests before the app's lifespan ends, unless its graceful-shutdown
+    # timeout cuts them short: then a body still being published gets its answer.
+    async def scenario() -> None:
+        pool = Publishers(1)
+        await pool.start()
+        (pid,) = publisher_pids(os.getpid())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            sending = asyncio.create_task(pool.publish(REQUEST, body_of(4)))
+            with anyio.fail_after(30):
+                while queued_bytes(pid) == 0:
+                    await asyncio.sleep(0.02)
+            stopping = asyncio.create_task(pool.stop())
+            await asyncio.sleep(0.05)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        published = await sending
+        await stopping
+        assert published.job is not None and published.job.records_total == 4
+        assert not alive(pid)
+
+    asyncio.run(scenario())

@@ -84,6 +84,9 @@ class Publishers:
         self._discarded: set[_Publisher] = set()  # replaced, until they have ended
         self._reaping: set[asyncio.Future[None]] = set()  # the loop keeps no reference
         self._stopping = False
+        # Bodies spooled to disk (over bodies.IN_MEMORY_BYTES) take seconds to minutes each:
+        # they get all publishers but one, so a small body never waits behind them.
+        self._big_bodies = asyncio.Semaphore(max(1, count - 1))
 
     async def start(self) -> None:
         """Start every publisher and wait until each is ready, START_SECONDS in all;
@@ -103,27 +106,39 @@ class Publishers:
     async def publish(self, request: Request, body: bodies.Body) -> Published:
         """Publish `body` in the next free publisher: what publish_body returns, or raises.
 
+        A body spooled to disk (a big one) waits while all publishers but one have one.
         A publisher that ended before it read the body is replaced and the body sent to the
         new one. One interrupted with the body in hand (cancelled, or its channel broken)
         is discarded, never put back with an answer no one will read."""
         with anyio.CancelScope(shield=True):  # see run_to_end for native cancellation
-            slot = [await self._free.get()]
-            try:
-                outcome = await self._exchange_in(slot, request, body)
-            finally:
-                self._free.put_nowait(slot[0])
+            if body.path is None:
+                outcome = await self._publish_on_next(request, body)
+            else:  # a big body: one publisher at least stays free for the small ones
+                async with self._big_bodies:
+                    outcome = await self._publish_on_next(request, body)
         if isinstance(outcome, BaseException):
             raise outcome
         assert isinstance(outcome, Published)
         return outcome
 
+    async def _publish_on_next(self, request: Request, body: bodies.Body) -> Any:
+        slot = [await self._free.get()]
+        try:
+            return await self._exchange_in(slot, request, body)
+        finally:
+            self._free.put_nowait(slot[0])
+
     async def stop(self) -> None:
-        """End every publisher: each sees its channel shut once its body is done, and one
-        still running STOP_SECONDS later (a replaced one too) is killed."""
+        """End every publisher: each finishes the body in hand, answers, and sees its
+        channel shut; one still running STOP_SECONDS later (a replaced one too) is killed,
+        and a request still waiting on it is a 503 (PublisherLost)."""
         self._stopping = True
         for publisher in self._all:
-            with contextlib.suppress(OSError):  # shut, not closed: a read pending on it ends
-                publisher.channel.shutdown(socket.SHUT_RDWR)
+            # Shut for writing only: the answer to a body in hand still arrives, and the
+            # read waiting for it ends (with EOF if the publisher is killed); closing the
+            # socket under that read would leave it waiting for ever.
+            with contextlib.suppress(OSError):
+                publisher.channel.shutdown(socket.SHUT_WR)
         everyone = [*self._all, *self._discarded]
         await asyncio.gather(*(_reap(p, kill_after=STOP_SECONDS) for p in everyone))
         for publisher in self._all:
