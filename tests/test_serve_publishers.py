@@ -1,8 +1,9 @@
 """`importq serve`'s publisher processes: bodies are staged there, and the server copes
 when one ends (killed, crashed) with or without a body in hand.
 
-Real server processes with one publisher each (so which one has the body is known), the
-session's Redis; the errors a publish raises cross the process boundary whole.
+Real server processes, or a pool in the test's own process, with real publisher processes
+(one, where which one has the body must be known) and the session's Redis. A publisher is
+paused (SIGSTOP) to hold a body unread, and `ss` shows when the body waits in its channel.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def publisher_pids(server_pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{server_pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except FileNotFoundError:  # a child that ended meanwhile
+                continue
             if b"importq.serve.publishers" in command:
                 found.append(int(child))
     return found
