@@ -24,7 +24,7 @@ import redis
 
 from importq.errors import ConfigError, InputError, QueueFull, RedisUnavailable
 from importq.serve.bodies import Body
-from importq.serve.publishers import Publishers, run_to_end
+from importq.serve.publishers import Publishers, PublisherUnavailable, run_to_end
 from importq.serve.publishing import RefusedBody
 from importq.serve.publishing import Request as PublishRequest
 from tests.helpers import jsonl, wait_until
@@ -351,5 +351,29 @@ def test_stopping_the_pool_lets_a_body_in_hand_finish_and_answer(redis_client: r
         await stopping
         assert published.job is not None and published.job.records_total == 4
         assert not alive(pid)
+
+    asyncio.run(scenario())
+
+
+def test_a_publisher_that_hangs_as_it_starts_is_given_up_killed_and_replaced(
+    redis_client: redis.Redis,
+) -> None:
+    # A replacement that never says it is ready (here: stopped before it could) fails the
+    # body waiting for it with a 503 that says so, instead of holding it for ever; it has no
+    # body in hand, so it is killed, and the slot's next publisher takes bodies.
+    async def scenario() -> None:
+        pool = Publishers(1)
+        hung = pool._spawn()
+        os.kill(hung.process.pid, signal.SIGSTOP)
+        with pytest.raises(PublisherUnavailable, match="was not ready within 1 s"):
+            await pool._await_ready(hung, 1.0)
+        fresh = pool._replace(hung, "hung as it started")
+        assert await asyncio.to_thread(hung.process.wait, 30) == -signal.SIGKILL
+        pool._free.put_nowait(fresh)
+        try:
+            published = await pool.publish(REQUEST, body_of(2))
+            assert published.job is not None and published.job.records_total == 2
+        finally:
+            await pool.stop()
 
     asyncio.run(scenario())
