@@ -122,11 +122,24 @@ class Publishers:
         return outcome
 
     async def _publish_on_next(self, request: Request, body: bodies.Body) -> Any:
-        slot = [await self._free.get()]
+        """The exchange with the next free publisher, which is replaced when it fails (the
+        body sent once more, to the new one, when the first never read it); the slot's
+        publisher goes back to the free queue whatever happens."""
+        publisher = await self._free.get()
         try:
-            return await self._exchange_in(slot, request, body)
+            for attempt in (1, 2):
+                try:
+                    return await self._exchange(publisher, request, body)
+                except PublisherUnavailable as error:
+                    publisher = self._replace(publisher, str(error))
+                    if attempt == 2:
+                        raise
+                except BaseException as error:
+                    publisher = self._replace(publisher, str(error) or type(error).__name__)
+                    raise
+            raise AssertionError("unreachable")
         finally:
-            self._free.put_nowait(slot[0])
+            self._free.put_nowait(publisher)
 
     async def stop(self) -> None:
         """End every publisher: each finishes the body in hand, answers, and sees its
@@ -144,23 +157,6 @@ class Publishers:
         for publisher in self._all:
             publisher.channel.close()
         self._all.clear()
-
-    async def _exchange_in(
-        self, slot: list[_Publisher], request: Request, body: bodies.Body
-    ) -> Any:
-        """The exchange with slot[0], which is replaced when it fails (once more on a new
-        publisher when the first never read the body)."""
-        for attempt in (1, 2):
-            try:
-                return await self._exchange(slot[0], request, body)
-            except PublisherUnavailable as error:
-                slot[0] = self._replace(slot[0], str(error))
-                if attempt == 2:
-                    raise
-            except BaseException as error:
-                slot[0] = self._replace(slot[0], str(error) or type(error).__name__)
-                raise
-        raise AssertionError("unreachable")
 
     def _spawn(self) -> _Publisher:
         ours, theirs = socket.socketpair()
